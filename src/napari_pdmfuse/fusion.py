@@ -1,0 +1,138 @@
+"""The fusion loop: tiles in, stitched results out, progress yielded along the way.
+
+:func:`fuse_iter` is a plain generator — napari's ``thread_worker`` runs it in the widget, the CLI
+drives a progress bar from it, and :func:`fuse` simply drains it — so there is one code path for
+every way of using the product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .errors import InputError
+from .methods import DEFAULT_METHOD, get_method
+from .methods.base import FusionMethod, TileResult
+from .stack import Normalisation, Stack, as_stack, normalisation, to_dtype
+from .tiling import Tile, count_tiles, tile_grid
+
+#: Working-memory budget of one tile, in bytes, when the user does not choose a tile size.
+TILE_BUDGET = 768 * 2**20
+
+
+@dataclass
+class FusionResult:
+    """What a fusion produces.
+
+    ``fused`` has the input's dtype and channel layout; ``focus_map`` is the position of the
+    in-focus plane (0-based slice units, fractional, or physical z when ``focus_unit`` says so);
+    ``confidence`` is in [0, 1], zero where the stack holds no focus information.
+    """
+
+    fused: np.ndarray
+    focus_map: np.ndarray
+    confidence: np.ndarray
+    method: str
+    focus_unit: str = "slice"
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+
+
+class Sink(Protocol):
+    """Where stitched tile cores go: memory by default, a streaming file writer for big data."""
+
+    def write(self, tile: Tile, result: TileResult) -> None: ...
+
+
+class MemorySink:
+    def __init__(self, stack: Stack) -> None:
+        height, width = stack.shape_yx
+        self.fused = np.empty((height, width, stack.n_channels), dtype=stack.dtype)
+        self.focus = np.empty((height, width), dtype=np.float32)
+        self.confidence = np.empty((height, width), dtype=np.float32)
+        self.dtype = stack.dtype
+
+    def write(self, tile: Tile, result: TileResult) -> None:
+        self.fused[tile.write] = to_dtype(result.fused, self.dtype)
+        self.focus[tile.write] = result.focus
+        self.confidence[tile.write] = result.confidence
+
+
+def auto_tile(stack: Stack, method: FusionMethod, budget: int = TILE_BUDGET) -> int:
+    """Largest tile core whose haloed block fits ``budget`` bytes of working memory."""
+    per_pixel = stack.n_slices * (stack.n_channels + 1) * method.bytes_per_voxel
+    side = int(np.sqrt(budget / per_pixel)) - 2 * method.halo
+    return int(np.clip(side, 4 * method.align, 4096))
+
+
+def crop(result: TileResult, tile: Tile) -> TileResult:
+    return TileResult(*(part[tile.crop] for part in result))
+
+
+def fuse_tiles(
+    stack: Stack,
+    method: FusionMethod,
+    norm: Normalisation,
+    sink: Sink,
+    tile_size: int,
+) -> Generator[Progress, None, None]:
+    """Run ``method`` over every tile of ``stack`` into ``sink``, yielding progress after each."""
+    total = count_tiles(stack.shape_yx, tile_size, method.align)
+    yield Progress(0, total)
+    for done, tile in enumerate(tile_grid(stack.shape_yx, tile_size, method.halo, method.align), 1):
+        block = np.asarray(stack.data[(slice(None), *tile.read)], dtype=np.float32)
+        if not np.isfinite(block).all():
+            raise InputError(
+                "The stack contains NaN or infinite values; replace them (e.g. with "
+                "numpy.nan_to_num) before fusing."
+            )
+        sink.write(tile, crop(method.fuse_tile(block, norm.luminance(block)), tile))
+        yield Progress(done, total)
+
+
+def fuse_iter(
+    data: object,
+    *,
+    method: str = DEFAULT_METHOD,
+    z_axis: int = 0,
+    channel_axis: int | None = None,
+    rgb: bool | None = None,
+    z_spacing: float | None = None,
+    tile: int | None = None,
+    device: str = "auto",
+) -> Generator[Progress, None, FusionResult]:
+    """Fuse a focus stack, yielding :class:`Progress` per tile and returning a FusionResult."""
+    stack = as_stack(data, z_axis=z_axis, channel_axis=channel_axis, rgb=rgb, z_spacing=z_spacing)
+    fusion = get_method(method, device=device)
+    tile_size = tile or auto_tile(stack, fusion)
+    if tile_size < fusion.align:
+        raise InputError(f"Tile size {tile_size} px is too small; use at least {fusion.align} px.")
+    sink = MemorySink(stack)
+    yield from fuse_tiles(stack, fusion, normalisation(stack), sink, tile_size)
+    focus, unit = sink.focus, "slice"
+    if z_spacing:
+        focus, unit = focus * np.float32(z_spacing), "physical"
+    return FusionResult(
+        fused=stack.output_array(sink.fused),
+        focus_map=focus,
+        confidence=sink.confidence,
+        method=method,
+        focus_unit=unit,
+    )
+
+
+def fuse(data: object, **options: object) -> FusionResult:
+    """Fuse a focus stack in one call; see :func:`fuse_iter` for the options."""
+    gen = fuse_iter(data, **options)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

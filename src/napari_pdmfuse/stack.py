@@ -1,0 +1,198 @@
+"""The canonical in-memory view of a focus stack: (Z, Y, X, C), lazily indexed.
+
+Every entry point (API, CLI, widget) funnels its input through :func:`as_stack`, so shapes,
+dtypes and axis conventions are checked once, with messages a user can act on, before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+#: Rec. 709 luma weights, used to reduce RGB planes to the one channel the focus measures see.
+RGB_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+
+#: Largest number of voxels read to estimate the normalisation of a stack.
+SAMPLE_VOXELS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A validated focus stack.
+
+    ``data`` is a numpy or dask array shaped (Z, Y, X, C); ``layout`` remembers how the channels
+    were laid out in the input so the fused image can be returned in the same layout.
+    """
+
+    data: object
+    dtype: np.dtype
+    layout: str  # "grey" (no channel axis), "rgb" (trailing RGB/RGBA axis) or "channels"
+    z_spacing: float | None = None
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def shape_yx(self) -> tuple[int, int]:
+        return int(self.data.shape[1]), int(self.data.shape[2])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[3])
+
+    def output_array(self, plane: np.ndarray) -> np.ndarray:
+        """Put a fused (Y, X, C) plane back into the input's channel layout."""
+        return plane[..., 0] if self.layout == "grey" else plane
+
+
+def _is_lazy(data: object) -> bool:
+    return hasattr(data, "dask")
+
+
+def as_stack(
+    data: object,
+    *,
+    z_axis: int = 0,
+    channel_axis: int | None = None,
+    rgb: bool | None = None,
+    z_spacing: float | None = None,
+) -> Stack:
+    """Validate ``data`` and bring it to (Z, Y, X, C) without reading it.
+
+    A trailing axis of length 3 or 4 on a 4-D array is taken as RGB(A) unless ``rgb`` is False;
+    any other extra axis must be named with ``channel_axis``.
+    """
+    if isinstance(data, (list, tuple)):
+        data = stack_planes(data)
+    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+        data = np.asarray(data)
+    dtype = np.dtype(data.dtype)
+    if dtype.kind not in "uif":
+        raise InputError(
+            f"The stack's data type {dtype} cannot be fused; convert it to an integer or float "
+            "image first."
+        )
+    if data.ndim < 3:
+        raise InputError(
+            f"The input is a single {data.ndim}-D image of shape {tuple(data.shape)}; a focus stack "
+            "needs at least two focal planes along a Z axis."
+        )
+    ndim = data.ndim
+    if not -ndim <= z_axis < ndim:
+        raise InputError(
+            f"z_axis={z_axis} does not exist in a {ndim}-D stack of shape {data.shape}."
+        )
+    z_axis %= ndim
+    if rgb is None:
+        rgb = channel_axis is None and ndim == 4 and data.shape[-1] in (3, 4) and z_axis != ndim - 1
+    if rgb:
+        channel_axis = ndim - 1
+    if channel_axis is not None:
+        channel_axis %= ndim
+        if channel_axis == z_axis:
+            raise InputError("The Z axis and the channel axis must be different axes.")
+    expected = 3 + (channel_axis is not None)
+    if ndim != expected:
+        raise InputError(
+            f"A stack of shape {tuple(data.shape)} has {ndim} axes; expected (Z, Y, X) or "
+            "(Z, Y, X, RGB) — name the channel axis for multichannel data."
+        )
+    spatial = [a for a in range(ndim) if a not in (z_axis, channel_axis)]
+    order = [z_axis, *spatial] + ([channel_axis] if channel_axis is not None else [])
+    arr = data.transpose(order) if order != list(range(ndim)) else data
+    if channel_axis is None:
+        arr = arr[..., None]
+    if 0 in arr.shape:
+        raise InputError(
+            f"The stack of shape {tuple(data.shape)} has an empty axis; nothing to fuse."
+        )
+    if arr.shape[0] < 2:
+        raise InputError(
+            f"The stack has only one focal plane along its Z axis (shape {tuple(data.shape)}); "
+            "fusing needs at least two."
+        )
+    layout = "rgb" if rgb else ("channels" if channel_axis is not None else "grey")
+    return Stack(data=arr, dtype=dtype, layout=layout, z_spacing=z_spacing)
+
+
+def stack_planes(planes: list | tuple) -> object:
+    """Stack a list of 2-D planes (or RGB planes) into one Z-first array, checking they match."""
+    if len(planes) < 2:
+        raise InputError(f"Got {len(planes)} plane; fusing needs at least two focal planes.")
+    shapes = {tuple(p.shape) for p in planes}
+    if len(shapes) > 1:
+        raise InputError(
+            f"The planes have different shapes {sorted(shapes)}; every focal plane must have the "
+            "same size."
+        )
+    dtypes = {np.dtype(p.dtype) for p in planes}
+    if len(dtypes) > 1:
+        raise InputError(
+            f"The planes have different data types {sorted(map(str, dtypes))}; convert them to one type."
+        )
+    if any(_is_lazy(p) for p in planes):
+        import dask.array as da
+
+        return da.stack(planes)
+    return np.stack([np.asarray(p) for p in planes])
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel robust intensity range, so 8-bit, 16-bit and float stacks look alike."""
+
+    low: np.ndarray  # (C,)
+    high: np.ndarray  # (C,)
+    luma: np.ndarray  # (C,) weights of each normalised channel in the luminance
+
+    def luminance(self, block: np.ndarray) -> np.ndarray:
+        """(Z, y, x, C) float32 block in data units → (Z, y, x) normalised luminance."""
+        scale = self.luma / (self.high - self.low)
+        return ((block - self.low) * scale).sum(axis=-1, dtype=np.float32).astype(np.float32)
+
+
+def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndarray]:
+    """Read a few tiles spread over the plane: enough for robust statistics, never the whole stack."""
+    z, y, x = stack.data.shape[:3]
+    if z * y * x <= max_voxels:
+        return [np.asarray(stack.data)]
+    side = 256
+    n_tiles = max(1, max_voxels // (z * side * side))
+    grid = int(np.ceil(np.sqrt(n_tiles)))
+    ys = np.linspace(0, max(y - side, 0), grid).astype(int)
+    xs = np.linspace(0, max(x - side, 0), grid).astype(int)
+    return [np.asarray(stack.data[:, y0 : y0 + side, x0 : x0 + side]) for y0 in ys for x0 in xs]
+
+
+def normalisation(stack: Stack) -> Normalisation:
+    """Estimate the 0.1–99.9 percentile range of each channel from a sample of the stack."""
+    blocks = sample_blocks(stack)
+    values = np.concatenate([b.reshape(-1, stack.n_channels) for b in blocks]).astype(np.float32)
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        raise InputError(
+            "The stack contains NaN or infinite values; replace them (e.g. with numpy.nan_to_num) "
+            "before fusing."
+        )
+    low = np.percentile(values, 0.1, axis=0).astype(np.float32)
+    high = np.percentile(values, 99.9, axis=0).astype(np.float32)
+    span = high - low
+    high = np.where(span > 0, high, low + 1).astype(np.float32)
+    c = stack.n_channels
+    if stack.layout == "rgb":
+        luma = np.append(RGB_LUMA, np.zeros(c - 3, np.float32)).astype(np.float32)
+    else:
+        luma = np.full(c, 1.0 / c, np.float32)
+    return Normalisation(low=low, high=high, luma=luma)
+
+
+def to_dtype(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Convert a float result back to the input dtype: rounded and clipped for integers."""
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(plane), info.min, info.max).astype(dtype)
+    return plane.astype(dtype)

@@ -62,7 +62,7 @@ def fluorescence(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray
         direction = rng.uniform(0, 2 * np.pi)
         for _ in range(int(rng.uniform(20, 2 * max(shape)))):
             direction += rng.normal(0, 0.15)
-            p = p + (np.sin(direction), np.cos(direction))
+            p = p + np.array([np.sin(direction), np.cos(direction)])
             if 0 <= p[0] < h and 0 <= p[1] < w:
                 lines[int(p[0]), int(p[1])] = rng.uniform(0.5, 1.0)
     img += ndimage.gaussian_filter(lines, rng.uniform(0.5, 1.2)) * 4

@@ -78,8 +78,8 @@ def as_stack(
         )
     if data.ndim < 3:
         raise InputError(
-            f"The input is a single {data.ndim}-D image of shape {tuple(data.shape)}; a focus stack "
-            "needs at least two focal planes along a Z axis."
+            f"The input is a single {data.ndim}-D image of shape {tuple(data.shape)}; "
+            "a focus stack needs at least two focal planes along a Z axis."
         )
     ndim = data.ndim
     if not -ndim <= z_axis < ndim:
@@ -132,7 +132,8 @@ def stack_planes(planes: list | tuple) -> object:
     dtypes = {np.dtype(p.dtype) for p in planes}
     if len(dtypes) > 1:
         raise InputError(
-            f"The planes have different data types {sorted(map(str, dtypes))}; convert them to one type."
+            f"The planes have different data types {sorted(map(str, dtypes))}; "
+            "convert them to one type."
         )
     if any(_is_lazy(p) for p in planes):
         import dask.array as da
@@ -156,7 +157,7 @@ class Normalisation:
 
 
 def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndarray]:
-    """Read a few tiles spread over the plane: enough for robust statistics, never the whole stack."""
+    """Read a few tiles spread over the plane: enough for robust statistics, never the stack."""
     z, y, x = stack.data.shape[:3]
     if z * y * x <= max_voxels:
         return [np.asarray(stack.data)]

@@ -1,0 +1,411 @@
+"""Read focus stacks from disk as lazy, Z-first arrays with their physical scale.
+
+The CLI and the widget both start here, so a stack on disk is checked once, with messages that
+name the offending file. Nothing is decoded until the fusion asks for a tile: TIFFs go through
+tifffile's zarr store (keeping the file's own chunking), other formats through one delayed read
+per plane, so a stack larger than memory can still be fused tile by tile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import tifffile
+import zarr
+
+from .errors import InputError, PdmFuseError, ReadError
+
+#: File name suffixes taken as focal planes when the input is a folder.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+#: Axes tifffile uses for planes of an unlabelled multi-page file (image sequence / unknown).
+GENERIC_PLANE_AXES = "IQ"
+
+#: Length units as written by ImageJ, OME and TIFF tags, to micrometres.
+_UNIT_NAMES = {"um": "um", "\u00b5m": "um", "\u03bcm": "um", "micron": "um", "microns": "um"}
+_UNIT_SCALE_TO_UM = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "in": 25400.0, "inch": 25400.0}
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    """A focus stack read from disk, not yet decoded.
+
+    ``data`` is a dask array shaped (Z, Y, X) or (Z, Y, X, S|C) as ``axes`` says: "S" is a
+    trailing RGB(A) sample axis, "C" a channel axis (ImageJ/OME channels). Physical sizes are in
+    ``unit`` (micrometres when the file said so) and None when the file does not record them.
+    """
+
+    data: da.Array
+    axes: str
+    sources: tuple[Path, ...]
+    z_spacing: float | None = None
+    pixel_size: tuple[float, float] | None = None  # (y, x)
+    unit: str | None = None
+
+    @property
+    def rgb(self) -> bool:
+        return self.axes.endswith("S") and self.data.shape[-1] in (3, 4)
+
+    @property
+    def channel_axis(self) -> int | None:
+        """The channel axis to give :func:`napari_pdmfuse.fuse`, None for grey or RGB."""
+        return -1 if len(self.axes) == 4 and not self.rgb else None
+
+
+def read_stack(inputs: Sequence[str | Path]) -> LoadedStack:
+    """Open a multi-page TIFF, a folder of planes, or a list of plane files, lazily.
+
+    Raises ReadError for missing or unreadable files and InputError for files that are readable
+    but do not make a focus stack (one plane, planes of different sizes, an empty folder).
+    """
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise InputError("No input given; name a multi-page TIFF, a folder of planes or files.")
+    for path in paths:
+        if not path.exists():
+            raise ReadError(f"Input {path} does not exist; check the path.")
+    if len(paths) == 1:
+        path = paths[0]
+        if path.is_dir():
+            return _read_planes(_folder_images(path))
+        if not is_tiff(path):
+            # Not a TIFF: a lone PNG/JPEG holds one plane, which _read_planes reports clearly.
+            return _read_planes(paths)
+        return _read_tiff_stack(path)
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise InputError(
+            f"{folders[0]} is a folder given together with other inputs; give either one folder "
+            "or a list of image files."
+        )
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        key = path.resolve()
+        if key in seen:
+            raise InputError(f"{path} is given twice; list each focal plane once.")
+        seen[key] = path
+    return _read_planes(paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the readers
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that puts z2 before z10, as microscope software numbers planes."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
+
+
+def is_tiff(path: Path) -> bool:
+    """Whether ``path`` starts like a TIFF/BigTIFF, whatever its name says."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) in TIFF_MAGIC
+    except OSError as exc:
+        raise ReadError(f"Cannot open {path} ({exc.strerror}); check its permissions.") from None
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise ReadError(
+            f"Cannot list folder {folder} ({exc.strerror}); check its permissions."
+        ) from None
+    images = [
+        p
+        for p in entries
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+    if not images:
+        raise InputError(
+            f"The folder {folder} contains no images ({', '.join(IMAGE_SUFFIXES)}); point to the "
+            "folder that holds the focal planes."
+        )
+    return sorted(images, key=lambda p: natural_key(p.name))
+
+
+def _unreadable(path: Path) -> ReadError:
+    return ReadError(
+        f"{path} is not a readable image (damaged, truncated or not an image file); check the "
+        "file or export it again."
+    )
+
+
+class _GuardedArray:
+    """Array-like over one file that turns decoding failures into a ReadError naming the file.
+
+    Data are decoded only when the fusion reads a tile, long after opening succeeded, so a
+    damaged tile would otherwise surface as a library traceback in the middle of a run.
+    """
+
+    def __init__(self, array: Any, path: Path) -> None:
+        self.array = array
+        self.path = path
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.array[key])
+        except PdmFuseError:
+            raise
+        except Exception:
+            raise _unreadable(self.path) from None
+
+
+def _lazy(array: Any, path: Path, chunks: Any) -> da.Array:
+    guarded = _GuardedArray(array, path)
+    name = f"pdmfuse-read-{dask.base.tokenize(str(path.resolve()), guarded.shape, str(chunks))}"
+    return da.from_array(guarded, chunks=chunks, name=name, asarray=False, fancy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# TIFF
+
+
+@dataclass(frozen=True)
+class _Scale:
+    z_spacing: float | None = None
+    pixel_size: tuple[float, float] | None = None
+    unit: str | None = None
+
+
+def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int]:
+    """Open the first series of a TIFF lazily: (array, axes, physical scale, number of series)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.get_axes(True)
+            scale = _tiff_scale(tif)
+            n_series = len(tif.series)
+            store = tif.aszarr(series=0, level=0, squeeze=True)
+        array = zarr.open(store, mode="r")
+    except PdmFuseError:
+        raise
+    except Exception:
+        raise _unreadable(path) from None
+    if not isinstance(array, zarr.Array) or len(array.shape) != len(axes):
+        raise _unreadable(path)
+    return _lazy(array, path, array.chunks), axes, scale, n_series
+
+
+def _read_tiff_stack(path: Path) -> LoadedStack:
+    data, axes, scale, n_series = _open_tiff(path)
+    data, axes = _to_z_first(data, axes, path, n_series)
+    return LoadedStack(
+        data=data,
+        axes=axes,
+        sources=(path,),
+        z_spacing=scale.z_spacing,
+        pixel_size=scale.pixel_size,
+        unit=scale.unit,
+    )
+
+
+def _squeeze(data: da.Array, axes: str) -> tuple[da.Array, str]:
+    """Drop axes of length one (a single channel or time point), keeping Y and X."""
+    keep = [i for i, (a, n) in enumerate(zip(axes, data.shape, strict=True)) if n > 1 or a in "YX"]
+    data = data[tuple(slice(None) if i in keep else 0 for i in range(len(axes)))]
+    return data, "".join(axes[i] for i in keep)
+
+
+def _to_z_first(data: da.Array, axes: str, path: Path, n_series: int) -> tuple[da.Array, str]:
+    """Squeeze singleton axes and order the rest (Z, Y, X[, S|C])."""
+    data, axes = _squeeze(data, axes)
+    extra = [a for a in axes if a not in "YXS"]
+    if "Y" not in axes or "X" not in axes:
+        raise _unreadable(path)
+    if not extra and n_series > 1:
+        raise InputError(
+            f"The pages of {path} differ in size or type, so they do not form one stack; save "
+            "the focal planes with one size and data type."
+        )
+    if not extra:
+        raise InputError(
+            f"{path} holds a single 2-D image, not a stack; give the file with all focal planes, "
+            "or several plane files."
+        )
+    if "Z" in extra:
+        z = "Z"
+    elif extra[0] in GENERIC_PLANE_AXES:
+        z = extra[0]
+    else:
+        raise InputError(
+            f"{path} has axes {axes} but none is Z; save the focal planes as a Z stack "
+            "(in ImageJ, Image > Hyperstacks > Re-order Hyperstack)."
+        )
+    rest = [a for a in extra if a != z]
+    if rest == ["C"] and "S" not in axes:
+        order = [axes.index(z), axes.index("Y"), axes.index("X"), axes.index("C")]
+        return data.transpose(order), "ZYXC"
+    if rest:
+        dims = ", ".join(f"{a}={data.shape[axes.index(a)]}" for a in rest)
+        raise InputError(
+            f"{path} has more axes than Z, Y, X and colour ({dims}); save one focus stack per "
+            "file, e.g. one time point or channel."
+        )
+    order = [axes.index(z), axes.index("Y"), axes.index("X")]
+    if "S" in axes:
+        order.append(axes.index("S"))
+    return data.transpose(order), "ZYX" + ("S" if "S" in axes else "")
+
+
+def _unit(name: object) -> tuple[str | None, float]:
+    """Normalised unit name and factor to micrometres (1 for unknown units, kept as given)."""
+    if not isinstance(name, str) or not name.strip():
+        return None, 1.0
+    text = name.strip().encode().decode("unicode_escape") if "\\u" in name else name.strip()
+    key = text.lower()
+    if key in _UNIT_NAMES:
+        return "um", 1.0
+    if key in _UNIT_SCALE_TO_UM:
+        return "um", _UNIT_SCALE_TO_UM[key]
+    if key in ("pixel", "pixels", "px"):
+        return None, 1.0
+    return text, 1.0
+
+
+def _tiff_scale(tif: tifffile.TiffFile) -> _Scale:
+    if tif.is_ome and tif.ome_metadata:
+        scale = _ome_scale(tif.ome_metadata)
+        if scale is not None:
+            return scale
+    page = tif.pages.first
+    tags = page.tags
+    pixel: tuple[float, float] | None = None
+    unit: str | None = None
+    factor = 1.0
+    meta = tif.imagej_metadata or {}
+    if tif.is_imagej:
+        unit, factor = _unit(meta.get("unit"))
+    else:
+        # Inches (the TIFF default) mean a desktop image's dots per inch, not a microscope's scale.
+        resunit = tags.valueof("ResolutionUnit")
+        unit, factor = {3: ("um", 1e4), 4: ("um", 1e3), 5: ("um", 1.0)}.get(
+            int(resunit or 0), (None, 1.0)
+        )
+    xres, yres = tags.valueof("XResolution"), tags.valueof("YResolution")
+    if unit is not None and xres and yres:
+        px, py = (_ratio(r) for r in (xres, yres))
+        if px and py:
+            pixel = (factor / py, factor / px)
+    spacing = meta.get("spacing")
+    z_spacing = float(spacing) * factor if isinstance(spacing, (int, float)) and spacing else None
+    if pixel is None and z_spacing is None:
+        unit = None
+    return _Scale(z_spacing=z_spacing, pixel_size=pixel, unit=unit)
+
+
+def _ratio(value: object) -> float | None:
+    if isinstance(value, tuple) and len(value) == 2:
+        return value[0] / value[1] if value[1] else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _ome_scale(xml: str) -> _Scale | None:
+    try:
+        image = tifffile.xml2dict(xml)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+    def size(axis: str) -> float | None:
+        value = pixels.get(f"PhysicalSize{axis}")
+        if not isinstance(value, (int, float)) or value <= 0:
+            return None
+        _, factor = _unit(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        return float(value) * factor
+
+    x, y, z = size("X"), size("Y"), size("Z")
+    pixel = (y, x) if x and y else None
+    if pixel is None and z is None:
+        return None
+    return _Scale(z_spacing=z, pixel_size=pixel, unit="um")
+
+
+# ---------------------------------------------------------------------------------------------
+# Planes in separate files
+
+
+def _read_plane(path: Path) -> tuple[da.Array, _Scale]:
+    """Open one plane file lazily; a TIFF must hold exactly one (grey or RGB) plane."""
+    if is_tiff(path):
+        data, axes, scale, _ = _open_tiff(path)
+        data, axes = _squeeze(data, axes)
+        if axes not in ("YX", "YXS"):
+            raise InputError(
+                f"{path} holds a stack of shape {data.shape}, not one plane; give it on its own "
+                "or export its planes as separate files."
+            )
+        return data, scale
+    try:
+        import imageio.v3 as iio
+
+        props = iio.improps(path)
+    except Exception:
+        raise _unreadable(path) from None
+    if props.is_batch or len(props.shape) not in (2, 3):
+        raise InputError(
+            f"{path} holds several images (shape {props.shape}), not one plane; export each "
+            "focal plane as its own file."
+        )
+    plane = dask.delayed(_decode)(path, props.shape, props.dtype)
+    return da.from_delayed(plane, shape=props.shape, dtype=props.dtype), _Scale()
+
+
+def _decode(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    import imageio.v3 as iio
+
+    try:
+        plane = np.asarray(iio.imread(path))
+    except Exception:
+        raise _unreadable(path) from None
+    if plane.shape != tuple(shape) or plane.dtype != dtype:
+        raise ReadError(f"{path} changed while it was being read; fuse it again.")
+    return plane
+
+
+def _read_planes(paths: list[Path]) -> LoadedStack:
+    planes = []
+    first: tuple[Path, da.Array, _Scale] | None = None
+    for path in paths:
+        plane, scale = _read_plane(path)
+        if first is None:
+            first = (path, plane, scale)
+        elif plane.shape != first[1].shape or plane.dtype != first[1].dtype:
+            raise InputError(
+                f"{path} is {_describe(plane)} but {first[0]} is {_describe(first[1])}; every "
+                "focal plane must have the same size and type."
+            )
+        planes.append(plane)
+    assert first is not None
+    if len(planes) < 2:
+        raise InputError(
+            f"{first[0]} is a single 2-D image, not a stack; give a multi-page TIFF, a folder of "
+            "planes or at least two plane files."
+        )
+    data = da.stack(planes)
+    scale = first[2]
+    return LoadedStack(
+        data=data,
+        axes="ZYXS" if data.ndim == 4 else "ZYX",
+        sources=tuple(paths),
+        pixel_size=scale.pixel_size,
+        unit=scale.unit,
+    )
+
+
+def _describe(plane: da.Array) -> str:
+    size = "×".join(str(n) for n in plane.shape)
+    return f"{size} {plane.dtype}"

@@ -352,7 +352,7 @@ def _read_plane(path: Path) -> tuple[da.Array, _Scale]:
     try:
         import imageio.v3 as iio
 
-        props = iio.improps(path)
+        props = iio.improps(path, plugin="pillow")
     except Exception:
         raise _unreadable(path) from None
     if props.is_batch or len(props.shape) not in (2, 3):
@@ -368,7 +368,7 @@ def _decode(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     import imageio.v3 as iio
 
     try:
-        plane = np.asarray(iio.imread(path))
+        plane = np.asarray(iio.imread(path, plugin="pillow"))
     except Exception:
         raise _unreadable(path) from None
     if plane.shape != tuple(shape) or plane.dtype != dtype:

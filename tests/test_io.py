@@ -1,0 +1,298 @@
+"""Reading stacks from disk (lazily, Z first, with scale) and writing results atomically."""
+
+from __future__ import annotations
+
+import dask.array as da
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_pdmfuse import FusionResult, InputError, OutputError, ReadError, render, writing
+from napari_pdmfuse.io import natural_key, read_stack
+from napari_pdmfuse.writing import Scale, check_outputs, write_outputs, write_tiff
+
+
+def stack_of(dtype: type, rgb: bool = False, n: int = 5) -> np.ndarray:
+    """A small rendered focus stack rescaled to ``dtype``, deterministic."""
+    planes = render.random_stack(np.random.default_rng(0), (64, 80), n_slices=n, rgb=rgb).stack
+    scaled = planes.astype(np.float64) / max(int(planes.max()), 1) * np.iinfo(dtype).max
+    return scaled.astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# TIFF stacks
+
+
+def test_tiff_is_read_lazily_with_the_files_chunking(tmp_path):
+    """Shape and dtype come from the header: the (damaged) pixel data are not touched."""
+    path = tmp_path / "big.tif"
+    shape = (3, 2048, 2048)
+    tifffile.imwrite(
+        path,
+        np.zeros(shape, np.uint16),
+        photometric="minisblack",
+        bigtiff=True,
+        tile=(256, 256),
+        compression="zlib",
+    )
+    with tifffile.TiffFile(path) as tif:
+        offsets = tif.pages[1].dataoffsets
+    assert path.stat().st_size < 200_000  # compressed zeros: far smaller than the 24 MiB stack
+    with path.open("r+b") as handle:  # garbage in every tile of the second plane
+        for offset in offsets:
+            handle.seek(offset)
+            handle.write(b"\xff" * 8)
+
+    stack = read_stack([path])
+
+    assert isinstance(stack.data, da.Array)
+    assert stack.data.shape == shape and stack.data.dtype == np.uint16
+    assert stack.data.chunksize == (1, 256, 256)
+    assert stack.axes == "ZYX" and not stack.rgb and stack.channel_axis is None
+    assert np.asarray(stack.data[0, :300, :300]).sum() == 0  # undamaged plane reads fine
+    with pytest.raises(ReadError, match=r"big\.tif"):
+        np.asarray(stack.data[1, :10, :10])
+
+
+def test_imagej_hyperstack_scale(tmp_path):
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(
+        path,
+        stack_of(np.uint16),
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.5),
+        metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"},
+    )
+    stack = read_stack([path])
+    assert stack.axes == "ZYX" and stack.data.shape == (5, 64, 80)
+    assert stack.z_spacing == pytest.approx(2.0)
+    assert stack.pixel_size == pytest.approx((0.5, 0.25))
+    assert stack.unit == "um"
+
+
+def test_ome_z_axis_moved_first_and_physical_size(tmp_path):
+    path = tmp_path / "czyx.ome.tif"
+    data = np.stack([stack_of(np.uint8), 255 - stack_of(np.uint8)])  # (C=2, Z, Y, X)
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={"axes": "CZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.3, "PhysicalSizeZ": 1.5},
+    )
+    stack = read_stack([path])
+    assert stack.axes == "ZYXC" and stack.data.shape == (5, 64, 80, 2)
+    assert stack.channel_axis == -1 and not stack.rgb
+    np.testing.assert_array_equal(np.asarray(stack.data[..., 1]), data[1])
+    assert stack.z_spacing == pytest.approx(1.5)
+    assert stack.pixel_size == pytest.approx((0.3, 0.3))
+
+
+def test_plain_multipage_rgb(tmp_path):
+    path = tmp_path / "rgb.tif"
+    data = stack_of(np.uint8, rgb=True)
+    tifffile.imwrite(path, data, photometric="rgb")
+    stack = read_stack([path])
+    assert stack.axes == "ZYXS" and stack.rgb and stack.channel_axis is None
+    np.testing.assert_array_equal(np.asarray(stack.data), data)
+    assert stack.z_spacing is None and stack.pixel_size is None
+
+
+def test_singleton_axes_are_dropped(tmp_path):
+    path = tmp_path / "tzyx.tif"
+    tifffile.imwrite(path, stack_of(np.uint16)[None], imagej=True, metadata={"axes": "TZYX"})
+    stack = read_stack([path])
+    assert stack.axes == "ZYX" and stack.data.shape == (5, 64, 80)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders and lists of planes
+
+
+def test_folder_in_natural_order_ignoring_other_files(tmp_path):
+    for k in (1, 2, 10):
+        iio.imwrite(tmp_path / f"z{k}.png", np.full((8, 9), k, np.uint8))
+    (tmp_path / "notes.txt").write_text("not a plane")
+    iio.imwrite(tmp_path / ".hidden.png", np.zeros((3, 3), np.uint8))
+    stack = read_stack([tmp_path])
+    assert [p.name for p in stack.sources] == ["z1.png", "z2.png", "z10.png"]
+    assert np.asarray(stack.data)[:, 0, 0].tolist() == [1, 2, 10]
+    assert stack.axes == "ZYX"
+
+
+def test_list_of_files_keeps_given_order_and_colour(tmp_path):
+    data = stack_of(np.uint8, rgb=True, n=3)
+    paths = []
+    for k in (2, 0, 1):
+        paths.append(tmp_path / f"p{k}.tif")
+        tifffile.imwrite(paths[-1], data[k], photometric="rgb")
+    stack = read_stack(paths)
+    assert stack.axes == "ZYXS" and stack.rgb
+    np.testing.assert_array_equal(np.asarray(stack.data), data[[2, 0, 1]])
+
+
+def test_natural_key():
+    names = ["a10.png", "a2.png", "A1.png", "b.png"]
+    assert sorted(names, key=natural_key) == ["A1.png", "a2.png", "a10.png", "b.png"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input errors
+
+
+def _plane(path, shape=(16, 16), dtype=np.uint8):
+    tifffile.imwrite(path, np.zeros(shape, dtype))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda d: [d / "missing.tif"], ReadError, "does not exist"),
+        (lambda d: [_text(d / "notes.tif")], ReadError, "not a readable image"),
+        (lambda d: [_text(d / "notes.png")], ReadError, "not a readable image"),
+        (lambda d: [_plane(d / "one.tif")], InputError, "single 2-D image"),
+        (lambda d: [_jpeg(d / "one.jpg")], InputError, "single 2-D image"),
+        (lambda d: [_empty(d / "empty")], InputError, "contains no images"),
+        (
+            lambda d: [_plane(d / "a.tif"), _plane(d / "b.tif", (16, 17))],
+            InputError,
+            "b.tif is 16×17",
+        ),
+        (
+            lambda d: [_plane(d / "a.tif"), _plane(d / "b.tif", dtype=np.uint16)],
+            InputError,
+            "b.tif",
+        ),
+        (lambda d: [_plane(d / "a.tif"), _plane(d / "a.tif")], InputError, "given twice"),
+        (
+            lambda d: [_plane(d / "a.tif"), _plane(d / "s.tif", (2, 16, 16))],
+            InputError,
+            "not one plane",
+        ),
+        (lambda d: [_hyper(d / "tzyx.tif", "TZYX")], InputError, "T=2"),
+        (lambda d: [_hyper(d / "tyx.tif", "TYX")], InputError, "none is Z"),
+    ],
+)
+def test_bad_inputs(tmp_path, make, error, match):
+    with pytest.raises(error, match=match) as info:
+        read_stack(make(tmp_path))
+    message = str(info.value)
+    assert "\n" not in message and message.endswith(".")
+    assert info.value.__cause__ is None  # no library exception chained into the user's view
+
+
+def _text(path):
+    path.write_text("this is not an image\n")
+    return path
+
+
+def _jpeg(path):
+    iio.imwrite(path, np.zeros((16, 16, 3), np.uint8))
+    return path
+
+
+def _empty(path):
+    path.mkdir()
+    (path / "readme.txt").write_text("no planes here")
+    return path
+
+
+def _hyper(path, axes):
+    shape = {"TZYX": (2, 3, 8, 8), "TYX": (3, 8, 8)}[axes]
+    tifffile.imwrite(path, np.zeros(shape, np.uint8), imagej=True, metadata={"axes": axes})
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _result(fused: np.ndarray) -> FusionResult:
+    shape = fused.shape[:2]
+    return FusionResult(
+        fused=fused,
+        focus_map=np.linspace(0, 4, shape[0] * shape[1], dtype=np.float32).reshape(shape),
+        confidence=np.full(shape, 0.5, np.float32),
+        method="wavelet",
+    )
+
+
+def test_write_outputs_types_and_scale(tmp_path):
+    fused = stack_of(np.uint16)[0]
+    out = [tmp_path / "f.tif", tmp_path / "m.tif", tmp_path / "c.tif"]
+    written = write_outputs(
+        _result(fused),
+        out[0],
+        focus_map=out[1],
+        confidence=out[2],
+        scale=Scale((0.5, 0.25), "um"),
+    )
+    assert written == out
+    with tifffile.TiffFile(out[0]) as tif:
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "um"
+        assert tif.pages.first.tags["XResolution"].value == (4, 1)  # 0.25 µm pixels
+        np.testing.assert_array_equal(tif.asarray(), fused)
+    for path in out[1:]:
+        assert tifffile.imread(path).dtype == np.float32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "f.tif", "m.tif"]
+
+
+def test_write_rgb16_as_plain_rgb_tiff(tmp_path):
+    fused = stack_of(np.uint16, rgb=True)[0]
+    write_tiff(tmp_path / "rgb.tif", fused, rgb=True, scale=Scale((2.0, 2.0), "um"))
+    with tifffile.TiffFile(tmp_path / "rgb.tif") as tif:
+        page = tif.pages.first
+        assert page.photometric == tifffile.PHOTOMETRIC.RGB and not tif.is_imagej
+        assert page.tags["XResolution"].value == (5000, 1)  # 2 µm pixels = 5000 px/cm
+        np.testing.assert_array_equal(tif.asarray(), fused)
+
+
+def test_interrupted_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "f.tif"
+    target.write_bytes(b"previous result")
+
+    def interrupted(path, data, **kwargs):
+        path.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writing, "write_tiff", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(_result(np.zeros((4, 4), np.uint8)), target, overwrite=True)
+    assert target.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.tif"]
+
+
+def test_failed_write_is_an_output_error(tmp_path, monkeypatch):
+    def full_disk(path, data, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writing, "write_tiff", full_disk)
+    with pytest.raises(OutputError, match="No space left"):
+        write_outputs(_result(np.zeros((4, 4), np.uint8)), tmp_path / "f.tif")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("outputs", "match"),
+    [
+        (["f.png"], "not named .tif"),
+        (["f.tif", "f.tif"], "two outputs"),
+        (["in.tif"], "also an input"),
+        (["old.tif"], "already exists"),
+        (["missing/f.tif"], "does not exist"),
+        (["folder.tif"], "is a folder"),
+    ],
+)
+def test_check_outputs_refuses(tmp_path, outputs, match):
+    (tmp_path / "in.tif").write_bytes(b"input")
+    (tmp_path / "old.tif").write_bytes(b"old")
+    (tmp_path / "folder.tif").mkdir()
+    with pytest.raises(OutputError, match=match):
+        check_outputs([tmp_path / o for o in outputs], [tmp_path / "in.tif"])
+
+
+def test_check_outputs_allows_overwrite_and_skips_none(tmp_path):
+    (tmp_path / "old.tif").write_bytes(b"old")
+    paths = check_outputs([tmp_path / "old.tif", None], [], overwrite=True)
+    assert paths == [tmp_path / "old.tif"]

@@ -10,6 +10,7 @@ microscopy-like specimens, so nothing is downloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from scipy import ndimage, signal
@@ -95,10 +96,12 @@ def periodic(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     return 0.5 + 0.5 * pattern * envelope * rng.uniform(0.3, 1)
 
 
+@cache
 def bundled_image(name: str) -> np.ndarray:
     import skimage.data
 
     img = getattr(skimage.data, name)()
+    img = img[0] if isinstance(img, tuple) else img  # stereo pairs: the left view
     img = img[..., :3] if img.ndim == 3 else img
     return img.astype(np.float32) / 255.0
 
@@ -251,7 +254,7 @@ def render_stack(
     dtype = np.uint8 if bits <= 8 else np.uint16
     quantised = np.clip(np.rint(stack * level), 0, full).astype(dtype)
     detail = ndimage.gaussian_gradient_magnitude(sharp if sharp.ndim == 2 else sharp.mean(-1), 1.0)
-    textured = ndimage.maximum_filter(detail, 5) > 0.02
+    textured = ndimage.maximum_filter(detail, 5) > 0.04
     return RenderedStack(
         stack=quantised,
         truth=(sharp * level).astype(np.float32),
@@ -285,4 +288,33 @@ def random_stack(
         read_noise=float(10 ** rng.uniform(-3.5, -1.7)),
         bits=int(rng.choice([8, 12, 16])),
         drift=float(rng.choice([0, 0.01, 0.03])),
+    )
+
+
+def demo_stack(
+    n_slices: int = 8,
+    size: int = 128,
+    *,
+    seed: int = 0,
+    rgb: bool = False,
+    bits: int = 16,
+    photons: float = 3000.0,
+) -> RenderedStack:
+    """A reproducible stained specimen on a tilted, stepped surface, for tests and samples."""
+    rng = np.random.default_rng(seed)
+    img = bundled_image("immunohistochemistry")  # 512 × 512 RGB
+    if size + 100 > img.shape[0]:
+        scale = (size + 100) / img.shape[0]
+        img = ndimage.zoom(img, (scale, scale, 1), order=1)
+    sharp = img[100 : 100 + size, 100 : 100 + size]
+    sharp = sharp if rgb else sharp @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    depth = depth_map(rng, (size, size), n_slices)
+    return render_stack(
+        sharp.astype(np.float32),
+        depth,
+        n_slices,
+        rng=rng,
+        blur_per_slice=2.0,
+        photons=photons,
+        bits=bits,
     )

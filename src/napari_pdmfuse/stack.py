@@ -82,6 +82,11 @@ def as_stack(
             "a focus stack needs at least two focal planes along a Z axis."
         )
     ndim = data.ndim
+    if ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4 and channel_axis is None:
+        raise InputError(
+            f"The input of shape {tuple(data.shape)} looks like a single RGB image, not a stack; "
+            "give at least two focal planes, e.g. shaped (Z, Y, X, 3)."
+        )
     if not -ndim <= z_axis < ndim:
         raise InputError(
             f"z_axis={z_axis} does not exist in a {ndim}-D stack of shape {data.shape}."

@@ -49,8 +49,11 @@ class WaveletMethod:
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         n, height, width, _ = block.shape
         data = np.moveaxis(block, -1, 1)  # (Z, C, y, x)
-        lum_coeffs = pywt.wavedec2(lum, self.wavelet, level=self.levels, mode="symmetric")
-        coeffs = pywt.wavedec2(data, self.wavelet, level=self.levels, mode="symmetric")
+        # Small images get fewer levels; tiles are always large enough for all of them, so
+        # tiling never changes the transform.
+        levels = min(self.levels, pywt.dwtn_max_level((height, width), self.wavelet)) or 1
+        lum_coeffs = pywt.wavedec2(lum, self.wavelet, level=levels, mode="symmetric")
+        coeffs = pywt.wavedec2(data, self.wavelet, level=levels, mode="symmetric")
         fused = []
         for lum_details, details in zip(lum_coeffs[1:], coeffs[1:], strict=True):
             activity = sum(np.abs(d) for d in lum_details)

@@ -1,0 +1,1 @@
+"""PDMNet: the N-slice wavelet decision-map network, its weights and its device handling."""

@@ -1,0 +1,37 @@
+"""Choosing where PDMNet runs: CUDA, then Apple MPS, then the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn a user's device choice into a torch device, refusing one that is not there."""
+    if name not in DEVICES:
+        raise InputError(f"Unknown device {name!r}; choose one of {', '.join(DEVICES)}.")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            "CUDA was requested but no CUDA GPU is usable by this PyTorch install; use "
+            "--device cpu, or install a CUDA build of torch."
+        )
+    if name == "mps" and not has_mps:
+        raise InputError("Apple MPS was requested but is not available; use --device cpu.")
+    return torch.device(name)
+
+
+def describe_devices() -> str:
+    """One line saying which accelerators this machine offers, for the widget and the CLI."""
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    mps = getattr(torch.backends, "mps", None)
+    if mps and mps.is_available():
+        return "Apple MPS"
+    return "CPU only (no CUDA GPU found)"

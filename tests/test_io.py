@@ -55,6 +55,28 @@ def test_tiff_is_read_lazily_with_the_files_chunking(tmp_path):
         np.asarray(stack.data[1, :10, :10])
 
 
+def test_uncompressed_tiff_is_memory_mapped(tmp_path):
+    """Contiguous planes are read a tile at a time, not a plane at a time, in native order."""
+    path = tmp_path / "big_endian.tif"
+    data = np.arange(2 * 1100 * 16, dtype=np.uint16).reshape(2, 1100, 16)
+    tifffile.imwrite(path, data, byteorder=">", photometric="minisblack")
+    stack = read_stack([path])
+    assert stack.data.dtype == np.dtype("=u2")
+    assert stack.data.chunksize == (1, 1024, 16)  # the file itself has one strip per plane
+    np.testing.assert_array_equal(
+        np.asarray(stack.data[:, 1000:1050, 3:9]), data[:, 1000:1050, 3:9]
+    )
+
+
+def test_truncated_tiff_is_a_read_error(tmp_path):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, stack_of(np.uint16), photometric="minisblack")
+    with path.open("r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    with pytest.raises(ReadError, match=r"cut\.tif is not a readable image"):
+        np.asarray(read_stack([path]).data)
+
+
 def test_imagej_hyperstack_scale(tmp_path):
     path = tmp_path / "ij.tif"
     tifffile.imwrite(

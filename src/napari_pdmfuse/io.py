@@ -152,12 +152,16 @@ class _GuardedArray:
         self.array = array
         self.path = path
         self.shape = tuple(array.shape)
-        self.dtype = np.dtype(array.dtype)
+        self.dtype = np.dtype(array.dtype).newbyteorder("=")  # big-endian files read as native
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
-            return np.asarray(self.array[key])
+            block = self.array[key]
+            # Copy out of a memory map: a read-only file view must not reach code that writes.
+            if isinstance(block, np.memmap):
+                return np.array(block, dtype=self.dtype)
+            return np.asarray(block, dtype=self.dtype)
         except PdmFuseError:
             raise
         except Exception:
@@ -181,23 +185,47 @@ class _Scale:
     unit: str | None = None
 
 
+#: Chunk side for memory-mapped TIFFs, whose pixels can be read at any offset.
+MEMMAP_CHUNK = 1024
+
+
 def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int]:
-    """Open the first series of a TIFF lazily: (array, axes, physical scale, number of series)."""
+    """Open the first series of a TIFF lazily: (array, axes, physical scale, number of series).
+
+    Tiled, striped or compressed data go through tifffile's zarr store with the file's own
+    chunks. Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane
+    there, so every tile of the fusion would decode whole planes; they are memory-mapped
+    instead, which reads only the rows and columns a tile needs.
+    """
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.get_axes(True)
             scale = _tiff_scale(tif)
             n_series = len(tif.series)
-            store = tif.aszarr(series=0, level=0, squeeze=True)
-        array = zarr.open(store, mode="r")
+            if series.dataoffset is not None and not series.is_multifile:
+                array: Any = np.memmap(
+                    path,
+                    dtype=np.dtype(tif.byteorder + series.dtype.char),
+                    mode="r",
+                    offset=series.dataoffset,
+                    shape=series.get_shape(True),
+                )
+                chunks: Any = tuple(
+                    min(n, MEMMAP_CHUNK) if a in "YX" else (n if a == "S" else 1)
+                    for a, n in zip(axes, array.shape, strict=True)
+                )
+            else:
+                store = tif.aszarr(series=0, level=0, squeeze=True)
+                array = zarr.open(store, mode="r")
+                chunks = array.chunks if isinstance(array, zarr.Array) else None
     except PdmFuseError:
         raise
     except Exception:
         raise _unreadable(path) from None
-    if not isinstance(array, zarr.Array) or len(array.shape) != len(axes):
+    if chunks is None or len(array.shape) != len(axes):
         raise _unreadable(path)
-    return _lazy(array, path, array.chunks), axes, scale, n_series
+    return _lazy(array, path, chunks), axes, scale, n_series
 
 
 def _read_tiff_stack(path: Path) -> LoadedStack:

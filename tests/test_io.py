@@ -304,14 +304,17 @@ def test_failed_write_is_an_output_error(tmp_path, monkeypatch):
         (["old.tif"], "already exists"),
         (["missing/f.tif"], "does not exist"),
         (["folder.tif"], "is a folder"),
+        (["planes/f.tif"], "inside the input folder"),
     ],
 )
 def test_check_outputs_refuses(tmp_path, outputs, match):
     (tmp_path / "in.tif").write_bytes(b"input")
     (tmp_path / "old.tif").write_bytes(b"old")
     (tmp_path / "folder.tif").mkdir()
+    (tmp_path / "planes").mkdir()
+    inputs = [tmp_path / "in.tif", tmp_path / "planes"]
     with pytest.raises(OutputError, match=match):
-        check_outputs([tmp_path / o for o in outputs], [tmp_path / "in.tif"])
+        check_outputs([tmp_path / o for o in outputs], inputs)
 
 
 def test_check_outputs_allows_overwrite_and_skips_none(tmp_path):

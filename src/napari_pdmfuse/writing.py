@@ -57,8 +57,9 @@ def check_outputs(
 ) -> list[Path]:
     """Validate output paths before any work; returns them as Paths (None entries dropped).
 
-    Raises OutputError for a non-TIFF name, an output given twice, an output that is an input,
-    an existing output without ``overwrite``, or a missing or read-only target folder.
+    Raises OutputError for a non-TIFF name, an output given twice, an output that is an input
+    or lies in an input folder, an existing output without ``overwrite``, or a missing or
+    read-only target folder.
     """
     checked: list[Path] = []
     input_paths = [Path(p) for p in inputs]
@@ -79,6 +80,11 @@ def check_outputs(
             )
         if path.is_dir():
             raise OutputError(f"The output {path} is a folder; give a file name for it.")
+        if any(src.is_dir() and _same_file(path.parent, src) for src in input_paths):
+            raise OutputError(
+                f"The output {path} is inside the input folder, where a later run would take it "
+                "for a focal plane; write it to another folder."
+            )
         if path.exists() and not overwrite:
             raise OutputError(
                 f"The output {path} already exists; choose another name or allow overwriting "

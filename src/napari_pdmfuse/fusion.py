@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InputError
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import FusionMethod, TileResult
-from .stack import Normalisation, Stack, as_stack, normalisation, to_dtype
+from .stack import Normalisation, Stack, as_stack, non_finite, normalisation, to_dtype
 from .tiling import Tile, count_tiles, tile_grid
 
 #: Working-memory budget of one tile, in bytes, when the user does not choose a tile size.
@@ -76,28 +76,39 @@ def crop(result: TileResult, tile: Tile) -> TileResult:
     return TileResult(*(part[tile.crop] for part in result))
 
 
-def fuse_tiles(
-    stack: Stack,
-    method: FusionMethod,
-    norm: Normalisation,
-    sink: Sink,
-    tile_size: int,
-) -> Generator[Progress, None, None]:
-    """Run ``method`` over every tile of ``stack`` into ``sink``, yielding progress after each."""
-    total = count_tiles(stack.shape_yx, tile_size, method.align)
-    yield Progress(0, total)
-    for done, tile in enumerate(tile_grid(stack.shape_yx, tile_size, method.halo, method.align), 1):
-        block = np.asarray(stack.data[(slice(None), *tile.read)], dtype=np.float32)
-        if not np.isfinite(block).all():
-            raise InputError(
-                "The stack contains NaN or infinite values; replace them (e.g. with "
-                "numpy.nan_to_num) before fusing."
-            )
-        sink.write(tile, crop(method.fuse_tile(block, norm.luminance(block)), tile))
-        yield Progress(done, total)
+@dataclass(frozen=True)
+class FusionPlan:
+    """Everything decided before the first tile is read: checked input, method, tiles, scaling.
+
+    Building the plan validates the input and options, so a bad call fails before any output
+    exists; running it streams tiles into any :class:`Sink`.
+    """
+
+    stack: Stack
+    method: FusionMethod
+    norm: Normalisation
+    tile_size: int
+
+    @property
+    def n_tiles(self) -> int:
+        return count_tiles(self.stack.shape_yx, self.tile_size, self.method.align)
+
+    def run(self, sink: Sink) -> Generator[Progress, None, None]:
+        """Fuse every tile into ``sink``, yielding progress after each."""
+        stack, method = self.stack, self.method
+        total = self.n_tiles
+        yield Progress(0, total)
+        tiles = tile_grid(stack.shape_yx, self.tile_size, method.halo, method.align)
+        for done, tile in enumerate(tiles, 1):
+            block = np.asarray(stack.data[(slice(None), *tile.read)], dtype=np.float32)
+            if not np.isfinite(block).all():
+                raise non_finite()
+            result = method.fuse_tile(block, self.norm.luminance(block))
+            sink.write(tile, crop(result, tile))
+            yield Progress(done, total)
 
 
-def fuse_iter(
+def plan(
     data: object,
     *,
     method: str = DEFAULT_METHOD,
@@ -107,29 +118,41 @@ def fuse_iter(
     z_spacing: float | None = None,
     tile: int | None = None,
     device: str = "auto",
-) -> Generator[Progress, None, FusionResult]:
-    """Fuse a focus stack, yielding :class:`Progress` per tile and returning a FusionResult."""
+) -> FusionPlan:
+    """Check the input and options and decide how to fuse, without reading the stack."""
     stack = as_stack(data, z_axis=z_axis, channel_axis=channel_axis, rgb=rgb, z_spacing=z_spacing)
     fusion = get_method(method, device=device)
     tile_size = tile or auto_tile(stack, fusion)
     if tile_size < fusion.align:
         raise InputError(f"Tile size {tile_size} px is too small; use at least {fusion.align} px.")
-    sink = MemorySink(stack)
-    yield from fuse_tiles(stack, fusion, normalisation(stack), sink, tile_size)
+    return FusionPlan(stack, fusion, normalisation(stack), tile_size)
+
+
+def fuse_iter(data: object, **options: object) -> Generator[Progress, None, FusionResult]:
+    """Fuse a focus stack in memory, yielding :class:`Progress` per tile.
+
+    Options are those of :func:`plan`: ``method``, ``z_axis``, ``channel_axis``, ``rgb``,
+    ``z_spacing`` (physical step between planes: the focus map is then in those units),
+    ``tile`` (core size in px, automatic by default) and ``device`` (auto, cpu, cuda, mps).
+    """
+    job = plan(data, **options)
+    sink = MemorySink(job.stack)
+    yield from job.run(sink)
     focus, unit = sink.focus, "slice"
-    if z_spacing:
-        focus, unit = focus * np.float32(z_spacing), "physical"
+    spacing = job.stack.z_spacing
+    if spacing:
+        focus, unit = focus * np.float32(spacing), "physical"
     return FusionResult(
-        fused=stack.output_array(sink.fused),
+        fused=job.stack.output_array(sink.fused),
         focus_map=focus,
         confidence=sink.confidence,
-        method=method,
+        method=job.method.name,
         focus_unit=unit,
     )
 
 
 def fuse(data: object, **options: object) -> FusionResult:
-    """Fuse a focus stack in one call; see :func:`fuse_iter` for the options."""
+    """Fuse a focus stack in memory in one call; see :func:`fuse_iter` for the options."""
     gen = fuse_iter(data, **options)
     while True:
         try:

@@ -180,10 +180,7 @@ def normalisation(stack: Stack) -> Normalisation:
     values = np.concatenate([b.reshape(-1, stack.n_channels) for b in blocks]).astype(np.float32)
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
-        raise InputError(
-            "The stack contains NaN or infinite values; replace them (e.g. with numpy.nan_to_num) "
-            "before fusing."
-        )
+        raise non_finite()
     low = np.percentile(values, 0.1, axis=0).astype(np.float32)
     high = np.percentile(values, 99.9, axis=0).astype(np.float32)
     span = high - low
@@ -194,6 +191,13 @@ def normalisation(stack: Stack) -> Normalisation:
     else:
         luma = np.full(c, 1.0 / c, np.float32)
     return Normalisation(low=low, high=high, luma=luma)
+
+
+def non_finite() -> InputError:
+    return InputError(
+        "The stack contains NaN or infinite values; replace them (e.g. with numpy.nan_to_num) "
+        "before fusing."
+    )
 
 
 def to_dtype(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:

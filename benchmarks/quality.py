@@ -1,0 +1,306 @@
+"""Fusion quality on fixed validation stacks: rendered ones with ground truth, and real ones.
+
+Rendered cases use only content never trained on (napari_pdmfuse.render.VALIDATION_IMAGES and
+procedural specimens seeded from 20000 up) and span the renderer's range of PSFs, noise, bit
+depths, slice counts and surfaces; they are scored by PSNR and SSIM against the sharp truth, focus
+MAE (slices, textured pixels) and Q^AB/F. The real stacks in /work/shared/data have no truth and
+get Q^AB/F only. Seconds are wall time of the fusion: fuse() in this process for our methods, the
+tool's command line (start-up, reading planes, fusing, writing, OpenFocus' focus map) for others.
+
+    python benchmarks/quality.py                # every case, every method
+    python benchmarks/quality.py --quick        # two small cases, to check that it works
+    python benchmarks/quality.py --cases ihc-steps,real-diatom --methods wavelet,enfuse
+    python benchmarks/quality.py --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import common
+import metrics
+import numpy as np
+from scipy import ndimage
+
+from napari_pdmfuse import render
+from napari_pdmfuse.io import read_stack
+
+DATA = Path("/work/shared/data")
+QUICK = {"cases": ("bf-rgb-disk", "real-diatom"), "size": 128}
+
+
+@dataclass
+class Case:
+    description: str
+    stack: np.ndarray  # (Z, Y, X[, 3])
+    truth: np.ndarray | None = None  # (Y, X[, 3]) data units
+    depth: np.ndarray | None = None  # (Y, X) slices
+    textured: np.ndarray | None = None  # (Y, X) bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+
+
+def crop(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size``² crop of a bundled validation image, zoomed up if the image is smaller."""
+    img = render.bundled_image(name)
+    zoom = max(1.0, size / min(img.shape[:2]))
+    if zoom > 1:
+        img = ndimage.zoom(img, (zoom, zoom) + (1,) * (img.ndim - 2), order=1)
+    y, x = (rng.integers(0, s - size + 1) for s in img.shape[:2])
+    return np.clip(img[y : y + size, x : x + size], 0, 1).astype(np.float32)
+
+
+def tilted(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * xx + np.sin(angle) * yy
+    return ((ramp - ramp.min()) / np.ptp(ramp) * (n - 1)).astype(np.float32)
+
+
+def steps(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat terraces at whole slices: discs of random depth on a flat base."""
+    depth = np.full((size, size), float(rng.integers(n)))
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(4):
+        cy, cx = rng.uniform(0, size, 2)
+        depth[np.hypot(yy - cy, xx - cx) < rng.uniform(0.15, 0.35) * size] = rng.integers(n)
+    return depth.astype(np.float32)
+
+
+def rendered(description: str, sharp, depth, n: int, rng, **optics) -> Case:
+    r = render.render_stack(sharp.astype(np.float32), depth, n, rng=rng, **optics)
+    return Case(description, r.stack, r.truth, r.depth, r.textured)
+
+
+def fluo_noisy(size: int) -> Case:
+    rng = np.random.default_rng(20001)
+    sharp = render.fluorescence(rng, (size, size))
+    return rendered(
+        "fluorescence, N=10, gaussian PSF, 40 photons, 16-bit",
+        sharp, render.depth_map(rng, (size, size), 10), 10, rng,
+        psf_kind="gaussian", blur_per_slice=2.0, photons=40, read_noise=0.01, bits=16,
+    )  # fmt: skip
+
+
+def bf_rgb_disk(size: int) -> Case:
+    rng = np.random.default_rng(20002)
+    sharp = render.brightfield(rng, (size, size))
+    return rendered(
+        "stained brightfield RGB, N=5, disk PSF, 8-bit",
+        sharp, render.depth_map(rng, (size, size), 5), 5, rng,
+        psf_kind="disk", blur_per_slice=3.0, depth_of_field=0.2, photons=3000, bits=8,
+    )  # fmt: skip
+
+
+def diatom_periodic(size: int) -> Case:
+    rng = np.random.default_rng(20003)
+    sharp = render.periodic(rng, (size, size))
+    return rendered(
+        "periodic diatom-like, N=20, airy PSF, 12-bit",
+        sharp, render.depth_map(rng, (size, size), 20), 20, rng,
+        psf_kind="airy", blur_per_slice=1.2, photons=1000, read_noise=0.003, bits=12,
+    )  # fmt: skip
+
+
+def ihc_steps(size: int) -> Case:
+    rng = np.random.default_rng(20004)
+    return rendered(
+        "immunohistochemistry RGB, N=3, steps, disk PSF, 8-bit",
+        crop("immunohistochemistry", size, rng), steps(size, 3, rng), 3, rng,
+        psf_kind="disk", blur_per_slice=4.0, photons=3000, bits=8,
+    )  # fmt: skip
+
+
+def coins_tilted_drift(size: int) -> Case:
+    rng = np.random.default_rng(20005)
+    return rendered(
+        "coins, N=30, tilted, gaussian PSF, 3% brightness drift, 16-bit",
+        crop("coins", size, rng), tilted(size, 30, rng), 30, rng,
+        psf_kind="gaussian", blur_per_slice=0.8, photons=2000, drift=0.03, bits=16,
+    )  # fmt: skip
+
+
+def partly_textureless(size: int) -> Case:
+    rng = np.random.default_rng(20006)
+    sharp = render.brightfield(rng, (size, size)) @ metrics.LUMA
+    keep = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 8) > 0
+    keep = ndimage.gaussian_filter(keep.astype(float), 2)
+    sharp = keep * sharp + (1 - keep) * sharp.mean()  # about half the field is blank
+    return rendered(
+        "brightfield grey, half blank, N=8, gaussian PSF, 16-bit",
+        sharp, render.depth_map(rng, (size, size), 8), 8, rng,
+        psf_kind="gaussian", blur_per_slice=2.0, photons=2000, bits=16,
+    )  # fmt: skip
+
+
+def real(description: str, *paths: str) -> Callable[[int], Case]:
+    return lambda size: Case(description, np.asarray(read_stack([DATA / p for p in paths]).data))
+
+
+CASES: dict[str, Callable[[int], Case]] = {
+    "fluo-noisy": fluo_noisy,
+    "bf-rgb-disk": bf_rgb_disk,
+    "diatom-periodic": diatom_periodic,
+    "ihc-steps": ihc_steps,
+    "coins-tilted-drift": coins_tilted_drift,
+    "partly-textureless": partly_textureless,
+    "real-diatom": real(
+        "real: diatom brightfield, 3 planes (MFusionJ)",
+        *(f"diatom-brightfield/{k}.jpg" for k in (1, 2, 3)),
+    ),
+    "real-skeleton": real(
+        "real: skeleton brightfield, 3 planes (EPFL EDF)", "skeleton-brightfield/stack.tif"
+    ),
+    "real-keyboard": real(
+        "real: keyboard focal sweep, 32 planes, unaligned (OpenFocus)", "keyboard-focal-sweep"
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+COLUMNS = {  # key: (header, digits, higher is better)
+    "psnr": ("PSNR dB", 2, True),
+    "ssim": ("SSIM", 4, True),
+    "focus_mae": ("focus MAE", 3, False),
+    "qabf": ("Q^AB/F", 4, True),
+    "seconds": ("seconds", 2, None),
+}
+
+
+def qabf(case: Case, image: np.ndarray) -> float:
+    rgb = case.stack.ndim == 4
+    return metrics.qabf(metrics.luminance(case.stack, rgb), metrics.luminance(image, rgb))
+
+
+def score(case: Case, fused: np.ndarray, focus: np.ndarray | None) -> dict:
+    scores = {"qabf": qabf(case, fused)}
+    if case.truth is not None:
+        scores["psnr"] = metrics.psnr(case.truth, fused)
+        scores["ssim"] = metrics.ssim(case.truth, fused)
+        if focus is not None:
+            scores["focus_mae"] = metrics.focus_mae(focus, case.depth, case.textured)
+    return scores
+
+
+def row(name: str, scores: dict) -> list[str]:
+    return [name] + [common.fmt(scores.get(k), d) for k, (_, d, _) in COLUMNS.items()]
+
+
+def winners(results: dict) -> dict[str, list[str]]:
+    """Per metric, the methods with the best score in one case (ties share)."""
+    best = {}
+    for key, (_, _, higher) in COLUMNS.items():
+        values = {m: s[key] for m, s in results.items() if math.isfinite(s.get(key, math.nan))}
+        if higher is None or not values:
+            continue
+        top = max(values.values()) if higher else min(values.values())
+        best[key] = [m for m, v in values.items() if v == top]
+    return best
+
+
+def summary(report: dict, methods: list[str]) -> str:
+    wins = {m: dict.fromkeys(COLUMNS, 0) for m in methods}
+    for case in report["cases"].values():
+        for key, names in winners(case["results"]).items():
+            for m in names:
+                wins[m][key] += 1
+    rows = []
+    for m in methods:
+        scored = [c["results"][m] for c in report["cases"].values() if m in c["results"]]
+        if not scored:
+            continue
+        medians = {}
+        for key in COLUMNS:
+            values = [s[key] for s in scored if math.isfinite(s.get(key, math.nan))]
+            medians[key] = float(np.median(values)) if values else None
+        count = [str(wins[m][k]) for k, (_, _, higher) in COLUMNS.items() if higher is not None]
+        rows.append([*row(m, medians), str(len(scored)), " ".join(count)])
+    headers = ["method", *(h for h, _, _ in COLUMNS.values()), "cases", "best: PSNR SSIM MAE Q"]
+    return common.table(headers, rows)
+
+
+def finite(obj: object) -> object:
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="two small cases, to check it works")
+    parser.add_argument("--cases", help=f"comma-separated, from: {', '.join(CASES)}")
+    parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(common.METHODS)}")
+    parser.add_argument("--size", type=int, help="side of the rendered cases (default 256)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--out", type=Path, help="write every score to this JSON file")
+    args = parser.parse_args()
+
+    names = args.cases.split(",") if args.cases else list(QUICK["cases"] if args.quick else CASES)
+    size = args.size or (QUICK["size"] if args.quick else 256)
+    methods = args.methods.split(",") if args.methods else list(common.METHODS)
+    unknown = [n for n in names if n not in CASES] + [m for m in methods if m not in common.METHODS]
+    if unknown:
+        parser.error(f"unknown case or method: {', '.join(unknown)}")
+
+    report = {"machine": common.machine(), "tools": common.tool_versions(), "skipped": {}}
+    report["cases"] = {}
+    print(common.describe_machine(report["machine"]))
+    for tool in report["tools"].values():
+        print(f"Tool: {tool}")
+    runnable = []
+    for m in methods:
+        try:
+            common.check_available(m, args.device)
+            runnable.append(m)
+        except common.Skip as why:
+            report["skipped"][m] = str(why)
+            print(f"Skipping {m}: {why}")
+    metrics.self_check()
+
+    for name in names:
+        case = CASES[name](size)
+        shape = "×".join(map(str, case.stack.shape))
+        print(f"\n== {name}: {case.description} — {shape} {case.stack.dtype}")
+        results, rows, failures = {}, [], {}
+        for m in runnable:
+            try:
+                run = common.run_method(m, case.stack, args.device)
+            except common.Skip as why:
+                failures[m] = str(why)
+                continue
+            results[m] = {**score(case, run.fused, run.focus), "seconds": run.seconds}
+            rows.append(row(m, results[m]))
+        if case.truth is not None:  # the Q^AB/F of a perfect fusion of this stack
+            rows.append(row("(truth)", {"qabf": qabf(case, case.truth)}))
+        print(common.table(["method", *(h for h, _, _ in COLUMNS.values())], rows))
+        for m, why in failures.items():
+            print(f"  {m} failed: {why}")
+        report["cases"][name] = {
+            "description": case.description,
+            "shape": list(case.stack.shape),
+            "dtype": str(case.stack.dtype),
+            "results": results,
+            "failed": failures,
+        }
+
+    print(f"\n== Summary over {len(names)} cases: medians, and in how many cases each is best")
+    print(summary(report, runnable))
+    if args.out:
+        args.out.write_text(json.dumps(finite(report), indent=2) + "\n")
+        print(f"\nWrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -168,13 +168,13 @@ def train(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m napari_pdmfuse.train", description=__doc__)
     parser.add_argument(
-        "--steps", type=int, default=4000, help="optimiser steps (default: %(default)s)"
+        "--steps", type=int, default=14000, help="optimiser steps (default: %(default)s)"
     )
     parser.add_argument(
-        "--pool", type=int, default=2500, help="rendered training stacks (default: %(default)s)"
+        "--pool", type=int, default=4000, help="rendered training stacks (default: %(default)s)"
     )
     parser.add_argument(
-        "--size", type=int, default=128, help="training crop size in px (default: %(default)s)"
+        "--size", type=int, default=160, help="training crop size in px (default: %(default)s)"
     )
     parser.add_argument("--voxels", type=int, default=32 * 128 * 128, help="input voxels per batch")
     parser.add_argument(

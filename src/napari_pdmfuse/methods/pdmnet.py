@@ -18,7 +18,7 @@ from .base import TileResult
 
 class PDMNetMethod:
     name = "pdmnet"
-    halo = 128
+    halo = 144  # measured receptive field: 123 px, plus one stride of phase
     bytes_per_voxel = 48
 
     def __init__(self, device: str = "auto", weights: str | None = None) -> None:

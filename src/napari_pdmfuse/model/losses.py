@@ -37,7 +37,7 @@ def fusion_loss(
     truth: torch.Tensor,
     depth: torch.Tensor,
     textured: torch.Tensor,
-    focus_weight: float = 0.02,
+    focus_weight: float = 0.05,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """weights, slices (B, N, H, W); truth, depth (B, H, W); textured (B, H, W) bool."""
     fused = (weights * slices).sum(1)

@@ -32,11 +32,7 @@ class CrossSlice(nn.Module):
     def __init__(self, channels: int, z_kernel: int = 0) -> None:
         super().__init__()
         self.mix = nn.Conv2d(3 * channels, channels, 1)
-        self.along_z = (
-            nn.Conv3d(channels, channels, (z_kernel, 3, 3), padding=(z_kernel // 2, 1, 1))
-            if z_kernel
-            else None
-        )
+        self.along_z = nn.Conv3d(channels, channels, (z_kernel, 3, 3)) if z_kernel else None
 
     def forward(self, f: torch.Tensor, n: int) -> torch.Tensor:
         bn, c, h, w = f.shape
@@ -45,11 +41,14 @@ class CrossSlice(nn.Module):
         stats = stats[:, None].expand(-1, n, -1, -1, -1).reshape(bn, 2 * c, h, w)
         f = f + F.relu(self.mix(torch.cat([f, stats], 1)))
         if self.along_z is not None:
-            # A kernel symmetric in Z keeps the network exactly equivariant to reversing the stack.
+            # A kernel symmetric in Z keeps the network exactly equivariant to reversing the
+            # stack, and replicated end slices make identical slices get identical weights.
             kernel = self.along_z.weight
             kernel = 0.5 * (kernel + kernel.flip(2))
             z = f.reshape(bn // n, n, c, h, w).transpose(1, 2)  # (B, C, N, h, w)
-            z = F.conv3d(z, kernel, self.along_z.bias, padding=self.along_z.padding)
+            reach = kernel.shape[2] // 2
+            z = F.pad(z, (0, 0, 0, 0, reach, reach), mode="replicate")
+            z = F.conv3d(z, kernel, self.along_z.bias, padding=(0, 1, 1))
             f = f + F.relu(z).transpose(1, 2).reshape(bn, c, h, w)
         return f
 

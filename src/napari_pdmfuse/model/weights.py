@@ -35,6 +35,10 @@ def save_weights(model: PDMNet, path: Path, meta: dict) -> None:
 def load_model(path: Path | None = None) -> PDMNet:
     """Load PDMNet from ``path`` (default: the shipped weights), refusing anything suspicious."""
     target = Path(path) if path else WEIGHTS_PATH
+    if path is None and not target.is_file():
+        raise InputError(
+            f"The shipped PDMNet weights are missing ({target}); reinstall napari-pdmfuse."
+        )
     if not target.is_file():
         raise InputError(f"The weights file {target} does not exist; pass an existing .pt file.")
     if path is None:

@@ -1,0 +1,78 @@
+"""PDMNet: shapes for any N, proper weights, Z symmetry, tiling, and safe weight loading."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pdmfuse import InputError, fuse
+from napari_pdmfuse.methods.pdmnet import PDMNetMethod
+from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, sha256
+from napari_pdmfuse.render import demo_stack
+
+
+@pytest.fixture(scope="module")
+def method() -> PDMNetMethod:
+    return PDMNetMethod(device="cpu")
+
+
+@pytest.mark.parametrize("n_slices", [2, 3, 17])
+def test_weights_are_a_distribution_over_slices(method, n_slices):
+    lum = np.random.default_rng(n_slices).random((n_slices, 40, 56), dtype=np.float32)
+    weights = method.weights(lum).numpy()
+    assert weights.shape == (n_slices, 40, 56)
+    assert weights.min() >= 0
+    np.testing.assert_allclose(weights.sum(0), 1, atol=1e-5)
+
+
+def test_reversing_the_stack_mirrors_the_focus_map():
+    r = demo_stack(6, 64, seed=5)
+    forward = fuse(r.stack, method="pdmnet")
+    backward = fuse(r.stack[::-1], method="pdmnet")
+    np.testing.assert_allclose(backward.focus_map, 5 - forward.focus_map, atol=1e-4)
+    np.testing.assert_allclose(backward.fused, forward.fused, atol=1)
+
+
+def test_identical_slices_give_zero_confidence():
+    plane = demo_stack(2, 64, seed=6).stack[0]
+    result = fuse(np.stack([plane] * 4), method="pdmnet")
+    np.testing.assert_allclose(result.confidence, 0, atol=1e-5)
+    np.testing.assert_allclose(result.fused, plane, atol=1)
+
+
+def test_tiles_stitch_to_the_whole_image_result():
+    # 472 px: larger than a tile with its halo, not a multiple of the tile or of the stride
+    r = demo_stack(3, 472, seed=8)
+    whole = fuse(r.stack.astype(np.float32), method="pdmnet", tile=4096)
+    tiled = fuse(r.stack.astype(np.float32), method="pdmnet", tile=80)
+    span = float(np.ptp(r.stack))
+    assert np.abs(tiled.fused - whole.fused).max() <= 1e-4 * span
+    assert np.abs(tiled.focus_map - whole.focus_map).max() <= 1e-4 * 2
+
+
+def test_shipped_weights_match_their_checksum():
+    import json
+
+    assert sha256(WEIGHTS_PATH) == json.loads(CARD_PATH.read_text())["sha256"]
+    assert WEIGHTS_PATH.stat().st_size < 5 * 2**20
+
+
+def test_weights_that_would_run_code_are_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"widths": [8], "state": Payload()}))
+    with pytest.raises(InputError, match="not a PDMNet weights file"):
+        load_model(evil)
+
+
+def test_weights_of_another_shape_are_refused(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"widths": [4, 4], "state": {}}, other)
+    with pytest.raises(InputError, match="not a PDMNet weights file"):
+        load_model(other)

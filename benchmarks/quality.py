@@ -3,7 +3,7 @@
 Rendered cases use only content never trained on (napari_pdmfuse.render.VALIDATION_IMAGES and
 procedural specimens seeded from 20000 up) and span the renderer's range of PSFs, noise, bit
 depths, slice counts and surfaces; they are scored by PSNR and SSIM against the sharp truth, focus
-MAE (slices, textured pixels) and Q^AB/F. The real stacks in /work/shared/data have no truth and
+MAE (slices, textured pixels) and Q^AB/F. The real stacks in ../shared/data have no truth and
 get Q^AB/F only. Seconds are wall time of the fusion: fuse() in this process for our methods, the
 tool's command line (start-up, reading planes, fusing, writing, OpenFocus' focus map) for others.
 
@@ -30,7 +30,7 @@ from scipy import ndimage
 from napari_pdmfuse import render
 from napari_pdmfuse.io import read_stack
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUICK = {"cases": ("bf-rgb-disk", "real-diatom"), "size": 128}
 
 

@@ -9,12 +9,17 @@ METHODS = ("pdmnet", "wavelet", "pyramid", "argmax")
 DEFAULT_METHOD = "pdmnet"
 
 
-def get_method(name: str, device: str = "auto") -> FusionMethod:
-    """Build the method called ``name``; only PDMNet uses ``device``."""
+def get_method(name: str, device: str = "auto", weights: str | None = None) -> FusionMethod:
+    """Build the method called ``name``; only PDMNet uses ``device`` and ``weights``."""
     if name == "pdmnet":
         from .pdmnet import PDMNetMethod
 
-        return PDMNetMethod(device=device)
+        return PDMNetMethod(device=device, weights=weights)
+    if weights is not None and name in METHODS:
+        raise InputError(
+            f"Weights apply to the pdmnet method only, not to {name}; drop the weights or choose "
+            "pdmnet."
+        )
     if name == "wavelet":
         from .wavelet import WaveletMethod
 

@@ -1,18 +1,33 @@
-"""Choosing where PDMNet runs: CUDA, then Apple MPS, then the CPU."""
+"""Choosing where PDMNet runs: CUDA, then Apple MPS, then the CPU.
+
+torch is imported only when a device is actually resolved, so checking a device name (which every
+fusion does, whatever its method) costs nothing.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def check_device_name(name: object) -> str:
+    """Refuse a device name that is not one of :data:`DEVICES`, without importing torch."""
+    if not isinstance(name, str) or name not in DEVICES:
+        raise InputError(f"Unknown device {name!r}; choose one of {', '.join(DEVICES)}.")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
     """Turn a user's device choice into a torch device, refusing one that is not there."""
-    if name not in DEVICES:
-        raise InputError(f"Unknown device {name!r}; choose one of {', '.join(DEVICES)}.")
+    import torch
+
+    check_device_name(name)
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())
     if name == "auto":
@@ -29,6 +44,8 @@ def resolve_device(name: str) -> torch.device:
 
 def describe_devices() -> str:
     """One line saying which accelerators this machine offers, for the widget and the CLI."""
+    import torch
+
     if torch.cuda.is_available():
         return f"CUDA: {torch.cuda.get_device_name(0)}"
     mps = getattr(torch.backends, "mps", None)

@@ -1,6 +1,6 @@
 """Fuse microscopy z-stacks into one all-in-focus image, with a focus map and a confidence map."""
 
-from .errors import InputError, OutputError, PdmFuseError, ReadError
+from .errors import InputError, OutputError, PdmFuseError, PdmFuseWarning, ReadError
 from .fusion import FusionResult, Progress, fuse, fuse_iter
 from .methods import METHODS
 
@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "OutputError",
     "PdmFuseError",
+    "PdmFuseWarning",
     "Progress",
     "ReadError",
     "fuse",

@@ -21,3 +21,7 @@ class ReadError(PdmFuseError, OSError):
 
 class OutputError(PdmFuseError, OSError):
     """An output cannot be written without losing data (it exists, or it is an input)."""
+
+
+class PdmFuseWarning(UserWarning):
+    """Something the user should know that did not stop the fusion (e.g. a fallback to the CPU)."""

@@ -13,14 +13,13 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import InputError
+from .guards import TileFuser
+from .limits import check_memory, check_tile, min_tile
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import FusionMethod, TileResult
-from .stack import Normalisation, Stack, as_stack, non_finite, normalisation, to_dtype
+from .model.device import check_device_name
+from .stack import Normalisation, Stack, as_stack, normalisation, to_dtype
 from .tiling import Tile, count_tiles, tile_grid
-
-#: Working-memory budget of one tile, in bytes, when the user does not choose a tile size.
-TILE_BUDGET = 768 * 2**20
 
 
 @dataclass
@@ -65,15 +64,29 @@ class MemorySink:
         self.confidence[tile.write] = result.confidence
 
 
-def auto_tile(stack: Stack, method: FusionMethod, budget: int = TILE_BUDGET) -> int:
-    """Largest tile core whose haloed block fits ``budget`` bytes of working memory."""
-    per_pixel = stack.n_slices * (stack.n_channels + 1) * method.bytes_per_voxel
-    side = int(np.sqrt(budget / per_pixel)) - 2 * method.halo
-    return int(np.clip(side, 4 * method.align, 4096))
+def tile_budget() -> int:
+    """Working memory for one tile: a quarter of what is free now, between 256 MiB and 2 GiB."""
+    import psutil
+
+    return int(np.clip(psutil.virtual_memory().available // 4, 256 * 2**20, 2 * 2**30))
 
 
-def crop(result: TileResult, tile: Tile) -> TileResult:
-    return TileResult(*(part[tile.crop] for part in result))
+def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> int:
+    """A tile core size whose haloed block fits ``budget`` bytes, splitting the plane evenly.
+
+    A stack that fits is one tile (no halo work at all); otherwise the plane is cut into the
+    fewest equal tiles that fit, so no thin remainder tile pays a full halo.
+    """
+    per_pixel = stack.n_slices * (4 * stack.n_channels + method.bytes_per_voxel)
+    window = int(np.sqrt((budget or tile_budget()) / per_pixel))
+    longest = max(stack.shape_yx)
+    if window >= longest:
+        return -(-longest // method.align) * method.align
+    smallest = max(4 * method.align, min_tile(method.halo, method.align))
+    core = max(window - 2 * method.halo, smallest)
+    n_tiles = -(-longest // core)
+    core = -(-longest // n_tiles)
+    return max(-(-core // method.align) * method.align, smallest)
 
 
 @dataclass(frozen=True)
@@ -99,12 +112,9 @@ class FusionPlan:
         total = self.n_tiles
         yield Progress(0, total)
         tiles = tile_grid(stack.shape_yx, self.tile_size, method.halo, method.align)
+        fuse_tile = TileFuser(stack.data, self.norm, method)  # checks, GPU-OOM recovery, crop
         for done, tile in enumerate(tiles, 1):
-            block = np.asarray(stack.data[(slice(None), *tile.read)], dtype=np.float32)
-            if not np.isfinite(block).all():
-                raise non_finite()
-            result = method.fuse_tile(block, self.norm.luminance(block))
-            sink.write(tile, crop(result, tile))
+            sink.write(tile, fuse_tile(tile))
             yield Progress(done, total)
 
 
@@ -118,13 +128,17 @@ def plan(
     z_spacing: float | None = None,
     tile: int | None = None,
     device: str = "auto",
+    weights: str | None = None,
 ) -> FusionPlan:
-    """Check the input and options and decide how to fuse, without reading the stack."""
+    """Check the input and options and decide how to fuse, without reading the stack.
+
+    ``weights`` is a PDMNet weights file to use instead of the shipped one (pdmnet only).
+    """
     stack = as_stack(data, z_axis=z_axis, channel_axis=channel_axis, rgb=rgb, z_spacing=z_spacing)
-    fusion = get_method(method, device=device)
+    fusion = get_method(method, device=check_device_name(device), weights=weights)
+    if tile is not None:
+        check_tile(tile, fusion.name, fusion.halo, fusion.align)
     tile_size = tile or auto_tile(stack, fusion)
-    if tile_size < fusion.align:
-        raise InputError(f"Tile size {tile_size} px is too small; use at least {fusion.align} px.")
     return FusionPlan(stack, fusion, normalisation(stack), tile_size)
 
 
@@ -133,9 +147,12 @@ def fuse_iter(data: object, **options: object) -> Generator[Progress, None, Fusi
 
     Options are those of :func:`plan`: ``method``, ``z_axis``, ``channel_axis``, ``rgb``,
     ``z_spacing`` (physical step between planes: the focus map is then in those units),
-    ``tile`` (core size in px, automatic by default) and ``device`` (auto, cpu, cuda, mps).
+    ``tile`` (core size in px, automatic by default), ``device`` (auto, cpu, cuda, mps) and
+    ``weights`` (a PDMNet weights file). Results larger than the free memory are refused before
+    any work; the ``pdmfuse`` command streams them to disk instead.
     """
     job = plan(data, **options)
+    check_memory(job.stack.shape_yx, job.stack.n_channels, job.stack.dtype)
     sink = MemorySink(job.stack)
     yield from job.run(sink)
     focus, unit = sink.focus, "slice"

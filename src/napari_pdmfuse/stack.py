@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
+from .limits import check_sides
 
 #: Rec. 709 luma weights, used to reduce RGB planes to the one channel the focus measures see.
 RGB_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -120,6 +121,7 @@ def as_stack(
             f"The stack has only one focal plane along its Z axis (shape {tuple(data.shape)}); "
             "fusing needs at least two."
         )
+    check_sides((int(arr.shape[1]), int(arr.shape[2])))
     layout = "rgb" if rgb else ("channels" if channel_axis is not None else "grey")
     return Stack(data=arr, dtype=dtype, layout=layout, z_spacing=z_spacing)
 
@@ -127,8 +129,15 @@ def as_stack(
 def stack_planes(planes: list | tuple) -> object:
     """Stack a list of 2-D planes (or RGB planes) into one Z-first array, checking they match."""
     if len(planes) < 2:
-        raise InputError(f"Got {len(planes)} plane; fusing needs at least two focal planes.")
+        raise InputError(f"Got {len(planes)} plane(s); fusing needs at least two focal planes.")
+    planes = [p if hasattr(p, "shape") and hasattr(p, "dtype") else np.asarray(p) for p in planes]
     shapes = {tuple(p.shape) for p in planes}
+    counts = sorted({s[2] if len(s) > 2 else 1 for s in shapes})
+    if len({s[:2] for s in shapes}) == 1 and len(counts) > 1:
+        raise InputError(
+            f"The planes have different numbers of channels {counts}; every focal plane must "
+            "have the same channels (e.g. all grey or all RGB)."
+        )
     if len(shapes) > 1:
         raise InputError(
             f"The planes have different shapes {sorted(shapes)}; every focal plane must have the "

@@ -1,0 +1,176 @@
+"""What happens around each tile's fusion: reading, checks and recovery from GPU memory faults.
+
+:class:`TileFuser` reads a tile, refuses NaN or infinite values, runs the method, zeroes the
+confidence where no plane has any texture within the method's reach, and crops the core. When
+the GPU runs out of memory it splits the tile into smaller ones (down to the method's minimum
+tile, remembered for the tiles that follow) and, if even that fails, moves the method to the CPU
+with a warning. Splitting is exact: sub-tiles are read with the full halo at aligned origins.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import PdmFuseWarning
+from .limits import min_tile
+from .methods.base import FusionMethod, TileResult
+from .stack import Normalisation, non_finite
+from .tiling import Tile
+
+
+def flat_mask(lum: np.ndarray, radius: int) -> np.ndarray | None:
+    """(y, x) mask of pixels with no texture in any plane within ``radius`` px, or None if none.
+
+    Such pixels carry no focus information whatever the method, so their confidence is zero.
+    Differences are marked on both pixels they join; ``radius`` must stay below the tile's halo
+    so that the mask of a tile's core equals the mask of the whole image there.
+    """
+    edges = np.zeros(lum.shape[1:], dtype=bool)
+    dy = (lum[:, 1:] != lum[:, :-1]).any(axis=0)
+    dx = (lum[:, :, 1:] != lum[:, :, :-1]).any(axis=0)
+    edges[1:] |= dy
+    edges[:-1] |= dy
+    edges[:, 1:] |= dx
+    edges[:, :-1] |= dx
+    if not edges.any():
+        return np.ones_like(edges)
+    near = ndimage.maximum_filter(edges, size=2 * radius + 1, mode="constant", cval=False)
+    return None if near.all() else ~near
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # a method that never imported torch cannot raise its OOM
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def _free_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def move_to_cpu(method: FusionMethod) -> bool:
+    """Move a torch-based method (one with ``model`` and ``device``) to the CPU, if it is one."""
+    model = getattr(method, "model", None)
+    if model is None or not hasattr(method, "device"):
+        return False
+    import torch
+
+    method.model = model.to("cpu")  # type: ignore[attr-defined]
+    method.device = torch.device("cpu")  # type: ignore[attr-defined]
+    return True
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def split(tile: Tile, shape_yx: tuple[int, int], halo: int, align: int, core: int) -> list[Tile]:
+    """Cut a tile's core into cores of at most ``core`` px, each read with the full halo."""
+    halo = _round_up(halo, align)
+    (y0, y1), (x0, x1) = ((s.start, s.stop) for s in tile.write)
+    height, width = shape_yx
+    parts = []
+    for sy in range(y0, y1, core):
+        for sx in range(x0, x1, core):
+            ey, ex = min(sy + core, y1), min(sx + core, x1)
+            ry0, rx0 = max(sy - halo, 0), max(sx - halo, 0)
+            ry1, rx1 = min(ey + halo, height), min(ex + halo, width)
+            parts.append(
+                Tile(
+                    read=(slice(ry0, ry1), slice(rx0, rx1)),
+                    write=(slice(sy, ey), slice(sx, ex)),
+                    crop=(slice(sy - ry0, ey - ry0), slice(sx - rx0, ex - rx0)),
+                )
+            )
+    return parts
+
+
+@dataclass
+class TileFuser:
+    """Fuse tiles of one stack with one method; ``core_limit`` shrinks after a GPU OOM."""
+
+    data: object  # (Z, Y, X, C) array
+    norm: Normalisation
+    method: FusionMethod
+    core_limit: int | None = None
+    warned: set[str] = field(default_factory=set)
+
+    @property
+    def shape_yx(self) -> tuple[int, int]:
+        shape = self.data.shape  # type: ignore[attr-defined]
+        return int(shape[1]), int(shape[2])
+
+    def __call__(self, tile: Tile) -> TileResult:
+        """The method's result on ``tile``'s core, cropped."""
+        height = tile.write[0].stop - tile.write[0].start
+        width = tile.write[1].stop - tile.write[1].start
+        if self.core_limit is not None and max(height, width) > self.core_limit:
+            return self._in_parts(tile, self.core_limit)
+        try:
+            return self._fuse(tile)
+        except Exception as exc:
+            if not is_cuda_oom(exc):
+                raise
+            oom = exc.with_traceback(None)  # drop the frames that hold GPU tensors
+        _free_cuda_cache()
+        smallest = min_tile(self.method.halo, self.method.align)
+        half = max(smallest, _round_up(-(-max(height, width) // 2), self.method.align))
+        if half < max(height, width):
+            self.core_limit = half
+            self._warn(
+                f"The GPU ran out of memory; continuing with tiles of {half} px.", key=str(half)
+            )
+            return self._in_parts(tile, half)
+        if not move_to_cpu(self.method):
+            raise oom
+        self.core_limit = None
+        self._warn(
+            f"The GPU ran out of memory even with {max(height, width)} px tiles; continuing on "
+            "the CPU, which is slower.",
+            key="cpu",
+        )
+        return self._fuse(tile)
+
+    def _warn(self, message: str, key: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, PdmFuseWarning, stacklevel=3)
+
+    def _fuse(self, tile: Tile) -> TileResult:
+        window = (slice(None), *tile.read)
+        block = np.asarray(self.data[window], dtype=np.float32)  # type: ignore[index]
+        if not np.isfinite(block).all():
+            raise non_finite()
+        lum = self.norm.luminance(block)
+        result = self.method.fuse_tile(block, lum)
+        flat = flat_mask(lum, max(self.method.halo - 1, 1))
+        if flat is not None:
+            result = result._replace(confidence=np.where(flat, np.float32(0), result.confidence))
+        return TileResult(*(np.asarray(part[tile.crop]) for part in result))
+
+    def _in_parts(self, tile: Tile, core: int) -> TileResult:
+        parts = split(tile, self.shape_yx, self.method.halo, self.method.align, core)
+        y0, x0 = tile.write[0].start, tile.write[1].start
+        out: TileResult | None = None
+        for part in parts:
+            result = self(part)
+            if out is None:
+                height = tile.write[0].stop - y0
+                width = tile.write[1].stop - x0
+                out = TileResult(
+                    *(np.empty((height, width, *r.shape[2:]), r.dtype) for r in result)
+                )
+            where = (
+                slice(part.write[0].start - y0, part.write[0].stop - y0),
+                slice(part.write[1].start - x0, part.write[1].stop - x0),
+            )
+            for target, value in zip(out, result, strict=True):
+                target[where] = value
+        assert out is not None
+        return out

@@ -61,11 +61,11 @@ def test_grey_uint16_tiff_round_trip(tmp_path, capsys):
 
     code, stdout, stderr = run(
         capsys, "fuse", tmp_path / "stack.tif", "-o", out, "--focus-map", focus,
-        "--confidence", conf, "--method", "wavelet", "--tile", 32,
+        "--confidence", conf, "--method", "argmax", "--tile", 32,
     )  # fmt: skip
 
     assert code == 0 and stdout == ""
-    assert "tile" in stderr and "fused 5 planes of 64×80 with wavelet" in stderr
+    assert "6/6" in stderr and "fused 5 planes of 64×80 with argmax" in stderr
     fused = tifffile.imread(out)
     assert fused.dtype == np.uint16 and fused.shape == (64, 80)
     check_maps(focus, conf, (64, 80), 5)
@@ -239,11 +239,12 @@ def test_existing_second_output_refused_before_fusing(tmp_path, capsys, monkeypa
 def test_interrupt_writes_nothing(tmp_path, capsys, monkeypatch):
     tifffile.imwrite(tmp_path / "stack.tif", stack_of(np.uint8, n=3), photometric="minisblack")
 
-    def interrupted(*args, **kwargs):
+    def interrupted(self, sink):
         yield fusion.Progress(0, 4)
+        assert len(list(tmp_path.glob(".f.tif.pdmfuse-tmp-*"))) == 1  # streaming into a temp
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fusion, "fuse_iter", interrupted)
+    monkeypatch.setattr(fusion.FusionPlan, "run", interrupted)
     code, _, stderr = run(capsys, "fuse", tmp_path / "stack.tif", "-o", tmp_path / "f.tif")
     assert code == 130 and "interrupted" in stderr
     assert [p.name for p in tmp_path.iterdir()] == ["stack.tif"]

@@ -1,15 +1,23 @@
 """Write fusion results as TIFFs without ever leaving a half-written file or losing an input.
 
-Every output is first written to a hidden temporary file in its target folder and moved over the
-target with :func:`os.replace` only once all outputs are complete, so an interrupted or failed
-run leaves the previous files as they were. Outputs are checked (existing, equal to an input,
-folder missing) before any work, so a long fusion never ends in a refusal.
+Every output is first written to a hidden temporary file in its target folder,
+``.NAME.pdmfuse-tmp-PID-HOST-TOKEN``, and moved over the target with :func:`os.replace` only once
+all outputs are complete, so an interrupted or failed run leaves the previous files as they
+were. A run killed outright (SIGKILL, power loss) can leave such a temporary file, never a file
+at the output's name; the next run in that folder removes it once its process is gone. Outputs
+are checked (existing, equal to an input, folder missing, no room) before any work, so a long
+fusion never ends in a refusal. :class:`TiffSink` streams tiles into memory-mapped temporary
+TIFFs, so results larger than memory can be written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
+import socket
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +28,10 @@ import tifffile
 
 from .errors import OutputError
 from .fusion import FusionResult
+from .limits import MAP_BYTES, check_disk
+from .methods.base import TileResult
+from .stack import Stack, to_dtype
+from .tiling import Tile
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -35,9 +47,71 @@ class Scale:
     unit: str | None = None  # "um" for micrometres
 
 
+#: When this process started writing, roughly: temporary files older than this may be stale.
+STARTED = time.time()
+
+#: Short tag of this machine, so a run never removes the live temporary file of another machine
+#: that shares the folder (a PID means nothing across machines).
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+TEMP_PATTERN = re.compile(
+    r"^\.(?P<name>.+)\.pdmfuse-tmp-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]{8}$"
+)
+
+#: Bytes a TIFF may hold before it needs BigTIFF, which ImageJ cannot read.
+CLASSIC_TIFF_BYTES = 2**32 - 2**25
+
+
 def temp_name(target: Path) -> Path:
-    """A hidden sibling of ``target``, so the final rename stays on one file system."""
-    return target.with_name(f".{target.name}.pdmfuse-tmp-{secrets.token_hex(4)}")
+    """A hidden sibling of ``target`` naming this process, so the rename stays on one disk."""
+    token = secrets.token_hex(4)
+    return target.with_name(f".{target.name}.pdmfuse-tmp-{os.getpid()}-{HOST}-{token}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (True when that cannot be told)."""
+    try:
+        import psutil
+
+        return bool(psutil.pid_exists(pid))
+    except ImportError:
+        pass
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def clean_stale_temps(folder: Path, started: float | None = None) -> list[Path]:
+    """Remove temporary files that killed runs on this machine left in ``folder``.
+
+    Only files named by :func:`temp_name`, written before this process started, by a process of
+    this machine that no longer exists, are removed; anything else is left alone.
+    """
+    started = STARTED if started is None else started
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = TEMP_PATTERN.match(path.name)
+        if match is None or match["host"] != HOST:
+            continue
+        pid = int(match["pid"])
+        try:
+            stale = path.stat().st_mtime < started and pid != os.getpid() and not pid_alive(pid)
+            if stale and path.is_file():
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -110,6 +184,8 @@ def atomic_files(targets: Sequence[Path]) -> Iterator[list[Path]]:
     On any exception, KeyboardInterrupt included, the temporary files are removed and the
     targets are left untouched.
     """
+    for folder in {target.parent for target in targets}:
+        clean_stale_temps(folder)
     temps: list[Path] = []
     try:
         for target in targets:
@@ -123,35 +199,57 @@ def atomic_files(targets: Sequence[Path]) -> Iterator[list[Path]]:
                 os.fsync(handle.fileno())
         for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
+        for folder in {target.parent for target in targets}:
+            _fsync_folder(folder)
     except BaseException:
         for temp in temps:
             temp.unlink(missing_ok=True)
         raise
 
 
-def write_tiff(path: Path, data: np.ndarray, *, rgb: bool = False, scale: Scale = Scale()) -> None:
-    """Write one 2-D image (grey, RGB(A) or (Y, X, C) channels) as an ImageJ-readable TIFF.
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames durable too (POSIX); a folder that cannot be opened is left as is."""
+    if os.name != "posix":
+        return
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
-    ImageJ metadata is used whenever ImageJ can open the result (8/16-bit or float32 grey or
-    channels, 8-bit RGB); other types are written as plain TIFFs with the same resolution tags.
+
+def tiff_layout(
+    shape: tuple[int, ...], dtype: np.dtype, *, rgb: bool = False, scale: Scale = Scale()
+) -> tuple[tuple[int, ...], dict[str, object]]:
+    """Shape on disk and ``tifffile.imwrite`` keywords for a (Y, X[, C]) image.
+
+    Grey and channels are written as an ImageJ-readable (C, Y, X) TIFF whenever ImageJ can open
+    the result (8/16-bit or float32, 8-bit RGB, under 4 GiB); other types as plain TIFFs, BigTIFF
+    when large, with the same resolution tags.
     """
     from . import __version__
 
-    data = np.asarray(data)
-    samples = data.shape[-1] if data.ndim == 3 else 1
+    dtype = np.dtype(dtype)
+    samples = shape[-1] if len(shape) == 3 else 1
+    small = int(np.prod(shape)) * dtype.itemsize < CLASSIC_TIFF_BYTES
     kwargs: dict[str, object] = {"software": f"napari-pdmfuse {__version__}"}
     if rgb:
         kwargs["photometric"] = "rgb"
         if samples == 4:
             kwargs["extrasamples"] = ("unassalpha",)
         axes = "YXS"
-        imagej = data.dtype == np.uint8 and samples == 3
+        imagej = dtype == np.uint8 and samples == 3 and small
     else:
         kwargs["photometric"] = "minisblack"
-        if data.ndim == 3:
-            data = np.moveaxis(data, -1, 0)
-        axes = "CYX" if data.ndim == 3 else "YX"
-        imagej = data.dtype in IMAGEJ_DTYPES
+        if len(shape) == 3:
+            shape = (shape[2], shape[0], shape[1])
+        axes = "CYX" if len(shape) == 3 else "YX"
+        imagej = dtype in IMAGEJ_DTYPES and small
     metadata: dict[str, object] = {"axes": axes}
     if scale.pixel_size is not None and scale.unit:
         py, px = scale.pixel_size
@@ -161,7 +259,16 @@ def write_tiff(path: Path, data: np.ndarray, *, rgb: bool = False, scale: Scale 
         elif scale.unit == "um":
             kwargs["resolution"] = (1e4 / px, 1e4 / py)
             kwargs["resolutionunit"] = "CENTIMETER"
-    tifffile.imwrite(path, data, imagej=imagej, metadata=metadata, **kwargs)
+    return shape, {"imagej": imagej, "metadata": metadata, **kwargs}
+
+
+def write_tiff(path: Path, data: np.ndarray, *, rgb: bool = False, scale: Scale = Scale()) -> None:
+    """Write one 2-D image (grey, RGB(A) or (Y, X, C) channels) as a TIFF; see tiff_layout."""
+    data = np.asarray(data)
+    _, kwargs = tiff_layout(data.shape, data.dtype, rgb=rgb, scale=scale)
+    if data.ndim == 3 and not rgb:
+        data = np.moveaxis(data, -1, 0)
+    tifffile.imwrite(path, data, **kwargs)
 
 
 def write_outputs(
@@ -200,3 +307,83 @@ def write_outputs(
             "folder, nothing was written."
         ) from None
     return paths
+
+
+def output_sizes(stack: Stack, *, focus_map: bool, confidence: bool) -> list[int]:
+    """Bytes of each output file's pixels: fused image, then the maps asked for."""
+    pixels = stack.shape_yx[0] * stack.shape_yx[1]
+    sizes = [pixels * stack.n_channels * stack.dtype.itemsize]
+    sizes += [pixels * MAP_BYTES] * (int(focus_map) + int(confidence))
+    return sizes
+
+
+def check_space(stack: Stack, paths: Sequence[Path], *, focus_map: bool, confidence: bool) -> None:
+    """Refuse outputs (``paths``: fused, then the maps asked for) that would not fit on disk."""
+    sizes = output_sizes(stack, focus_map=focus_map, confidence=confidence)
+    check_disk(list(zip(paths, sizes, strict=True)))
+
+
+def create_tiff(
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, *, rgb: bool, scale: Scale
+) -> np.memmap:
+    """Create a TIFF for a (Y, X[, C]) image and memory-map its pixels, laid out as on disk."""
+    disk_shape, kwargs = tiff_layout(shape, dtype, rgb=rgb, scale=scale)
+    return tifffile.memmap(path, shape=disk_shape, dtype=dtype, **kwargs)
+
+
+class TiffSink:
+    """A fusion sink that writes each tile core straight into memory-mapped TIFFs.
+
+    Used with :func:`atomic_files`: the paths are temporary files, moved into place only after
+    :meth:`close` once every tile is written; memory use stays at one tile.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        fused: Path,
+        *,
+        focus_map: Path | None = None,
+        confidence: Path | None = None,
+        scale: Scale = Scale(),
+    ) -> None:
+        height, width = stack.shape_yx
+        self.dtype = stack.dtype
+        self.layout = stack.layout
+        shape = (height, width) if stack.layout == "grey" else (height, width, stack.n_channels)
+        rgb = stack.layout == "rgb"
+        self.fused: np.memmap | None = create_tiff(fused, shape, stack.dtype, rgb=rgb, scale=scale)
+        f32 = np.dtype(np.float32)
+        self.focus = (
+            create_tiff(focus_map, (height, width), f32, rgb=False, scale=scale)
+            if focus_map is not None
+            else None
+        )
+        self.confidence = (
+            create_tiff(confidence, (height, width), f32, rgb=False, scale=scale)
+            if confidence is not None
+            else None
+        )
+
+    def write(self, tile: Tile, result: TileResult) -> None:
+        if self.fused is None:
+            raise ValueError("TiffSink is closed")
+        ys, xs = tile.write
+        fused = to_dtype(result.fused, self.dtype)
+        if self.layout == "grey":
+            self.fused[ys, xs] = fused[..., 0]
+        elif self.layout == "rgb":
+            self.fused[ys, xs] = fused
+        else:
+            self.fused[:, ys, xs] = np.moveaxis(fused, -1, 0)
+        if self.focus is not None:
+            self.focus[ys, xs] = result.focus
+        if self.confidence is not None:
+            self.confidence[ys, xs] = result.confidence
+
+    def close(self, flush: bool = True) -> None:
+        """Flush every map to its file (unless the files are being discarded) and release it."""
+        for array in (self.fused, self.focus, self.confidence):
+            if array is not None and flush:
+                array.flush()
+        self.fused = self.focus = self.confidence = None

@@ -1,6 +1,9 @@
 """Sample focus stacks shipped with the package, for napari's File ▸ Open Sample menu.
 
-Qt-free: napari calls these functions and builds the layers itself.
+Two real stacks (a brightfield diatom, a photographic keyboard sweep) to judge fusions by eye,
+and a rendered stack that comes with its ground truth — the sharp image and the depth of every
+pixel — to judge them by measurement. Qt-free: napari calls these functions and builds the
+layers itself.
 """
 
 from __future__ import annotations
@@ -19,13 +22,38 @@ DIATOM_CREDIT = (
     "database."
 )
 
+KEYBOARD_NAME = "keyboard (focal sweep, 32 planes)"
+KEYBOARD_CREDIT = (
+    "Hand-held focal sweep of a keyboard, the demo stack of OpenFocus "
+    "(github.com/Xinzhe99/OpenFocus, assets/Examples/), MIT licence; probably from the Mobile "
+    "Depth dataset (Suwajanakorn et al., CVPR 2015)."
+)
+
+RENDERED_NAME = "rendered (12 planes, with truth)"
+RENDERED_SEED = 1
+RENDERED_CREDIT = (
+    "Rendered by napari_pdmfuse.render.demo_stack(12, 256, seed=1, rgb=True, bits=8): a stained "
+    "specimen (scikit-image's immunohistochemistry image) on a tilted, stepped surface, blurred "
+    "by distance from focus, with photon and read noise."
+)
+
+
+def _jpeg_stack(folder: str) -> np.ndarray:
+    """The JPEG planes of a sample folder as a (Z, Y, X, 3) uint8 array, in file-name order."""
+    from skimage.io import imread
+
+    files = sorted((SAMPLE_DIR / folder).glob("*.jpg"))
+    return np.stack([np.asarray(imread(f), dtype=np.uint8) for f in files])
+
 
 def diatom_stack() -> np.ndarray:
     """The diatom stack as a (3, Y, X, 3) uint8 RGB array, planes ordered by file name."""
-    from skimage.io import imread
+    return _jpeg_stack("diatom-brightfield")
 
-    files = sorted((SAMPLE_DIR / "diatom-brightfield").glob("*.jpg"))
-    return np.stack([np.asarray(imread(f), dtype=np.uint8) for f in files])
+
+def keyboard_stack() -> np.ndarray:
+    """The keyboard sweep as a (32, 360, 640, 3) uint8 RGB array, near focus first."""
+    return _jpeg_stack("keyboard-focal-sweep")
 
 
 def diatom() -> list[tuple]:
@@ -35,4 +63,80 @@ def diatom() -> list[tuple]:
         "license": "BSD-3-Clause",
         "source": "https://github.com/gcristobal/MFusionJ",
     }
-    return [(diatom_stack(), {"name": DIATOM_NAME, "rgb": True, "metadata": metadata}, "image")]
+    return [
+        (
+            diatom_stack(),
+            {
+                "name": DIATOM_NAME,
+                "rgb": True,
+                "axis_labels": ("z", "y", "x"),
+                "metadata": metadata,
+            },
+            "image",
+        )
+    ]
+
+
+def keyboard() -> list[tuple]:
+    """napari sample: the keyboard focal sweep as one RGB image layer, Z first."""
+    metadata = {
+        "credit": KEYBOARD_CREDIT,
+        "license": "MIT",
+        "source": "https://github.com/Xinzhe99/OpenFocus",
+    }
+    return [
+        (
+            keyboard_stack(),
+            {
+                "name": KEYBOARD_NAME,
+                "rgb": True,
+                "axis_labels": ("z", "y", "x"),
+                "metadata": metadata,
+            },
+            "image",
+        )
+    ]
+
+
+def rendered() -> list[tuple]:
+    """napari sample: a rendered RGB stack and its truth, to judge a fusion's accuracy.
+
+    Three layers: the stack (12 planes, 8-bit RGB), ``truth (sharp)`` — the noise-free image
+    every pixel would show in perfect focus, to compare with the fused image — and
+    ``truth depth`` — the in-focus plane of every pixel (in slices, from 0), to compare with
+    the focus map (same ``turbo`` colormap and range).
+    """
+    from .render import demo_stack
+
+    n_slices = 12
+    rendered = demo_stack(n_slices, 256, seed=RENDERED_SEED, rgb=True, bits=8)
+    truth = np.clip(np.rint(rendered.truth), 0, 255).astype(np.uint8)
+    metadata = {"credit": RENDERED_CREDIT, "license": "BSD-3-Clause"}
+    return [
+        (
+            rendered.stack,
+            {
+                "name": RENDERED_NAME,
+                "rgb": True,
+                "axis_labels": ("z", "y", "x"),
+                "metadata": metadata,
+            },
+            "image",
+        ),
+        (
+            truth,
+            {"name": "truth (sharp)", "rgb": True, "visible": False, "metadata": metadata},
+            "image",
+        ),
+        (
+            rendered.depth,
+            {
+                "name": "truth depth",
+                "colormap": "turbo",
+                "contrast_limits": (0.0, float(n_slices - 1)),
+                "visible": False,
+                "metadata": {**metadata, "unit": "slices"},
+            },
+            "image",
+        ),
+    ]

@@ -1,7 +1,7 @@
-"""The napari plugin end to end: manifest, dock widget, worker, result layers, sample data.
+"""The napari plugin end to end: manifest, dock widget, worker, result layers, samples, reader.
 
-Runs a real napari viewer under Xvfb (pytest-xvfb); the tests use method="wavelet" so they do not
-depend on PDMNet's weights.
+Runs a real napari viewer under Xvfb (pytest-xvfb); the tests use method="wavelet" for speed,
+except the one that checks the default method, PDMNet, on the diatom sample.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import time
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_pdmfuse import Progress, fuse
-from napari_pdmfuse._sample_data import DIATOM_NAME
+from napari_pdmfuse._sample_data import DIATOM_NAME, KEYBOARD_NAME, RENDERED_NAME
+from napari_pdmfuse.height_view import auto_step
 
 WORKER_TIMEOUT_MS = 60_000
 
@@ -35,16 +37,37 @@ def notifications(monkeypatch):
     return shown
 
 
+@pytest.fixture
+def activity(monkeypatch):
+    """The napari progress entries (activity dock) the widget opens."""
+    from napari_pdmfuse import _widget
+
+    opened = []
+
+    class Recorded(_widget.progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(_widget, "progress", Recorded)
+    return opened
+
+
 def dock(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-pdmfuse", "PDM Fuse")
     return widget
 
 
+def wait(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WORKER_TIMEOUT_MS)
+
+
 def fuse_layer(qtbot, widget, layer, method="wavelet"):
+    widget.mode.value = "stack"
     widget.image.value = layer
     widget.method.value = method
     widget.fuse_button.clicked()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=WORKER_TIMEOUT_MS)
+    wait(qtbot, widget)
 
 
 def uint16_stack(shape=(5, 64, 64), seed=0):
@@ -52,11 +75,23 @@ def uint16_stack(shape=(5, 64, 64), seed=0):
     return rng.integers(0, 4000, shape, dtype=np.uint16)
 
 
-def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifications):
+def shown(widget):
+    """Whether the widget is shown in the dock (``visible`` also needs the window on screen)."""
+    return not widget.native.isHidden()
+
+
+def names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifications, activity):
     viewer = make_napari_viewer()
     widget = dock(viewer)
     assert widget.method.value == "pdmnet"  # the default, though the tests run wavelet
     assert widget.method.choices == ("pdmnet", "wavelet", "pyramid", "argmax")
+    assert widget.device.choices == ("auto", "cpu", "cuda")
+    assert widget.device_info.value  # describe_devices(): which accelerator exists
+    assert not widget.height_button.enabled
     source = viewer.add_image(
         uint16_stack(), name="stack", scale=(2.0, 0.5, 0.25), translate=(0, 10, 20)
     )
@@ -66,8 +101,7 @@ def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifi
     fuse_layer(qtbot, widget, source)
 
     assert notifications == []
-    names = [layer.name for layer in viewer.layers]
-    assert names == ["stack", "stack confidence", "stack focus map", "stack fused"]
+    assert names(viewer) == ["stack", "stack confidence", "stack focus map", "stack fused"]
     fused = viewer.layers["stack fused"]
     focus = viewer.layers["stack focus map"]
     confidence = viewer.layers["stack confidence"]
@@ -75,23 +109,109 @@ def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifi
     assert fused.data.dtype == np.uint16
     assert fused.colormap.name == "magma"
     assert tuple(fused.contrast_limits) == (100, 3000)
-    np.testing.assert_allclose(fused.scale, (0.5, 0.25))
-    np.testing.assert_allclose(fused.translate, (10, 20))
+    for layer in (fused, focus, confidence):
+        np.testing.assert_allclose(layer.scale, (0.5, 0.25))
+        np.testing.assert_allclose(layer.translate, (10, 20))
     assert focus.data.shape == (64, 64)
     assert focus.data.dtype == np.float32
     assert focus.colormap.name == "turbo"
-    np.testing.assert_allclose(focus.scale, (0.5, 0.25))
     assert not confidence.visible
     assert confidence.data.shape == (64, 64)
-    np.testing.assert_array_equal(fused.data, fuse(source.data, method="wavelet").fused)
+    expected = fuse(source.data, method="wavelet", z_spacing=2.0)
+    np.testing.assert_array_equal(fused.data, expected.fused)
+    # The layer's Z scale is 2, so the focus map is in its units: 2 × the slice index.
+    np.testing.assert_allclose(focus.data, expected.focus_map)
+    np.testing.assert_allclose(focus.data, 2.0 * fuse(source.data, method="wavelet").focus_map)
+    assert focus.metadata["focus_unit"] == "z scale units"
+    assert tuple(focus.contrast_limits) == (0.0, 8.0)
     assert widget.progress.value == widget.progress.max
+    assert len(activity) == 1 and activity[0].n == activity[0].total >= 1
+    assert activity[0] not in type(activity[0])._all_instances  # closed
+    assert widget.height_button.enabled
 
     # A second run on the same source updates the result layers in place.
     source.data = uint16_stack(seed=1)
     fuse_layer(qtbot, widget, source)
-    assert [layer.name for layer in viewer.layers] == names
+    assert names(viewer) == ["stack", "stack confidence", "stack focus map", "stack fused"]
     assert viewer.layers["stack fused"] is fused
     np.testing.assert_array_equal(fused.data, fuse(source.data, method="wavelet").fused)
+
+
+def test_z_axis_from_labels_and_channel_axis(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    data = uint16_stack((2, 5, 48, 40))  # (C, Z, Y, X)
+    layer = viewer.add_image(
+        data, name="cells", axis_labels=("c", "z", "y", "x"), scale=(1.0, 1.0, 0.3, 0.3)
+    )
+    widget.image.value = layer
+    assert widget.z_axis.value == 1
+    assert widget.channel_axis.value == 0
+    assert shown(widget.channel_axis)
+
+    fuse_layer(qtbot, widget, layer)
+
+    assert notifications == []
+    fused = viewer.layers["cells fused"]
+    expected = fuse(data, method="wavelet", z_axis=1, channel_axis=0)
+    assert fused.data.shape == (2, 48, 40)  # channels where the source had them
+    np.testing.assert_array_equal(fused.data, np.moveaxis(expected.fused, -1, 0))
+    np.testing.assert_allclose(fused.scale, (1.0, 0.3, 0.3))
+    assert viewer.layers["cells focus map"].metadata["focus_unit"] == "slices"
+
+    # Without labels, Z defaults to the first axis; a grey 3-D layer has no channel axis.
+    plain = viewer.add_image(uint16_stack((4, 32, 32)), name="plain")
+    widget.image.value = plain
+    assert widget.z_axis.value == 0
+    assert not shown(widget.channel_axis)
+
+
+def test_list_of_2d_layers_as_planes(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    stack = uint16_stack((4, 40, 56))
+    viewer.add_image(uint16_stack((40, 56), seed=9), name="unrelated")
+    for i, plane in enumerate(stack):
+        viewer.add_image(plane, name=f"p{i}", scale=(0.5, 0.5))
+    widget.mode.value = "planes"
+    assert not shown(widget.image) and shown(widget.planes)
+    widget.planes.reset_choices()
+    chosen = [viewer.layers[f"p{i}"] for i in (2, 0, 3, 1)]  # selection order does not matter
+    widget.planes.value = chosen
+    widget.method.value = "wavelet"
+    widget.fuse_button.clicked()
+    wait(qtbot, widget)
+
+    assert notifications == []
+    fused = viewer.layers["p0 … p3 fused"]
+    expected = fuse(stack, method="wavelet")
+    np.testing.assert_array_equal(fused.data, expected.fused)  # planes in the listed order
+    np.testing.assert_allclose(viewer.layers["p0 … p3 focus map"].data, expected.focus_map)
+    np.testing.assert_allclose(fused.scale, (0.5, 0.5))
+
+    widget.planes.value = [viewer.layers["p0"]]
+    widget.fuse_button.clicked()
+    qtbot.wait(50)
+    assert widget.worker is None
+    assert "two or more" in notifications[-1]
+
+
+def test_outputs_to_produce(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    layer = viewer.add_image(uint16_stack((3, 400, 300)), name="stack")
+    widget.out_fused.value = False
+    widget.out_confidence.value = False
+    widget.tile.value = 256
+    fuse_layer(qtbot, widget, layer)
+    assert notifications == []
+    assert names(viewer) == ["stack", "stack focus map"]
+    assert widget.progress.max == 4  # 400 × 300 in 256-px tiles
+
+    widget.out_focus.value = False
+    widget.fuse_button.clicked()
+    assert widget.worker is None
+    assert "at least one output" in notifications[-1]
 
 
 def test_2d_layer_shows_error_and_adds_nothing(make_napari_viewer, qtbot, notifications):
@@ -106,7 +226,7 @@ def test_2d_layer_shows_error_and_adds_nothing(make_napari_viewer, qtbot, notifi
     assert widget.worker is None
     assert len(notifications) == 1
     assert "2-D" in notifications[0]
-    assert [layer.name for layer in viewer.layers] == ["flat"]
+    assert names(viewer) == ["flat"]
 
 
 def test_core_error_in_worker_shows_error_and_adds_nothing(
@@ -122,11 +242,11 @@ def test_core_error_in_worker_shows_error_and_adds_nothing(
 
     assert len(notifications) == 1
     assert "NaN" in notifications[0]
-    assert [layer.name for layer in viewer.layers] == ["nan"]
+    assert names(viewer) == ["nan"]
     assert widget.fuse_button.enabled
 
 
-def test_cancel_leaves_viewer_unchanged(make_napari_viewer, qtbot, monkeypatch):
+def test_cancel_leaves_viewer_unchanged(make_napari_viewer, qtbot, monkeypatch, activity):
     from napari_pdmfuse import _widget
 
     def slow_fuse_iter(data, **options):
@@ -146,35 +266,121 @@ def test_cancel_leaves_viewer_unchanged(make_napari_viewer, qtbot, monkeypatch):
     assert widget.cancel_button.enabled
     qtbot.waitUntil(lambda: widget.progress.value >= 2, timeout=WORKER_TIMEOUT_MS)
     widget.cancel_button.clicked()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=WORKER_TIMEOUT_MS)
+    wait(qtbot, widget)
 
-    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert names(viewer) == ["stack"]
     assert "Cancelled" in widget.status.value
     assert widget.fuse_button.enabled and not widget.cancel_button.enabled
+    assert not widget.height_button.enabled
+    assert activity[0] not in type(activity[0])._all_instances  # the activity entry is closed
+    assert activity[0].n < 200
 
 
-def test_sample_fuses_rgb_and_screenshot(make_napari_viewer, qtbot, tmp_path, notifications):
+def test_height_view_adds_surface(make_napari_viewer, qtbot, notifications):
+    from napari.layers import Surface
+
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    layer = viewer.add_image(
+        uint16_stack((5, 300, 90)), name="stack", scale=(2.0, 0.5, 0.5), translate=(4, 0, 0)
+    )
+    fuse_layer(qtbot, widget, layer)
+    widget.height_button.clicked()
+
+    surface = viewer.layers["stack height view"]
+    assert isinstance(surface, Surface)
+    step = auto_step((300, 90))
+    n_rows, n_cols = len(range(0, 300, step)), len(range(0, 90, step))
+    vertices, faces, _ = surface.data
+    assert len(vertices) == n_rows * n_cols  # one vertex per sampled pixel
+    assert len(faces) == 2 * (n_rows - 1) * (n_cols - 1)
+    assert surface.vertex_colors.shape == (len(vertices), 4)
+    focus = viewer.layers["stack focus map"].data
+    assert vertices[:, 0].max() <= focus.max() + 1e-3  # physical z: the focus map's units
+    np.testing.assert_allclose(surface.translate, (4, 0, 0))
+    np.testing.assert_allclose(vertices[:, 1].max(), (n_rows - 1) * step * 0.5)
+    assert viewer.dims.ndisplay == 3
+
+    # Pressing it again replaces the view rather than adding another.
+    widget.relief.value = 3.0
+    widget.height_button.clicked()
+    assert names(viewer).count("stack height view") == 1
+    assert notifications == []
+
+
+def test_samples_open(make_napari_viewer):
+    viewer = make_napari_viewer()
+    (diatom,) = viewer.open_sample("napari-pdmfuse", "diatom")
+    assert diatom.name == DIATOM_NAME
+    assert diatom.rgb and diatom.data.shape == (3, 229, 305, 3)
+    assert "MFusionJ" in diatom.metadata["credit"]
+
+    (keyboard,) = viewer.open_sample("napari-pdmfuse", "keyboard")
+    assert keyboard.name == KEYBOARD_NAME
+    assert keyboard.rgb and keyboard.data.shape == (32, 360, 640, 3)
+    assert keyboard.data.dtype == np.uint8
+    assert "OpenFocus" in keyboard.metadata["credit"]
+
+    stack, truth, depth = viewer.open_sample("napari-pdmfuse", "rendered")
+    assert stack.name == RENDERED_NAME
+    assert stack.rgb and stack.data.shape == (12, 256, 256, 3) and stack.data.dtype == np.uint8
+    assert truth.name == "truth (sharp)" and truth.data.shape == (256, 256, 3)
+    assert depth.name == "truth depth" and depth.colormap.name == "turbo"
+    assert depth.data.shape == (256, 256)
+    assert depth.data.min() >= 0 and depth.data.max() <= 11
+
+
+def test_sample_fuses_rgb_with_pdmnet_and_screenshot(
+    make_napari_viewer, qtbot, tmp_path, notifications
+):
     viewer = make_napari_viewer()
     (layer,) = viewer.open_sample("napari-pdmfuse", "diatom")
-    assert layer.name == DIATOM_NAME
-    assert layer.rgb
-    assert layer.data.shape == (3, 229, 305, 3)
-    assert layer.data.dtype == np.uint8
-    assert "MFusionJ" in layer.metadata["credit"]
-
     widget = dock(viewer)
-    fuse_layer(qtbot, widget, layer)
+    widget.device.value = "cpu"
+    fuse_layer(qtbot, widget, layer, method="pdmnet")
 
     assert notifications == []
     fused = viewer.layers[f"{DIATOM_NAME} fused"]
     assert fused.rgb
     assert fused.data.shape == (229, 305, 3)
     assert fused.data.dtype == np.uint8
+    assert fused.metadata["method"] == "pdmnet"
     assert viewer.layers[f"{DIATOM_NAME} focus map"].data.shape == (229, 305)
 
     path = tmp_path / "viewer.png"
     viewer.screenshot(path=str(path), canvas_only=False)
     assert path.stat().st_size > 1000
+
+
+def test_reader_opens_ome_tiff_and_focus_map_is_physical(
+    make_napari_viewer, qtbot, tmp_path, notifications
+):
+    path = tmp_path / "cells.ome.tif"
+    metadata = {"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 1.5}
+    tifffile.imwrite(path, uint16_stack((4, 48, 48)), ome=True, tile=(16, 16), metadata=metadata)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin="napari-pdmfuse")
+    assert hasattr(layer.data, "dask")
+    np.testing.assert_allclose(layer.scale, (1.5, 0.2, 0.2))
+
+    widget = dock(viewer)
+    fuse_layer(qtbot, widget, layer)
+
+    assert notifications == []
+    focus = viewer.layers["cells focus map"]
+    assert focus.metadata["focus_unit"] == "µm"
+    assert focus.data.max() <= 3 * 1.5 + 1e-4
+    np.testing.assert_allclose(focus.scale, (0.2, 0.2))
+    assert str(focus.units[0]) == "micrometer"
+
+    # Saved with the plugin's writer, the focus map keeps its pixel size.
+    out = tmp_path / "focus.ome.tif"
+    viewer.layers.selection = {focus}
+    viewer.layers.save(str(out), selected=True, plugin="napari-pdmfuse")
+    with tifffile.TiffFile(out) as tif:
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+    assert pixels["PhysicalSizeX"] == pytest.approx(0.2)
+    assert pixels["PhysicalSizeXUnit"] == "µm"
 
 
 def test_manifest_validates():
@@ -187,9 +393,10 @@ def test_manifest_validates():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_core_and_sample_imports_are_qt_free():
+def test_core_sample_reader_writer_imports_are_qt_free():
+    modules = "_sample_data, _reader, _writer, height_view"
     code = (
-        "import sys, napari_pdmfuse, napari_pdmfuse._sample_data; "
+        f"import sys, napari_pdmfuse; from napari_pdmfuse import {modules}; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'napari', 'magicgui', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'vispy'}); "
         "print(bad); sys.exit(1 if bad else 0)"

@@ -218,9 +218,8 @@ def stack_job(layer: Image, z_axis: int, channel_axis: int | None, **options: An
 def planes_job(layers: Sequence[Image], **options: Any) -> Job:
     """A run over 2-D layers taken as focal planes in the given order."""
     if len(layers) < 2:
-        raise InputError(
-            f"{len(layers)} plane layer chosen; select two or more 2-D layers to fuse as planes."
-        )
+        chosen = "No layer is" if not layers else "Only one layer is"
+        raise InputError(f"{chosen} chosen; select two or more 2-D layers to fuse as planes.")
     first = layers[0]
     for layer in layers:
         if layer.ndim != 2:

@@ -19,7 +19,7 @@ from scipy import ndimage
 from .errors import PdmFuseWarning
 from .limits import min_tile
 from .methods.base import FusionMethod, TileResult
-from .stack import Normalisation, non_finite
+from .stack import Normalisation, beyond_float32, non_finite
 from .tiling import Tile
 
 
@@ -41,6 +41,22 @@ def flat_mask(lum: np.ndarray, radius: int) -> np.ndarray | None:
         return np.ones_like(edges)
     near = ndimage.maximum_filter(edges, size=2 * radius + 1, mode="constant", cval=False)
     return None if near.all() else ~near
+
+
+#: Largest finite float32, the type every method computes in.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: Blocks whose largest magnitude exceeds this are scaled down before fusing, so that sums,
+#: differences and filter gains inside a method cannot overflow float32.
+SAFE_MAGNITUDE = 2.0**100
+
+
+def safe_factor(block: np.ndarray) -> float:
+    """1, or the power of two that brings ``block`` within ±SAFE_MAGNITUDE."""
+    peak = float(np.abs(block).max(initial=0.0))
+    if peak <= SAFE_MAGNITUDE:
+        return 1.0
+    return 2.0 ** (int(np.ceil(np.log2(peak))) - 100)
 
 
 def is_cuda_oom(exc: BaseException) -> bool:
@@ -144,11 +160,20 @@ class TileFuser:
 
     def _fuse(self, tile: Tile) -> TileResult:
         window = (slice(None), *tile.read)
-        block = np.asarray(self.data[window], dtype=np.float32)  # type: ignore[index]
+        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused below
+            block = np.asarray(self.data[window], dtype=np.float32)  # type: ignore[index]
         if not np.isfinite(block).all():
-            raise non_finite()
+            raw = np.asarray(self.data[window])  # type: ignore[index]
+            raise non_finite() if not np.isfinite(raw).all() else beyond_float32()
         lum = self.norm.luminance(block)
-        result = self.method.fuse_tile(block, lum)
+        factor = safe_factor(block)
+        if factor == 1.0:
+            result = self.method.fuse_tile(block, lum)
+        else:  # values near the float32 limit: fuse scaled down by a power of two (exact)
+            result = self.method.fuse_tile(block / np.float32(factor), lum)
+            with np.errstate(over="ignore"):  # overshoot past the float32 limit is clipped
+                fused = np.clip(result.fused * np.float32(factor), -FLOAT32_MAX, FLOAT32_MAX)
+            result = result._replace(fused=fused.astype(np.float32))
         flat = flat_mask(lum, max(self.method.halo - 1, 1))
         if flat is not None:
             result = result._replace(confidence=np.where(flat, np.float32(0), result.confidence))

@@ -8,8 +8,11 @@ per plane, so a stack larger than memory can still be fused tile by tile.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from .errors import InputError, PdmFuseError, ReadError
+from .errors import InputError, PdmFuseError, PdmFuseWarning, ReadError
 
 #: File name suffixes taken as focal planes when the input is a folder.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -141,6 +144,36 @@ def _unreadable(path: Path) -> ReadError:
     )
 
 
+class _Messages(logging.Handler):
+    """Collects what tifffile logs, so that it reaches the user as one clear line, not as log
+    noise on stderr (a handler here also keeps logging's last-resort printer quiet)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_messages() -> Iterator[list[str]]:
+    handler = _Messages()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def _damaged(path: Path) -> PdmFuseWarning:
+    return PdmFuseWarning(
+        f"{path} has damaged TIFF tags or pages that were skipped; check the fused result, or "
+        "export the stack again."
+    )
+
+
 class _GuardedArray:
     """Array-like over one file that turns decoding failures into a ReadError naming the file.
 
@@ -157,7 +190,8 @@ class _GuardedArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
-            block = self.array[key]
+            with _tifffile_messages():
+                block = self.array[key]
             # Copy out of a memory map: a read-only file view must not reach code that writes.
             if isinstance(block, np.memmap):
                 return np.array(block, dtype=self.dtype)
@@ -189,8 +223,10 @@ class _Scale:
 MEMMAP_CHUNK = 1024
 
 
-def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int]:
-    """Open the first series of a TIFF lazily: (array, axes, physical scale, number of series).
+def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int, bool]:
+    """Open the first series of a TIFF lazily: array, axes, scale, number of series, damaged.
+
+    ``damaged`` says tifffile had to skip broken tags or pages to open the file.
 
     Tiled, striped or compressed data go through tifffile's zarr store with the file's own
     chunks. Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane
@@ -198,7 +234,7 @@ def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int]:
     instead, which reads only the rows and columns a tile needs.
     """
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_messages() as messages, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.get_axes(True)
             scale = _tiff_scale(tif)
@@ -225,12 +261,31 @@ def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int]:
         raise _unreadable(path) from None
     if chunks is None or len(array.shape) != len(axes):
         raise _unreadable(path)
-    return _lazy(array, path, chunks), axes, scale, n_series
+    if 0 in array.shape:
+        raise _unreadable(path)  # no valid TIFF has an empty axis
+    _check_dtype(path, np.dtype(array.dtype))
+    return _lazy(array, path, chunks), axes, scale, n_series, bool(messages)
+
+
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    """Refuse data types no method can fuse (bool, complex, ...) while the file is known."""
+    if dtype.kind not in "uif":
+        raise InputError(
+            f"{path} holds {dtype} data, which cannot be fused; save the planes as an integer or "
+            "float image."
+        )
 
 
 def _read_tiff_stack(path: Path) -> LoadedStack:
-    data, axes, scale, n_series = _open_tiff(path)
-    data, axes = _to_z_first(data, axes, path, n_series)
+    data, axes, scale, n_series, damaged = _open_tiff(path)
+    try:
+        data, axes = _to_z_first(data, axes, path, n_series)
+    except InputError:
+        if damaged:  # e.g. a truncated file that lost its last pages: say so, not "one plane"
+            raise _unreadable(path) from None
+        raise
+    if damaged:
+        warnings.warn(_damaged(path), stacklevel=3)
     return LoadedStack(
         data=data,
         axes=axes,
@@ -369,13 +424,17 @@ def _ome_scale(xml: str) -> _Scale | None:
 def _read_plane(path: Path) -> tuple[da.Array, _Scale]:
     """Open one plane file lazily; a TIFF must hold exactly one (grey or RGB) plane."""
     if is_tiff(path):
-        data, axes, scale, _ = _open_tiff(path)
+        data, axes, scale, _, damaged = _open_tiff(path)
         data, axes = _squeeze(data, axes)
         if axes not in ("YX", "YXS"):
+            if damaged:
+                raise _unreadable(path)
             raise InputError(
                 f"{path} holds a stack of shape {data.shape}, not one plane; give it on its own "
                 "or export its planes as separate files."
             )
+        if damaged:
+            warnings.warn(_damaged(path), stacklevel=3)
         return data, scale
     try:
         import imageio.v3 as iio
@@ -388,6 +447,7 @@ def _read_plane(path: Path) -> tuple[da.Array, _Scale]:
             f"{path} holds several images (shape {props.shape}), not one plane; export each "
             "focal plane as its own file."
         )
+    _check_dtype(path, np.dtype(props.dtype))
     plane = dask.delayed(_decode)(path, props.shape, props.dtype)
     return da.from_delayed(plane, shape=props.shape, dtype=props.dtype), _Scale()
 

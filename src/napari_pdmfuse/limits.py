@@ -113,7 +113,8 @@ def check_disk(outputs: Sequence[tuple[Path, int]]) -> None:
     for folder, total in needs.values():
         free = free_disk(folder)
         if free is not None and total + DISK_MARGIN > free:
+            where = "the current folder" if str(folder) in ("", ".") else str(folder)
             raise OutputError(
-                f"The outputs need {gib(total)} but only {gib(free)} is free in {folder}; free "
+                f"The outputs need {gib(total)} but only {gib(free)} is free in {where}; free "
                 "some space, write them to another disk, or crop the stack."
             )

@@ -19,6 +19,10 @@ RGB_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 #: Largest number of voxels read to estimate the normalisation of a stack.
 SAMPLE_VOXELS = 4_000_000
 
+#: Bound on the normalised luminance (normally within [0, 1]), so that outliers millions of
+#: times beyond the stack's range, or ranges wider than float32, cannot overflow a method.
+LUM_LIMIT = 1e6
+
 
 @dataclass(frozen=True)
 class Stack:
@@ -165,9 +169,25 @@ class Normalisation:
     luma: np.ndarray  # (C,) weights of each normalised channel in the luminance
 
     def luminance(self, block: np.ndarray) -> np.ndarray:
-        """(Z, y, x, C) float32 block in data units → (Z, y, x) normalised luminance."""
-        scale = self.luma / (self.high - self.low)
-        return ((block - self.low) * scale).sum(axis=-1, dtype=np.float32).astype(np.float32)
+        """(Z, y, x, C) float32 block in data units → (Z, y, x) normalised luminance.
+
+        Pixels that overflow float32 here, or lie beyond ±LUM_LIMIT, are computed again in
+        float64 and bounded; each pixel's value depends only on itself, so tiles still stitch.
+        """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            scale = self.luma / (self.high - self.low)
+            lum = ((block - self.low) * scale).sum(axis=-1, dtype=np.float32).astype(np.float32)
+            bad = ~(np.abs(lum) <= LUM_LIMIT)  # NaN and infinities too
+        if bad.any():
+            lum[bad] = self._bounded(block[bad])
+        return lum
+
+    def _bounded(self, values: np.ndarray) -> np.ndarray:
+        """(n, C) values → (n,) luminance computed in float64, clipped to ±LUM_LIMIT."""
+        span = self.high.astype(np.float64) - self.low
+        scale = self.luma / np.where(span > 0, span, 1.0)
+        lum = ((values.astype(np.float64) - self.low) * scale).sum(axis=-1)
+        return np.clip(lum, -LUM_LIMIT, LUM_LIMIT)
 
 
 def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndarray]:
@@ -186,13 +206,17 @@ def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndar
 def normalisation(stack: Stack) -> Normalisation:
     """Estimate the 0.1–99.9 percentile range of each channel from a sample of the stack."""
     blocks = sample_blocks(stack)
-    values = np.concatenate([b.reshape(-1, stack.n_channels) for b in blocks]).astype(np.float32)
-    finite = np.isfinite(values).all(axis=1)
-    if not finite.all():
+    raw = np.concatenate([b.reshape(-1, stack.n_channels) for b in blocks])
+    if not np.isfinite(raw).all():
         raise non_finite()
+    with np.errstate(over="ignore"):
+        values = raw.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise beyond_float32()
     low = np.percentile(values, 0.1, axis=0).astype(np.float32)
     high = np.percentile(values, 99.9, axis=0).astype(np.float32)
-    span = high - low
+    with np.errstate(over="ignore"):  # a span beyond float32 stays +inf: fine, it is > 0
+        span = high - low
     high = np.where(span > 0, high, low + 1).astype(np.float32)
     c = stack.n_channels
     if stack.layout == "rgb":
@@ -200,6 +224,14 @@ def normalisation(stack: Stack) -> Normalisation:
     else:
         luma = np.full(c, 1.0 / c, np.float32)
     return Normalisation(low=low, high=high, luma=luma)
+
+
+def beyond_float32() -> InputError:
+    limit = float(np.finfo(np.float32).max)
+    return InputError(
+        f"The stack holds values beyond ±{limit:.1e}, the float32 range pdmfuse computes in; "
+        "rescale it (e.g. divide by a power of ten) before fusing."
+    )
 
 
 def non_finite() -> InputError:

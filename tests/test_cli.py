@@ -252,7 +252,7 @@ def test_interrupt_writes_nothing(tmp_path, capsys, monkeypatch):
 
 def test_usage_error_exits_2(tmp_path, capsys):
     code, _, stderr = run(capsys, "fuse", tmp_path / "x.tif", "--method", "magic", "-o", "f.tif")
-    assert code == 2 and "invalid choice" in stderr
+    assert code == 2 and "'magic' is not a method; choose one of pdmnet" in stderr
     code, _, stderr = run(capsys, "fuse", tmp_path / "x.tif", "-o", "f.tif", "--tile", "0")
     assert code == 2 and "--tile" in stderr
 

@@ -176,5 +176,7 @@ def run_batch(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for failure in failures:
-        print(f"pdmfuse:   {failure.input}: {failure.reason}", file=sys.stderr)
+        named = str(failure.input) in failure.reason
+        reason = failure.reason if named else f"{failure.input}: {failure.reason}"
+        print(f"pdmfuse:   - {reason}", file=sys.stderr)
     return EXIT_FAILED if unexpected else EXIT_ERROR

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,19 @@ DEVICES = ("auto", "cpu", "cuda")
 
 class Terminated(BaseException):
     """SIGTERM, raised like Ctrl-C so that temporary files are removed on the way out."""
+
+
+def _choice(kind: str, choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse type that refuses a name outside ``choices`` in our words."""
+
+    def check(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {kind}; choose one of {', '.join(choices)}"
+            )
+        return text
+
+    return check
 
 
 def _positive_int(text: str) -> int:
@@ -64,14 +77,16 @@ INPUT_HELP = (
 def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
-        choices=METHODS,
+        type=_choice("method", METHODS),
+        metavar="{" + ",".join(METHODS) + "}",
         default=DEFAULT_METHOD,
         help="fusion method: pdmnet (neural network), wavelet, pyramid (Laplacian pyramid) or "
         "argmax (sharpest plane per pixel, the naive reference)",
     )
     parser.add_argument(
         "--device",
-        choices=DEVICES,
+        type=_choice("device", DEVICES),
+        metavar="{" + ",".join(DEVICES) + "}",
         default="auto",
         help="where pdmnet runs: auto uses a CUDA GPU when one is available",
     )

@@ -133,7 +133,10 @@ def as_stack(
 def stack_planes(planes: list | tuple) -> object:
     """Stack a list of 2-D planes (or RGB planes) into one Z-first array, checking they match."""
     if len(planes) < 2:
-        raise InputError(f"Got {len(planes)} plane(s); fusing needs at least two focal planes.")
+        raise InputError(
+            f"Only {len(planes)} focal plane{'' if len(planes) == 1 else 's'} given; fusing "
+            "needs at least two."
+        )
     planes = [p if hasattr(p, "shape") and hasattr(p, "dtype") else np.asarray(p) for p in planes]
     shapes = {tuple(p.shape) for p in planes}
     counts = sorted({s[2] if len(s) > 2 else 1 for s in shapes})

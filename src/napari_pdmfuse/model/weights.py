@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from functools import cache
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def load_model(path: str | Path | None = None) -> PDMNet:
         checkpoint = torch.load(target, map_location="cpu", weights_only=True)
         model = PDMNet(_widths(checkpoint["widths"]))
         model.load_state_dict(checkpoint["state"])
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"{target} holds Python objects, not only tensors, so it was not loaded (that could "
+            "run code); use the shipped weights or a file written by "
+            "`python -m napari_pdmfuse.train`."
+        ) from None
     except Exception as err:  # any failure here means the file is not our weights
         raise InputError(
             f"{target} is not a PDMNet weights file ({type(err).__name__}); use the shipped "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -281,4 +283,238 @@ def test_python_dash_m(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         f"pdmfuse: error: Input {tmp_path / 'none.tif'} does not exist; check the path."
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals: a real run stopped mid-way leaves no output, at most a named temporary file
+
+
+def _slow_stack(folder: Path) -> Path:
+    """40 planes of 512², fused with pyramid in 16 tiles: long enough to be stopped mid-way."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 255, (40, 512, 512), dtype=np.uint8)
+    path = folder / "slow.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZYX"})
+    return path
+
+
+def _start(stack: Path, out: Path, method: str = "pyramid") -> subprocess.Popen:
+    cmd = [
+        sys.executable, "-m", "napari_pdmfuse", "fuse", str(stack), "-o", str(out / "fused.tif"),
+        "--focus-map", str(out / "focus.tif"), "--method", method, "--tile", "160",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _wait_for_tiles(proc: subprocess.Popen, done: int = 1, timeout: float = 300) -> bytes:
+    """Read the progress bar until ``done`` tiles are fused; returns what stderr showed."""
+    import select
+    import time
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+        if ready:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+            counts = [int(n) for n in re.findall(rb" (\d+)/16 ", seen)]
+            if counts and max(counts) >= done:
+                return seen
+    proc.kill()
+    raise AssertionError(f"the run never reached {done} tiles: {seen[-500:]!r}")
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    _, err = proc.communicate(timeout=120)
+    return err.decode()
+
+
+signals_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+
+
+@signals_only
+@pytest.mark.parametrize(("sig", "code", "word"), [("SIGINT", 130, "interrupted"),
+                                                   ("SIGTERM", 143, "terminated")])  # fmt: skip
+def test_signal_mid_run_leaves_nothing(tmp_path, sig, code, word):
+    import signal
+
+    stack = _slow_stack(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _start(stack, out)
+    _wait_for_tiles(proc)
+    assert len(list(out.glob(f".*.pdmfuse-tmp-{proc.pid}-*"))) == 2  # streaming into temps
+    proc.send_signal(getattr(signal, sig))
+    err = _finish(proc)
+    assert proc.returncode == code
+    assert err.strip().splitlines()[-1] == f"pdmfuse: {word}; nothing was written."
+    assert "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+@signals_only
+def test_sigkill_leaves_only_named_temps_that_the_next_run_removes(tmp_path):
+    stack = _slow_stack(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".other.tif.pdmfuse-tmp-1-abcdef-0123abcd").write_bytes(b"not ours")  # other host
+    proc = _start(stack, out)
+    _wait_for_tiles(proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    left = sorted(p.name for p in out.iterdir() if "other" not in p.name)
+    assert len(left) == 2 and not (out / "fused.tif").exists()
+    assert all(re.match(rf"^\.(fused|focus)\.tif\.pdmfuse-tmp-{proc.pid}-", n) for n in left)
+
+    again = _start(stack, out, method="argmax")
+    err = _finish(again)
+    assert again.returncode == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [".other.tif.pdmfuse-tmp-1-abcdef-0123abcd", "focus.tif", "fused.tif"]
+    assert tifffile.imread(out / "fused.tif").shape == (512, 512)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch
+
+
+def _batch_inputs(d: Path) -> list[Path]:
+    tifffile.imwrite(d / "grey.ome.tif", stack_of(np.uint16), ome=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(d / "rgb.tif", stack_of(np.uint8, rgb=True, n=3), photometric="rgb")
+    planes = d / "planes"
+    planes.mkdir()
+    for k, plane in enumerate(stack_of(np.uint8, n=3)):
+        iio.imwrite(planes / f"z{k}.png", plane)
+    (d / "broken.tif").write_bytes(b"II*\x00 this is not a TIFF")
+    tifffile.imwrite(d / "flat.tif", stack_of(np.uint8)[0])
+    return [d / "grey.ome.tif", d / "broken.tif", d / "rgb.tif", d / "flat.tif", planes]
+
+
+def test_batch_carries_on_past_bad_stacks(tmp_path, capsys):
+    inputs = _batch_inputs(tmp_path)
+    out = tmp_path / "results"  # created by the command
+
+    code, stdout, stderr = run(
+        capsys, "batch", *inputs, "--out-dir", out, "--method", "argmax", "--focus-map",
+        "--confidence",
+    )  # fmt: skip
+
+    assert code == 2 and stdout == "" and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}_{kind}.tif"
+        for stem in ("grey", "rgb", "planes")
+        for kind in ("fused", "focus", "confidence")
+    )
+    assert tifffile.imread(out / "grey_fused.tif").dtype == np.uint16
+    assert tifffile.imread(out / "rgb_fused.tif").shape == (64, 80, 3)
+    check_maps(out / "planes_focus.tif", out / "planes_confidence.tif", (64, 80), 3)
+    lines = stderr.splitlines()
+    summary = lines.index("pdmfuse: batch done: 3 fused, 2 failed:")
+    assert lines[summary + 1].startswith(f"pdmfuse:   - {inputs[1]} is not a readable image")
+    assert lines[summary + 2].startswith(f"pdmfuse:   - {inputs[3]} holds a single 2-D image")
+    assert len(lines) == summary + 3
+    errors = [line for line in lines[:summary] if line.startswith("pdmfuse: error: ")]
+    assert len(errors) == 2  # each failure reported as it happens too
+
+
+def test_batch_all_good_exits_0_and_refuses_existing_outputs(tmp_path, capsys):
+    inputs = _batch_inputs(tmp_path)
+    good = [inputs[0], inputs[2]]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rgb_fused.tif").write_bytes(b"an earlier result")
+
+    code, _, stderr = run(capsys, "batch", *good, "--out-dir", out, "--method", "argmax", "-q")
+    assert code == 2 and "rgb_fused.tif already exists" in stderr
+    assert (out / "rgb_fused.tif").read_bytes() == b"an earlier result"
+    assert (out / "grey_fused.tif").exists()  # the other stack was fused all the same
+
+    code, _, stderr = run(
+        capsys, "batch", *good, "--out-dir", out, "--method", "argmax", "-q", "--overwrite"
+    )
+    assert (code, stderr) == (0, "")
+    assert sorted(p.name for p in out.iterdir()) == ["grey_fused.tif", "rgb_fused.tif"]
+
+
+def test_batch_refuses_up_front(tmp_path, capsys):
+    inputs = _batch_inputs(tmp_path)
+    (tmp_path / "other").mkdir()
+    tifffile.imwrite(tmp_path / "other" / "rgb.tiff", stack_of(np.uint8, n=2))
+    cases = [
+        ([inputs[2], tmp_path / "other" / "rgb.tiff"], "would both be written to"),
+        ([inputs[0], inputs[0]], "given twice"),
+        ([inputs[0], "--tile", "8"], "use a tile of at least 16 px"),
+        ([inputs[0], "--weights", tmp_path / "w.pt"], "apply to the pdmnet method only"),
+    ]
+    for args, words in cases:
+        code, _, stderr = run(
+            capsys, "batch", *args, "--out-dir", tmp_path / "out", "--method", "argmax"
+        )
+        assert code == 2 and words in stderr and stderr.count("\n") == 1, stderr
+        assert not (tmp_path / "out").exists()  # refused before anything, folder included
+
+
+def test_batch_output_folder_may_not_be_a_plane_folder(tmp_path, capsys):
+    inputs = _batch_inputs(tmp_path)
+    planes = inputs[-1]
+    code, _, stderr = run(capsys, "batch", planes, "--out-dir", planes, "--method", "argmax")
+    assert code == 2 and "inside the input folder" in stderr
+    assert sorted(p.name for p in planes.iterdir()) == ["z0.png", "z1.png", "z2.png"]
+
+
+def test_batch_help(capsys):
+    code, stdout, _ = run(capsys, "batch", "--help")
+    assert code == 0
+    for option in ("--out-dir", "--focus-map", "--confidence", "--method", "--weights", "--tile"):
+        assert option in stdout
+    assert "<stem>_fused.tif" in stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights and warnings
+
+
+def test_user_weights_with_a_matching_card_are_used(tmp_path, capsys):
+    import shutil
+
+    from napari_pdmfuse.model.weights import WEIGHTS_PATH, sha256
+
+    shutil.copy(WEIGHTS_PATH, tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text(f'{{"sha256": "{sha256(WEIGHTS_PATH)}"}}')
+    tifffile.imwrite(tmp_path / "stack.tif", stack_of(np.uint8, n=3), photometric="minisblack")
+    code, _, stderr = run(
+        capsys, "fuse", tmp_path / "stack.tif", "-o", tmp_path / "f.tif", "--method", "pdmnet",
+        "--device", "cpu", "--weights", tmp_path / "mine.pt", "-q",
+    )  # fmt: skip
+    assert (code, stderr) == (0, "")
+
+    (tmp_path / "mine.pt").write_bytes((tmp_path / "mine.pt").read_bytes() + b"\0")
+    code, _, stderr = run(
+        capsys, "fuse", tmp_path / "stack.tif", "-o", tmp_path / "g.tif", "--method", "pdmnet",
+        "--weights", tmp_path / "mine.pt", "-q",
+    )  # fmt: skip
+    assert code == 2 and "do not match the SHA-256 recorded in mine.json" in stderr
+    assert not (tmp_path / "g.tif").exists()
+
+
+def test_damaged_tags_are_one_warning_line(tmp_path, capsys):
+    path = tmp_path / "odd.tif"
+    tifffile.imwrite(path, stack_of(np.uint8, n=3), photometric="minisblack")
+    blob = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags["Software"]
+    blob[tag.offset + 4 : tag.offset + 8] = struct.pack("<I", 2**31)  # count: far past the end
+    path.write_bytes(bytes(blob))
+
+    out = tmp_path / "f.tif"
+    code, _, stderr = run(capsys, "fuse", path, "-o", out, "--method", "argmax", "-q")
+    assert code == 0
+    assert stderr.splitlines() == [
+        f"pdmfuse: warning: {path} has damaged TIFF tags or pages that were skipped; check the "
+        "fused result, or export the stack again."
     ]

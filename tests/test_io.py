@@ -321,3 +321,105 @@ def test_check_outputs_allows_overwrite_and_skips_none(tmp_path):
     (tmp_path / "old.tif").write_bytes(b"old")
     paths = check_outputs([tmp_path / "old.tif", None], [], overwrite=True)
     assert paths == [tmp_path / "old.tif"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming into temporary TIFFs, and what killed runs leave behind
+
+
+@pytest.mark.parametrize(
+    ("data", "options"),
+    [
+        (stack_of(np.uint16, n=3), {}),
+        (stack_of(np.uint8, rgb=True, n=3), {}),
+        (
+            np.stack([stack_of(np.uint8, n=3), 255 - stack_of(np.uint8, n=3)], -1),
+            {"channel_axis": 3},
+        ),
+        (stack_of(np.uint16, n=3).astype(np.int16) - 1000, {}),
+    ],
+    ids=["grey-u16", "rgb-u8", "channels-u8", "grey-int16"],
+)
+def test_tiff_sink_equals_the_in_memory_result(tmp_path, data, options):
+    from napari_pdmfuse.fusion import fuse, plan
+
+    memory = fuse(data, method="argmax", tile=32, **options)
+    job = plan(data, method="argmax", tile=32, **options)
+    paths = [tmp_path / n for n in ("f.tif", "m.tif", "c.tif")]
+    sink = writing.TiffSink(job.stack, paths[0], focus_map=paths[1], confidence=paths[2])
+    for _ in job.run(sink):
+        pass
+    sink.close()
+    fused = tifffile.imread(paths[0])
+    if memory.fused.ndim == 3 and job.stack.layout == "channels":
+        fused = np.moveaxis(fused, 0, -1)  # written as ImageJ channels (C, Y, X)
+    np.testing.assert_array_equal(fused, memory.fused)
+    np.testing.assert_array_equal(tifffile.imread(paths[1]), memory.focus_map)
+    np.testing.assert_array_equal(tifffile.imread(paths[2]), memory.confidence)
+
+
+def test_temp_names_carry_pid_and_host(tmp_path):
+    import os
+
+    temp = writing.temp_name(tmp_path / "fused.tif")
+    match = writing.TEMP_PATTERN.match(temp.name)
+    assert match and match["name"] == "fused.tif" and int(match["pid"]) == os.getpid()
+    assert match["host"] == writing.HOST and temp.parent == tmp_path
+
+
+def test_only_stale_temps_of_dead_processes_here_are_removed(tmp_path, monkeypatch):
+    import os
+
+    host = writing.HOST
+    other = "000000" if host != "000000" else "111111"
+    dead, alive = 999_999_999, os.getpid()
+    files = {
+        "dead": f".fused.tif.pdmfuse-tmp-{dead}-{host}-0123abcd",
+        "alive": f".fused.tif.pdmfuse-tmp-{alive}-{host}-0123abcd",
+        "other-host": f".fused.tif.pdmfuse-tmp-{dead}-{other}-0123abcd",
+        "newer": f".focus.tif.pdmfuse-tmp-{dead}-{host}-4567cdef",
+        "not-ours": f".fused.tif.tmp-{dead}",
+        "output": "fused.tif",
+    }
+    for name in files.values():
+        (tmp_path / name).write_bytes(b"x")
+    old = writing.STARTED - 60
+    for key in ("dead", "alive", "other-host", "not-ours", "output"):
+        os.utime(tmp_path / files[key], (old, old))
+    monkeypatch.setattr(writing, "pid_alive", lambda pid: pid != dead)
+
+    removed = writing.clean_stale_temps(tmp_path)
+
+    assert [p.name for p in removed] == [files["dead"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        v for k, v in files.items() if k != "dead"
+    )
+
+
+def test_pid_alive():
+    import os
+    import subprocess
+    import sys
+
+    assert writing.pid_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not writing.pid_alive(child.pid)
+
+
+def test_atomic_files_clean_stale_temps_first(tmp_path, monkeypatch):
+    import os
+
+    stale = tmp_path / f".f.tif.pdmfuse-tmp-999999999-{writing.HOST}-0123abcd"
+    stale.write_bytes(b"left by a killed run")
+    os.utime(stale, (writing.STARTED - 60, writing.STARTED - 60))
+    monkeypatch.setattr(writing, "pid_alive", lambda pid: False)
+    write_outputs(_result(np.zeros((4, 4), np.uint8)), tmp_path / "f.tif")
+    assert [p.name for p in tmp_path.iterdir()] == ["f.tif"]
+
+
+def test_large_outputs_are_plain_tiffs_not_imagej():
+    _, small = writing.tiff_layout((1000, 1000), np.dtype(np.uint8))
+    shape, large = writing.tiff_layout((70_000, 70_000, 2), np.dtype(np.uint8))  # 9.8 GB
+    assert small["imagej"] and not large["imagej"]  # ImageJ files cannot be BigTIFF
+    assert shape == (2, 70_000, 70_000)  # channels first, as written

@@ -1,0 +1,135 @@
+"""Around each tile: GPU out-of-memory recovery, and zero confidence where nothing has texture."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pdmfuse import PdmFuseWarning, fuse
+from napari_pdmfuse.fusion import FusionPlan, MemorySink
+from napari_pdmfuse.guards import flat_mask
+from napari_pdmfuse.methods.argmax import ArgmaxMethod
+from napari_pdmfuse.render import demo_stack
+from napari_pdmfuse.stack import as_stack, normalisation
+
+
+class FakeModel:
+    def to(self, device: str) -> FakeModel:
+        return self
+
+
+class FakeGPUMethod:
+    """Argmax, "on a GPU" that runs out of memory for blocks over ``limit`` pixels."""
+
+    name = "fake"
+    halo = 16
+    align = 16
+    bytes_per_voxel = 24
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.device = torch.device("cuda")
+        self.model = FakeModel()
+        self.calls: list[tuple[tuple[int, int], str, bool]] = []
+
+    def fuse_tile(self, block: np.ndarray, lum: np.ndarray):
+        shape = block.shape[1:3]
+        on_gpu = self.device.type == "cuda"
+        fails = on_gpu and (self.limit is None or shape[0] * shape[1] > self.limit)
+        self.calls.append((shape, self.device.type, fails))
+        if fails:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return ArgmaxMethod().fuse_tile(block, lum)
+
+
+def run(method, data: np.ndarray, tile: int):
+    stack = as_stack(data)
+    job = FusionPlan(stack, method, normalisation(stack), tile)
+    sink = MemorySink(stack)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in job.run(sink):
+            pass
+    messages = [str(w.message) for w in caught if issubclass(w.category, PdmFuseWarning)]
+    return sink, messages
+
+
+@pytest.fixture(scope="module")
+def stack() -> np.ndarray:
+    return demo_stack(3, 300, seed=9).stack
+
+
+@pytest.fixture(scope="module")
+def reference(stack):
+    return fuse(stack, method="argmax", tile=4096)
+
+
+def same(sink, reference) -> None:
+    np.testing.assert_array_equal(sink.fused[..., 0], reference.fused)
+    np.testing.assert_array_equal(sink.focus, reference.focus_map)
+    np.testing.assert_array_equal(sink.confidence, reference.confidence)
+
+
+def test_oom_halves_the_tile_and_remembers(stack, reference):
+    method = FakeGPUMethod(limit=130 * 130)  # a 96 px core with its halo fits, 192 px does not
+    sink, messages = run(method, stack, tile=192)
+    same(sink, reference)  # split tiles stitch exactly
+    assert messages == ["The GPU ran out of memory; continuing with tiles of 96 px."]
+    failures = [c for c in method.calls if c[2]]
+    assert len(failures) == 1  # later tiles are split up front, not tried and failed again
+    assert all(device == "cuda" for _, device, _ in method.calls)
+
+
+def test_oom_at_the_smallest_tile_falls_back_to_the_cpu(stack, reference):
+    method = FakeGPUMethod(limit=None)  # nothing fits
+    sink, messages = run(method, stack, tile=64)
+    same(sink, reference)
+    assert messages == [
+        "The GPU ran out of memory; continuing with tiles of 32 px.",
+        "The GPU ran out of memory; continuing with tiles of 16 px.",
+        "The GPU ran out of memory even with 16 px tiles; continuing on the CPU, which is slower.",
+    ]
+    assert method.device.type == "cpu"
+    assert method.calls[-1][1] == "cpu" and not method.calls[-1][2]
+
+
+def test_oom_without_a_model_to_move_is_raised(stack):
+    method = FakeGPUMethod(limit=None)
+    del method.model
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run(method, stack, tile=16)
+
+
+def test_other_errors_are_not_retried(stack):
+    method = FakeGPUMethod(limit=None)
+    method.fuse_tile = lambda block, lum: (_ for _ in ()).throw(RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        run(method, stack, tile=64)
+
+
+def test_flat_mask():
+    lum = np.zeros((3, 40, 50), np.float32)
+    lum[1] = 5  # planes constant but different: no texture anywhere
+    assert flat_mask(lum, 4).all()
+    lum[2, 20, 25] = 1  # one textured pixel: flat beyond the radius only
+    mask = flat_mask(lum, 4)
+    assert not mask[16:25, 21:30].any()  # within 4 px of the textured pixel
+    assert mask[:15].all() and mask[26:].all() and mask[:, :20].all() and mask[:, 31:].all()
+    lum[:, ::2] += 1  # texture everywhere
+    assert flat_mask(lum, 4) is None
+
+
+@pytest.mark.parametrize("method", ["wavelet", "pyramid", "argmax"])
+def test_zero_confidence_far_from_texture_and_tiles_still_stitch(method):
+    textured = demo_stack(3, 96, seed=10).stack.astype(np.float32)
+    data = np.stack([np.full((520, 520), 100.0 * (k + 1), np.float32) for k in range(3)])
+    data[:, 200:296, 200:296] = textured
+    whole = fuse(data, method=method, tile=4096)
+    tiled = fuse(data, method=method, tile=176)
+    np.testing.assert_array_equal(tiled.confidence, whole.confidence)
+    np.testing.assert_array_equal(tiled.fused, whole.fused)
+    assert (whole.confidence[:30] == 0).all() and (whole.confidence[-30:] == 0).all()
+    assert whole.confidence[200:296, 200:296].max() > 0

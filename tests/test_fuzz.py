@@ -170,6 +170,7 @@ def test_broken_tiffs_are_read_errors(tmp_path, originals, layout):
         assert str(path) in message and "\n" not in message and message.endswith("."), name
 
 
+@pytest.mark.filterwarnings("ignore::napari_pdmfuse.PdmFuseWarning")
 @pytest.mark.parametrize("layout", ["imagej", "plain", "zlib", "ome"])
 def test_damaged_tiffs_never_raise_anything_else(tmp_path, originals, layout):
     outcomes = set()

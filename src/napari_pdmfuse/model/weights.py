@@ -96,8 +96,8 @@ def load_model(path: str | Path | None = None) -> PDMNet:
         model.load_state_dict(checkpoint["state"])
     except pickle.UnpicklingError:
         raise InputError(
-            f"{target} holds Python objects, not only tensors, so it was not loaded (that could "
-            "run code); use the shipped weights or a file written by "
+            f"{target} is not a PDMNet weights file: it holds Python objects that could run "
+            "code, so it was not loaded; use the shipped weights or a file written by "
             "`python -m napari_pdmfuse.train`."
         ) from None
     except Exception as err:  # any failure here means the file is not our weights

@@ -129,17 +129,19 @@ def plan(
     tile: int | None = None,
     device: str = "auto",
     weights: str | None = None,
+    focus_channel: int | None = None,
 ) -> FusionPlan:
     """Check the input and options and decide how to fuse, without reading the stack.
 
-    ``weights`` is a PDMNet weights file to use instead of the shipped one (pdmnet only).
+    ``weights`` is a PDMNet weights file to use instead of the shipped one (pdmnet only);
+    ``focus_channel`` decides focus on that channel alone instead of all channels combined.
     """
     stack = as_stack(data, z_axis=z_axis, channel_axis=channel_axis, rgb=rgb, z_spacing=z_spacing)
     fusion = get_method(method, device=check_device_name(device), weights=weights)
     if tile is not None:
         check_tile(tile, fusion.name, fusion.halo, fusion.align)
     tile_size = tile or auto_tile(stack, fusion)
-    return FusionPlan(stack, fusion, normalisation(stack), tile_size)
+    return FusionPlan(stack, fusion, normalisation(stack, focus_channel), tile_size)
 
 
 def fuse_iter(data: object, **options: object) -> Generator[Progress, None, FusionResult]:
@@ -147,9 +149,10 @@ def fuse_iter(data: object, **options: object) -> Generator[Progress, None, Fusi
 
     Options are those of :func:`plan`: ``method``, ``z_axis``, ``channel_axis``, ``rgb``,
     ``z_spacing`` (physical step between planes: the focus map is then in those units),
-    ``tile`` (core size in px, automatic by default), ``device`` (auto, cpu, cuda, mps) and
-    ``weights`` (a PDMNet weights file). Results larger than the free memory are refused before
-    any work; the ``pdmfuse`` command streams them to disk instead.
+    ``tile`` (core size in px, automatic by default), ``device`` (auto, cpu, cuda, mps),
+    ``weights`` (a PDMNet weights file) and ``focus_channel`` (decide on one channel). Results
+    larger than the free memory are refused before any work; the ``pdmfuse`` command streams
+    them to disk instead.
     """
     job = plan(data, **options)
     check_memory(job.stack.shape_yx, job.stack.n_channels, job.stack.dtype)

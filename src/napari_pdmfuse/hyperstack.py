@@ -21,15 +21,15 @@ estimated on the luminance that decides focus and applied to every channel.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import align as alignment
 from .errors import InputError
-from .fusion import FusionResult, MemorySink, Progress, fuse_iter, plan
-from .limits import MAP_BYTES, available_memory, check_memory, gib
+from .fusion import FusionResult, Progress, fuse_iter
+from .limits import MAP_BYTES, available_memory, gib
 from .stack import as_stack, normalisation
 
 #: The axis letters understood, as in ImageJ / OME / tifffile.
@@ -211,34 +211,6 @@ def _core_layout(ax: Axes) -> dict[str, Any]:
     return {"rgb": True} if ax.rgb else {"channel_axis": 3, "rgb": False}
 
 
-def _fuse_with_focus_channel(
-    stack: Any, channel: int, options: dict[str, Any]
-) -> Generator[Progress, None, FusionResult]:
-    """:func:`fuse_iter`, but with the decision made on one channel's luminance only.
-
-    The core's luminance is a weighted sum of normalised channels; a one-hot weight makes it
-    exactly that channel's normalised luminance (the luminance a grey stack of that channel
-    gets), while the fused output still gathers every channel with the same per-pixel choice.
-    """
-    job = plan(stack, **options)
-    luma = np.zeros(job.stack.n_channels, dtype=np.float32)
-    luma[channel] = 1
-    job = replace(job, norm=replace(job.norm, luma=luma))
-    check_memory(job.stack.shape_yx, job.stack.n_channels, job.stack.dtype)
-    sink = MemorySink(job.stack)
-    yield from job.run(sink)
-    focus, unit = sink.focus, "slice"
-    if job.stack.z_spacing:
-        focus, unit = focus * np.float32(job.stack.z_spacing), "physical"
-    return FusionResult(
-        fused=job.stack.output_array(sink.fused),
-        focus_map=focus,
-        confidence=sink.confidence,
-        method=job.method.name,
-        focus_unit=unit,
-    )
-
-
 def _aligned(
     stack: Any, layout: dict[str, Any], focus_channel: int | None, model: str
 ) -> tuple[np.ndarray, list[alignment.Transform], np.ndarray]:
@@ -246,11 +218,7 @@ def _aligned(
     raw = np.asarray(stack)  # one time point, read once
     checked = as_stack(raw, **layout)
     block = np.asarray(checked.data, dtype=np.float32)
-    norm = normalisation(checked)
-    if focus_channel is not None:
-        luma = np.zeros_like(norm.luma)
-        luma[focus_channel] = 1
-        norm = replace(norm, luma=luma)
+    norm = normalisation(checked, focus_channel)
     transforms = alignment.estimate_transforms(norm.luminance(block), model)
     aligned, covered = alignment.apply_transforms(raw, transforms)
     return aligned, transforms, covered
@@ -307,7 +275,7 @@ def fuse_hyperstack_iter(
             if separate:
                 gen = fuse_iter(stack[..., c], rgb=False, **fuse_options)
             elif focus_channel is not None:
-                gen = _fuse_with_focus_channel(stack, focus_channel, {**layout, **fuse_options})
+                gen = fuse_iter(stack, **layout, focus_channel=focus_channel, **fuse_options)
             else:
                 gen = fuse_iter(stack, **layout, **fuse_options)
             while True:

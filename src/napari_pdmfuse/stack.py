@@ -206,8 +206,18 @@ def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndar
     return [np.asarray(stack.data[:, y0 : y0 + side, x0 : x0 + side]) for y0 in ys for x0 in xs]
 
 
-def normalisation(stack: Stack) -> Normalisation:
-    """Estimate the 0.1–99.9 percentile range of each channel from a sample of the stack."""
+def normalisation(stack: Stack, focus_channel: int | None = None) -> Normalisation:
+    """Estimate the 0.1–99.9 percentile range of each channel from a sample of the stack.
+
+    The luminance that decides focus combines all channels, unless ``focus_channel`` names the
+    one channel to decide on (every channel still follows the same per-pixel choice).
+    """
+    c = stack.n_channels
+    if focus_channel is not None and not 0 <= focus_channel < c:
+        raise InputError(
+            f"focus_channel={focus_channel} does not exist; the stack has {c} channel(s), "
+            f"numbered 0 to {c - 1}."
+        )
     blocks = sample_blocks(stack)
     raw = np.concatenate([b.reshape(-1, stack.n_channels) for b in blocks])
     if not np.isfinite(raw).all():
@@ -221,8 +231,9 @@ def normalisation(stack: Stack) -> Normalisation:
     with np.errstate(over="ignore"):  # a span beyond float32 stays +inf: fine, it is > 0
         span = high - low
     high = np.where(span > 0, high, low + 1).astype(np.float32)
-    c = stack.n_channels
-    if stack.layout == "rgb":
+    if focus_channel is not None:
+        luma = np.eye(c, dtype=np.float32)[focus_channel]
+    elif stack.layout == "rgb":
         luma = np.append(RGB_LUMA, np.zeros(c - 3, np.float32)).astype(np.float32)
     else:
         luma = np.full(c, 1.0 / c, np.float32)

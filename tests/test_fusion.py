@@ -70,6 +70,14 @@ def test_any_number_of_slices(method, n_slices):
     assert result.focus_map.min() >= 0 and result.focus_map.max() <= n_slices - 1
 
 
+@pytest.mark.parametrize("method", [*CLASSICAL, "argmax", "pdmnet"])
+@pytest.mark.parametrize("size", [33, 64])
+def test_constant_planes_fuse_within_their_range(method, size):
+    stack = np.stack([np.full((size, size + 5), v, np.float32) for v in (1, 2, 3, 4)])
+    result = fuse(stack, method=method)
+    assert result.fused.min() >= 1 - 1e-4 and result.fused.max() <= 4 + 1e-4
+
+
 def test_focus_map_is_fractional_and_follows_depth(grey_stack):
     result = fuse(grey_stack.stack, method="wavelet")
     assert not np.allclose(result.focus_map, np.round(result.focus_map))

@@ -16,8 +16,10 @@ KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16
 
 
 def blur(img: np.ndarray) -> np.ndarray:
+    # "mirror" (whole-sample symmetry) keeps the zeros that expand() interleaves alternating
+    # across the border; "reflect" would put two samples side by side there and skew the edge.
     for axis in (-2, -1):
-        img = ndimage.convolve1d(img, KERNEL, axis=axis, mode="reflect")
+        img = ndimage.convolve1d(img, KERNEL, axis=axis, mode="mirror")
     return img
 
 

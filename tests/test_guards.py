@@ -16,11 +16,6 @@ from napari_pdmfuse.render import demo_stack
 from napari_pdmfuse.stack import as_stack, normalisation
 
 
-class FakeModel:
-    def to(self, device: str) -> FakeModel:
-        return self
-
-
 class FakeGPUMethod:
     """Argmax, "on a GPU" that runs out of memory for blocks over ``limit`` pixels."""
 
@@ -32,8 +27,10 @@ class FakeGPUMethod:
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self.device = torch.device("cuda")
-        self.model = FakeModel()
         self.calls: list[tuple[tuple[int, int], str, bool]] = []
+
+    def to(self, device: str) -> None:
+        self.device = torch.device(device)
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray):
         shape = block.shape[1:3]
@@ -96,9 +93,12 @@ def test_oom_at_the_smallest_tile_falls_back_to_the_cpu(stack, reference):
     assert method.calls[-1][1] == "cpu" and not method.calls[-1][2]
 
 
+class FakeGPUOnlyMethod(FakeGPUMethod):
+    to = None  # nothing to move: the error must reach the user
+
+
 def test_oom_without_a_model_to_move_is_raised(stack):
-    method = FakeGPUMethod(limit=None)
-    del method.model
+    method = FakeGPUOnlyMethod(limit=None)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         run(method, stack, tile=16)
 

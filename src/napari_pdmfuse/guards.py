@@ -71,14 +71,11 @@ def _free_cuda_cache() -> None:
 
 
 def move_to_cpu(method: FusionMethod) -> bool:
-    """Move a torch-based method (one with ``model`` and ``device``) to the CPU, if it is one."""
-    model = getattr(method, "model", None)
-    if model is None or not hasattr(method, "device"):
+    """Move a torch-based method (one with a ``to(device)`` method) to the CPU, if it is one."""
+    to = getattr(method, "to", None)
+    if not callable(to):
         return False
-    import torch
-
-    method.model = model.to("cpu")  # type: ignore[attr-defined]
-    method.device = torch.device("cpu")  # type: ignore[attr-defined]
+    to("cpu")
     return True
 
 

@@ -179,10 +179,17 @@ class Normalisation:
         """
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             scale = self.luma / (self.high - self.low)
-            lum = ((block - self.low) * scale).sum(axis=-1, dtype=np.float32).astype(np.float32)
+            if block.shape[-1] == 1:  # grey: no channel sum, fewer passes over the block
+                lum = block[..., 0] - self.low[0]
+                lum *= scale[0]
+            else:
+                lum = ((block - self.low) * scale).sum(axis=-1, dtype=np.float32)
+            lum = lum.astype(np.float32, copy=False)
+            # Two fast reductions rule out the rare bad pixels (NaN fails both comparisons).
+            if lum.min() >= -LUM_LIMIT and lum.max() <= LUM_LIMIT:
+                return lum
             bad = ~(np.abs(lum) <= LUM_LIMIT)  # NaN and infinities too
-        if bad.any():
-            lum[bad] = self._bounded(block[bad])
+        lum[bad] = self._bounded(block[bad])
         return lum
 
     def _bounded(self, values: np.ndarray) -> np.ndarray:

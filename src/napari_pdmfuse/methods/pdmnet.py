@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from ..model.device import resolve_device
-from ..model.pdmnet import weights_to_outputs
+from ..model.pdmnet import channels_last, weights_to_outputs
 from ..model.weights import load_model, shipped_model
 from .base import TileResult
 
@@ -23,9 +23,17 @@ class PDMNetMethod:
 
     def __init__(self, device: str = "auto", weights: str | None = None) -> None:
         self.device = resolve_device(device)
-        model = load_model(weights) if weights else shipped_model()
-        self.model = model.to(self.device)
+        self.custom = channels_last(load_model(weights)) if weights else None
+        self.to(self.device)
         self.align = self.model.stride
+
+    def to(self, device: torch.device | str) -> None:
+        """Run on ``device`` from now on (how a GPU out of memory falls back to the CPU)."""
+        self.device = torch.device(device)
+        if self.custom is None:
+            self.model = shipped_model(self.device)
+        else:
+            self.model = self.custom = self.custom.to(self.device)
 
     def weights(self, lum: np.ndarray) -> torch.Tensor:
         """(Z, y, x) luminance → (Z, y, x) softmax weights; pads to the network's stride."""
@@ -37,15 +45,12 @@ class PDMNetMethod:
             x = F.pad(x, (0, pad_x, 0, pad_y), mode=mode)
         with torch.inference_mode():
             logits = self.model(x)[..., :height, :width]
-            return torch.softmax(logits, 1)[0]
+            return torch.softmax(logits.contiguous(), 1)[0]
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         weights = self.weights(lum)
-        focus, confidence = weights_to_outputs(weights[None])
-        w = weights.cpu().numpy()
-        fused = np.einsum("zyx,zyxc->yxc", w, block, optimize=True)
-        return TileResult(
-            fused.astype(np.float32),
-            focus[0].cpu().numpy().astype(np.float32),
-            confidence[0].cpu().numpy().astype(np.float32),
-        )
+        with torch.inference_mode():
+            focus, confidence = weights_to_outputs(weights[None])
+            data = torch.from_numpy(block).to(self.device)
+            fused = torch.einsum("zyx,zyxc->yxc", weights, data)
+        return TileResult(*(t.cpu().numpy() for t in (fused, focus[0], confidence[0])))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .pdmnet import PDMNet
+from .pdmnet import PDMNet, channels_last
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "pdmnet.pt"
 CARD_PATH = WEIGHTS_PATH.with_suffix(".json")
@@ -109,5 +109,6 @@ def load_model(path: str | Path | None = None) -> PDMNet:
 
 
 @cache
-def shipped_model() -> PDMNet:
-    return load_model()
+def shipped_model(device: torch.device) -> PDMNet:
+    """The shipped network on ``device``, loaded once per device and ready for inference."""
+    return channels_last(load_model().to(device))

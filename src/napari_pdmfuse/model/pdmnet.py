@@ -42,7 +42,7 @@ class CrossSlice(nn.Module):
         own = F.conv2d(f, self.mix.weight[:, :c], self.mix.bias)
         shared = F.conv2d(stats, self.mix.weight[:, c:])
         mixed = own.reshape(bn // n, n, c, h, w) + shared[:, None]
-        f = f + F.relu(mixed).reshape(bn, c, h, w)
+        f = f + mixed.relu_().reshape(bn, c, h, w)  # in place: add's gradient needs no output
         if self.along_z is not None:
             # A kernel symmetric in Z keeps the network exactly equivariant to reversing the
             # stack, and replicated end slices make identical slices get identical weights.
@@ -52,7 +52,7 @@ class CrossSlice(nn.Module):
             reach = kernel.shape[2] // 2
             z = F.pad(z, (0, 0, 0, 0, reach, reach), mode="replicate")
             z = F.conv3d(z, kernel, self.along_z.bias, padding=(0, 1, 1))
-            f = f + F.relu(z).transpose(1, 2).reshape(bn, c, h, w)
+            f = f + z.relu_().transpose(1, 2).reshape(bn, c, h, w)
         return f
 
 
@@ -107,7 +107,7 @@ class PDMNet(nn.Module):
             feats.append(f)
         for decoder, skip in zip(reversed(self.decoders), reversed(feats[1:-1]), strict=True):
             f = decoder(torch.cat([_up(f), skip], 1))
-        f = F.relu(_up(self.project(f)) + feats[0])
+        f = (_up(self.project(f)) + feats[0]).relu_()
         return _up(self.head(f)).reshape(b, n, h, w)
 
 

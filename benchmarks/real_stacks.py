@@ -4,6 +4,9 @@ For each stack, one PNG row: a middle input plane, PDMNet's fused image, PDMNet'
 (turbo, darkened where confidence is low) and the wavelet method's fused image.
 
     python benchmarks/real_stacks.py            # writes docs/images/real-<name>.png
+
+The skeleton stack is GPL-licensed, for tests and benchmarks only: its picture is made to look
+at, not kept in docs/.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 from napari.utils.colormaps import ensure_colormap
+from skimage.transform import downscale_local_mean
 
 from napari_pdmfuse import fuse
 from napari_pdmfuse.io import read_stack
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-STACKS = {
+STACKS = {  # the skeleton stack is GPL-licensed: looked at here, its pictures not kept in docs/
     "diatom": [DATA / "diatom-brightfield" / f"{i}.jpg" for i in (1, 2, 3)],
     "skeleton": [DATA / "skeleton-brightfield" / "stack.tif"],
     "keyboard": [DATA / "keyboard-focal-sweep"],
 }
+MAX_WIDTH = 1600  # px of the saved row; wider rows are averaged down to fit
 
 
 def as_rgb8(image: np.ndarray) -> np.ndarray:
@@ -61,6 +66,9 @@ def main() -> None:
             as_rgb8(wavelet.fused),
         ]
         picture = np.concatenate([p for part in row for p in (part, gap)][:-1], axis=1)
+        factor = -(-picture.shape[1] // MAX_WIDTH)
+        if factor > 1:
+            picture = downscale_local_mean(picture, (factor, factor, 1)).astype(np.uint8)
         path = args.out / f"real-{name}.png"
         iio.imwrite(path, picture)
         print(f"{name}: {stack.shape} -> {path}")

@@ -70,12 +70,7 @@ def read_stack(inputs: Sequence[str | Path]) -> LoadedStack:
     Raises ReadError for missing or unreadable files and InputError for files that are readable
     but do not make a focus stack (one plane, planes of different sizes, an empty folder).
     """
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise InputError("No input given; name a multi-page TIFF, a folder of planes or files.")
-    for path in paths:
-        if not path.exists():
-            raise ReadError(f"Input {path} does not exist; check the path.")
+    paths = _checked_paths(inputs)
     if len(paths) == 1:
         path = paths[0]
         if path.is_dir():
@@ -84,6 +79,19 @@ def read_stack(inputs: Sequence[str | Path]) -> LoadedStack:
             # Not a TIFF: a lone PNG/JPEG holds one plane, which _read_planes reports clearly.
             return _read_planes(paths)
         return _read_tiff_stack(path)
+    return _read_planes(paths)
+
+
+def _checked_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """The inputs as paths: present, and either one file or folder, or several files."""
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise InputError("No input given; name a multi-page TIFF, a folder of planes or files.")
+    for path in paths:
+        if not path.exists():
+            raise ReadError(f"Input {path} does not exist; check the path.")
+    if len(paths) == 1:
+        return paths
     folders = [p for p in paths if p.is_dir()]
     if folders:
         raise InputError(
@@ -96,7 +104,181 @@ def read_stack(inputs: Sequence[str | Path]) -> LoadedStack:
         if key in seen:
             raise InputError(f"{path} is given twice; list each focal plane once.")
         seen[key] = path
-    return _read_planes(paths)
+    return paths
+
+
+#: Axis letters of a hyperstack (see :mod:`napari_pdmfuse.hyperstack`).
+HYPERSTACK_AXES = "TZCSYX"
+
+
+@dataclass(frozen=True)
+class Hyperstack:
+    """Everything a file holds, not yet decoded: time points, focal planes, channels.
+
+    ``data`` is a dask array whose axes ``axes`` names with the letters T (time), Z (focal
+    planes), C (channels), S (RGB samples), Y and X, in the file's order (e.g. "TZCYX"); axes of
+    length one are dropped unless named with ``axes=``. ``channel_names`` are those the file
+    records (OME channel names, ImageJ slice labels), one per channel, or None.
+    """
+
+    data: da.Array
+    axes: str
+    sources: tuple[Path, ...]
+    z_spacing: float | None = None
+    pixel_size: tuple[float, float] | None = None  # (y, x)
+    unit: str | None = None
+    channel_names: tuple[str, ...] | None = None
+
+    @property
+    def has_time(self) -> bool:
+        return "T" in self.axes
+
+    @property
+    def has_channels(self) -> bool:
+        """Channels that are not RGB colour: a C axis."""
+        return "C" in self.axes
+
+    def as_stack(self) -> LoadedStack:
+        """The same data as one (Z, Y, X[, S]) focus stack, for hyperstacks without T or C."""
+        if self.has_time or self.has_channels:
+            raise InputError(
+                f"Axes {self.axes} hold more than one focus stack; fuse them as a hyperstack."
+            )
+        letters = "ZYX" + ("S" if "S" in self.axes else "")
+        order = [self.axes.index(a) for a in letters]
+        data = self.data.transpose(order) if order != list(range(len(order))) else self.data
+        return LoadedStack(
+            data=data,
+            axes=letters,
+            sources=self.sources,
+            z_spacing=self.z_spacing,
+            pixel_size=self.pixel_size,
+            unit=self.unit,
+        )
+
+
+def read_hyperstack(inputs: Sequence[str | Path], axes: str | None = None) -> Hyperstack:
+    """Open a TIFF with all its axes (time points, channels), a folder of planes or plane files.
+
+    The axes come from the file (ImageJ hyperstack or OME metadata); ``axes`` (e.g. "TZCYX")
+    names them instead, one letter per axis of the file's array, with or without its axes of
+    length one. Unlike :func:`read_stack`, T and C axes are kept, for
+    :func:`napari_pdmfuse.hyperstack.fuse_hyperstack_iter`.
+    """
+    paths = _checked_paths(inputs)
+    path = paths[0]
+    if len(paths) > 1 or path.is_dir() or not is_tiff(path):
+        stack = read_stack(paths)
+        data, file_axes = stack.data, stack.axes
+        if "S" in file_axes and not stack.rgb:
+            file_axes = file_axes.replace("S", "C")  # e.g. grey + alpha: two channels
+        if axes is not None:
+            file_axes = _named_axes(path, data.shape, axes)
+        return Hyperstack(
+            data=data,
+            axes=file_axes,
+            sources=stack.sources,
+            z_spacing=stack.z_spacing,
+            pixel_size=stack.pixel_size,
+            unit=stack.unit,
+        )
+    opened = _open_tiff(path)
+    try:
+        if axes is None:
+            data, file_axes = _file_axes(opened, path)
+        else:
+            data, file_axes = _given_axes(opened, path, axes)
+    except InputError:
+        if opened.damaged:  # e.g. a truncated file that lost its last pages: say so
+            raise _unreadable(path) from None
+        raise
+    if opened.damaged:
+        warnings.warn(_damaged(path), stacklevel=2)
+    names = opened.channel_names
+    if names is not None and len(names) != _length(data, file_axes, "C"):
+        names = None
+    scale = opened.scale
+    return Hyperstack(
+        data=data,
+        axes=file_axes,
+        sources=(path,),
+        z_spacing=scale.z_spacing,
+        pixel_size=scale.pixel_size,
+        unit=scale.unit,
+        channel_names=names,
+    )
+
+
+def _length(data: da.Array, axes: str, letter: str) -> int:
+    return int(data.shape[axes.index(letter)]) if letter in axes else 0
+
+
+def _named_axes(path: Path, shape: tuple[int, ...], axes: str) -> str:
+    """``axes`` upper-cased, if it names each of the ``shape``'s axes with a known letter."""
+    letters = axes.upper()
+    unknown = sorted({a for a in letters if a not in HYPERSTACK_AXES})
+    if unknown or len(set(letters)) != len(letters):
+        raise InputError(
+            f"The axes {axes!r} must name each axis once with the letters T, Z, C, S, Y and X, "
+            "e.g. TZCYX."
+        )
+    if len(letters) != len(shape):
+        raise InputError(
+            f"The axes {axes!r} name {len(letters)} axes but {path} has {len(shape)} (shape "
+            f"{tuple(int(n) for n in shape)}); give one letter per axis."
+        )
+    return letters
+
+
+def _given_axes(opened: _Opened, path: Path, axes: str) -> tuple[da.Array, str]:
+    """The file's array with the axes the user named, its axes of length one kept if named
+    (all of the file's axes, or those whose letters appear in ``axes``)."""
+    data = opened.data
+    letters = axes.upper()
+    if len(letters) != data.ndim:
+        full = list(zip(opened.full_axes, opened.full_shape, strict=True))
+        named = [(a, n) for a, n in full if n != 1 or a in letters]
+        if "".join(a for a, _ in named) == letters:  # the file's axes, with named singletons
+            data = data.reshape(tuple(n for _, n in named))
+    return data, _named_axes(path, data.shape, axes)
+
+
+def _file_axes(opened: _Opened, path: Path) -> tuple[da.Array, str]:
+    """The file's array and its axes in the letters T Z C S Y X, or a one-sentence refusal."""
+    data, axes = _squeeze(opened.data, opened.axes)
+    if "Y" not in axes or "X" not in axes:
+        raise _unreadable(path)
+    if "S" in axes and data.shape[axes.index("S")] not in (3, 4) and "C" not in axes:
+        axes = axes.replace("S", "C")  # extra samples that are not RGB(A): channels
+    extra = [a for a in axes if a not in "YXS"]
+    if not extra and opened.n_series > 1:
+        raise InputError(
+            f"The pages of {path} differ in size or type, so they do not form one stack; save "
+            "the focal planes with one size and data type."
+        )
+    if not extra:
+        raise InputError(
+            f"{path} holds a single 2-D image, not a stack; give the file with all focal planes, "
+            "or several plane files."
+        )
+    if "Z" not in axes:
+        generic = [a for a in extra if a in GENERIC_PLANE_AXES]
+        if generic and len(extra) == 1:
+            axes = axes.replace(generic[0], "Z")  # unlabelled pages: the focal planes
+        elif not generic:
+            raise InputError(
+                f"{path} has axes {axes} but none is Z; name the focal-plane axis (--axes on the "
+                "command line, e.g. --axes ZYX), or save the planes as a Z stack."
+            )
+    sizes = zip(axes, data.shape, strict=True)
+    unknown = [f"{a}={n}" for a, n in sizes if a not in HYPERSTACK_AXES]
+    if unknown:
+        raise InputError(
+            f"{path} has axes {axes}, and pdmfuse cannot tell which is time, focus or channels "
+            f"({', '.join(unknown)}); name every axis (--axes on the command line, e.g. "
+            "--axes TZCYX)."
+        )
+    return data, axes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,10 +405,26 @@ class _Scale:
 MEMMAP_CHUNK = 1024
 
 
-def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int, bool]:
-    """Open the first series of a TIFF lazily: array, axes, scale, number of series, damaged.
+@dataclass(frozen=True)
+class _Opened:
+    """The first series of a TIFF, opened lazily with length-one axes squeezed out.
 
-    ``damaged`` says tifffile had to skip broken tags or pages to open the file.
+    ``full_shape`` and ``full_axes`` are the series before squeezing; ``damaged`` says tifffile
+    had to skip broken tags or pages to open the file.
+    """
+
+    data: da.Array
+    axes: str
+    scale: _Scale
+    n_series: int
+    damaged: bool
+    full_shape: tuple[int, ...]
+    full_axes: str
+    channel_names: tuple[str, ...] | None = None
+
+
+def _open_tiff(path: Path) -> _Opened:
+    """Open the first series of a TIFF lazily, with its scale and channel names.
 
     Tiled, striped or compressed data go through tifffile's zarr store with the file's own
     chunks. Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane
@@ -237,8 +435,11 @@ def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int, bool]:
         with _tifffile_messages() as messages, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.get_axes(True)
+            full_axes = series.get_axes(False)
+            full_shape = tuple(int(n) for n in series.get_shape(False))
             scale = _tiff_scale(tif)
             n_series = len(tif.series)
+            names = _channel_names(tif, full_axes, full_shape)
             if series.dataoffset is not None and not series.is_multifile:
                 array: Any = np.memmap(
                     path,
@@ -264,7 +465,47 @@ def _open_tiff(path: Path) -> tuple[da.Array, str, _Scale, int, bool]:
     if 0 in array.shape:
         raise _unreadable(path)  # no valid TIFF has an empty axis
     _check_dtype(path, np.dtype(array.dtype))
-    return _lazy(array, path, chunks), axes, scale, n_series, bool(messages)
+    return _Opened(
+        data=_lazy(array, path, chunks),
+        axes=axes,
+        scale=scale,
+        n_series=n_series,
+        damaged=bool(messages),
+        full_shape=full_shape,
+        full_axes=full_axes,
+        channel_names=names,
+    )
+
+
+def _channel_names(
+    tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...]
+) -> tuple[str, ...] | None:
+    """Channel names from OME (``Channel/@Name``) or ImageJ (slice labels that are the same for
+    every plane of a channel), one per channel of the C axis; None when the file has none."""
+    if "C" not in axes:
+        return None
+    n_channels = shape[axes.index("C")]
+    names: list[object] = []
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            channels = (image[0] if isinstance(image, list) else image)["Pixels"].get("Channel")
+            channels = channels if isinstance(channels, list) else [channels]
+            names = [c.get("Name") if isinstance(c, dict) else None for c in channels]
+        elif tif.is_imagej:
+            labels = (tif.imagej_metadata or {}).get("Labels")
+            planes = [n for a, n in zip(axes, shape, strict=True) if a not in "YXS"]
+            if isinstance(labels, list) and len(labels) == int(np.prod(planes)):
+                grid = np.array(labels, dtype=object).reshape(planes)
+                grid = np.moveaxis(grid, [a for a in axes if a not in "YXS"].index("C"), -1)
+                per_channel = grid.reshape(-1, n_channels)
+                if (per_channel == per_channel[0]).all():
+                    names = list(per_channel[0])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+    if len(names) != n_channels or not all(isinstance(n, str) and n.strip() for n in names):
+        return None
+    return tuple(str(n) for n in names)
 
 
 def _check_dtype(path: Path, dtype: np.dtype) -> None:
@@ -277,14 +518,15 @@ def _check_dtype(path: Path, dtype: np.dtype) -> None:
 
 
 def _read_tiff_stack(path: Path) -> LoadedStack:
-    data, axes, scale, n_series, damaged = _open_tiff(path)
+    opened = _open_tiff(path)
+    scale = opened.scale
     try:
-        data, axes = _to_z_first(data, axes, path, n_series)
+        data, axes = _to_z_first(opened.data, opened.axes, path, opened.n_series)
     except InputError:
-        if damaged:  # e.g. a truncated file that lost its last pages: say so, not "one plane"
+        if opened.damaged:  # e.g. a truncated file that lost its last pages: not "one plane"
             raise _unreadable(path) from None
         raise
-    if damaged:
+    if opened.damaged:
         warnings.warn(_damaged(path), stacklevel=3)
     return LoadedStack(
         data=data,
@@ -424,8 +666,9 @@ def _ome_scale(xml: str) -> _Scale | None:
 def _read_plane(path: Path) -> tuple[da.Array, _Scale]:
     """Open one plane file lazily; a TIFF must hold exactly one (grey or RGB) plane."""
     if is_tiff(path):
-        data, axes, scale, _, damaged = _open_tiff(path)
-        data, axes = _squeeze(data, axes)
+        opened = _open_tiff(path)
+        data, axes = _squeeze(opened.data, opened.axes)
+        scale, damaged = opened.scale, opened.damaged
         if axes not in ("YX", "YXS"):
             if damaged:
                 raise _unreadable(path)

@@ -335,7 +335,8 @@ class TiffSink:
     """A fusion sink that writes each tile core straight into memory-mapped TIFFs.
 
     Used with :func:`atomic_files`: the paths are temporary files, moved into place only after
-    :meth:`close` once every tile is written; memory use stays at one tile.
+    :meth:`close` once every tile is written; memory use stays at one tile. ``focus_scale``
+    (the physical Z step) writes the focus map in physical units instead of slices.
     """
 
     def __init__(
@@ -346,9 +347,11 @@ class TiffSink:
         focus_map: Path | None = None,
         confidence: Path | None = None,
         scale: Scale = Scale(),
+        focus_scale: float | None = None,
     ) -> None:
         height, width = stack.shape_yx
         self.dtype = stack.dtype
+        self.focus_scale = None if focus_scale is None else np.float32(focus_scale)
         self.layout = stack.layout
         shape = (height, width) if stack.layout == "grey" else (height, width, stack.n_channels)
         rgb = stack.layout == "rgb"
@@ -377,7 +380,8 @@ class TiffSink:
         else:
             self.fused[:, ys, xs] = np.moveaxis(fused, -1, 0)
         if self.focus is not None:
-            self.focus[ys, xs] = result.focus
+            focus = result.focus
+            self.focus[ys, xs] = focus if self.focus_scale is None else focus * self.focus_scale
         if self.confidence is not None:
             self.confidence[ys, xs] = result.confidence
 
@@ -387,3 +391,92 @@ class TiffSink:
             if array is not None and flush:
                 array.flush()
         self.fused = self.focus = self.confidence = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperstacks: time points and channels kept
+
+
+#: Axis order of an ImageJ hyperstack.
+IMAGEJ_ORDER = "TZCYXS"
+
+OME_SUFFIXES = (".ome.tif", ".ome.tiff")
+
+
+def is_ome_name(path: Path) -> bool:
+    return path.name.lower().endswith(OME_SUFFIXES)
+
+
+def hyperstack_layout(
+    data: np.ndarray,
+    axes: str,
+    *,
+    scale: Scale = Scale(),
+    channel_names: Sequence[str] | None = None,
+    ome: bool = False,
+) -> tuple[np.ndarray, dict[str, object]]:
+    """The array as written and ``tifffile.imwrite`` keywords for an image with named axes.
+
+    ``axes`` (e.g. "TCYX", "TYXS") says what each axis of ``data`` holds. The file is an ImageJ
+    hyperstack (axes put in ImageJ's TCYX order, pixel size and unit, channel names as slice
+    labels) when ImageJ can open it (8/16-bit or float32, 8-bit RGB, under 4 GiB), and an
+    OME-TIFF (axes in the given order, PhysicalSizeX/Y, channel names) when it cannot or when
+    ``ome`` is asked for.
+    """
+    from . import __version__
+
+    data = np.asarray(data)
+    if len(axes) != data.ndim:
+        raise ValueError(f"axes {axes!r} do not fit an array of shape {data.shape}")
+    rgb = "S" in axes
+    dtype = data.dtype
+    small = data.nbytes < CLASSIC_TIFF_BYTES
+    imagej_type = dtype == np.uint8 if rgb else dtype in IMAGEJ_DTYPES
+    imagej = not ome and imagej_type and small and (not rgb or data.shape[-1] == 3)
+    n_channels = data.shape[axes.index("C")] if "C" in axes else 0
+    names = list(channel_names) if channel_names is not None and n_channels else None
+    if names is not None and len(names) != n_channels:
+        names = None
+    kwargs: dict[str, object] = {
+        "software": f"napari-pdmfuse {__version__}",
+        "photometric": "rgb" if rgb else "minisblack",
+    }
+    if rgb and data.shape[-1] == 4:
+        kwargs["extrasamples"] = ("unassalpha",)
+    if imagej:
+        letters = "".join(a for a in IMAGEJ_ORDER if a in axes)
+        data = data.transpose([axes.index(a) for a in letters])
+        metadata: dict[str, object] = {"axes": letters}
+        if names is not None:
+            planes = [n for a, n in zip(letters, data.shape, strict=True) if a not in "YXS"]
+            # One label per page; ImageJ's pages run through C fastest, then Z, then T.
+            metadata["Labels"] = [names[i % n_channels] for i in range(int(np.prod(planes)))]
+        if scale.pixel_size is not None and scale.unit:
+            py, px = scale.pixel_size
+            kwargs["resolution"] = (1 / px, 1 / py)
+            metadata["unit"] = scale.unit
+        return data, {"imagej": True, "metadata": metadata, **kwargs}
+    metadata = {"axes": axes}
+    if scale.pixel_size is not None and scale.unit == "um":
+        py, px = scale.pixel_size
+        metadata.update(
+            PhysicalSizeX=px, PhysicalSizeXUnit="µm", PhysicalSizeY=py, PhysicalSizeYUnit="µm"
+        )
+    if names is not None:
+        metadata["Channel"] = {"Name": names}
+    return data, {"ome": True, "bigtiff": not small, "metadata": metadata, **kwargs}
+
+
+def write_hyperstack(
+    path: Path,
+    data: np.ndarray,
+    axes: str,
+    *,
+    scale: Scale = Scale(),
+    channel_names: Sequence[str] | None = None,
+    ome: bool = False,
+) -> None:
+    """Write an image with named axes (time points, channels) as ImageJ or OME-TIFF; see
+    :func:`hyperstack_layout`."""
+    array, kwargs = hyperstack_layout(data, axes, scale=scale, channel_names=channel_names, ome=ome)
+    tifffile.imwrite(path, array, **kwargs)

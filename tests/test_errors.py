@@ -55,6 +55,10 @@ def good(name: str = "stack.tif") -> str:
     return tif(name, STACK, imagej=True, metadata={"axes": "ZYX"})
 
 
+def two_channels(name: str = "zcyx.tif") -> str:
+    return tif(name, np.stack([STACK, STACK], axis=1), imagej=True, metadata={"axes": "ZCYX"})
+
+
 def fuse_args(*inputs: str, out: str = "fused.tif", method: str = "argmax") -> list[str]:
     return ["fuse", *inputs, "-o", out, "--method", method]
 
@@ -184,10 +188,44 @@ CLI_CASES = [
         lambda: fuse_args(folder("planes", {"z1.png": STACK[0]}), good()),
     ),
     CliCase(
-        "Hyperstack with a time axis",
-        lambda: fuse_args(
-            tif("tzyx.tif", np.stack([STACK] * 2), imagej=True, metadata={"axes": "TZYX"})
-        ),
+        "Unlabelled axes besides Y and X (a plain 4-D TIFF)",
+        lambda: fuse_args(tif("plain.tif", np.stack([STACK] * 2), photometric="minisblack")),
+    ),
+    CliCase(
+        "--axes that do not fit the file",
+        lambda: [*fuse_args(tif("plain.tif", STACK, photometric="minisblack")), "--axes", "TZYX"],
+    ),
+    CliCase(
+        "--axes with an unknown letter (argparse)", lambda: [*fuse_args(good()), "--axes", "ZQYX"]
+    ),
+    CliCase(
+        "Focus map in µm, but the file has no Z step",
+        lambda: [*fuse_args(good()), "--focus-units", "um"],
+    ),
+    CliCase(
+        "--z-spacing with --focus-units slices",
+        lambda: [*fuse_args(good()), "--focus-units", "slices", "--z-spacing", "0.5"],
+    ),
+    CliCase(
+        "--coverage without --align", lambda: [*fuse_args(good()), "--coverage", "coverage.tif"]
+    ),
+    CliCase(
+        "--focus-channel beyond the channels",
+        lambda: [*fuse_args(two_channels()), "--focus-channel", "2"],
+    ),
+    CliCase(
+        "--channel-mode separate on a grey stack",
+        lambda: [*fuse_args(good()), "--channel-mode", "separate"],
+    ),
+    CliCase(
+        "--focus-channel with --channel-mode separate",
+        lambda: [
+            *fuse_args(two_channels()),
+            "--channel-mode",
+            "separate",
+            "--focus-channel",
+            "0",
+        ],
     ),
     CliCase(
         "Stack without a Z axis",

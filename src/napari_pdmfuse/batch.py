@@ -20,7 +20,12 @@ from .errors import InputError, OutputError, PdmFuseError
 #: Suffixes removed from a file's name to make its stem, longest first.
 STACK_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 
-OUTPUT_SUFFIXES = {"fused": "_fused.tif", "focus": "_focus.tif", "confidence": "_confidence.tif"}
+OUTPUT_SUFFIXES = {
+    "fused": "_fused.tif",
+    "focus": "_focus.tif",
+    "confidence": "_confidence.tif",
+    "coverage": "_coverage.tif",
+}
 
 
 def add_batch_parser(
@@ -35,7 +40,8 @@ def add_batch_parser(
         help="fuse many stacks into one folder, carrying on past the ones that fail",
         description=(
             f"Fuse each INPUT, {INPUT_HELP}, into OUT_DIR/<stem>_fused.tif (with "
-            "<stem>_focus.tif and <stem>_confidence.tif when asked). A stack that cannot be "
+            "<stem>_focus.tif, <stem>_confidence.tif and <stem>_coverage.tif when asked); "
+            "time points and channels are kept as in 'pdmfuse fuse'. A stack that cannot be "
             "fused is reported and skipped; the command exits with status 2 at the end if any "
             "failed, after a summary. Each stack's files appear together or not at all."
         ),
@@ -54,6 +60,12 @@ def add_batch_parser(
     )
     batch.add_argument(
         "--confidence", action="store_true", help="also write <stem>_confidence.tif (float32)"
+    )
+    batch.add_argument(
+        "--coverage",
+        action="store_true",
+        help="with --align, also write <stem>_coverage.tif (uint8, 255 where every plane saw "
+        "the pixel)",
     )
     add_fusion_options(batch)
     batch.set_defaults(handler=run_batch)
@@ -141,6 +153,7 @@ def run_batch(args: argparse.Namespace) -> int:
                 outputs["fused"],
                 focus_map=outputs["focus"] if args.focus_map else None,
                 confidence=outputs["confidence"] if args.confidence else None,
+                coverage=outputs["coverage"] if args.coverage else None,
                 options=args,
                 keep=inputs,
                 label=f"{number}/{len(inputs)} {name}",

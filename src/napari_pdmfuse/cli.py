@@ -19,9 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-from .errors import PdmFuseError, PdmFuseWarning
+from .errors import InputError, OutputError, PdmFuseError, PdmFuseWarning
 from .methods import DEFAULT_METHOD, METHODS
+
+if TYPE_CHECKING:
+    from .io import Hyperstack
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # batch: a stack failed for a reason that is not the input's (a bug)
@@ -30,6 +34,9 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 DEVICES = ("auto", "cpu", "cuda")
+CHANNEL_MODES = ("combined", "separate")
+ALIGN_MODELS = ("translation", "similarity")
+FOCUS_UNITS = ("slices", "um")
 
 
 class Terminated(BaseException):
@@ -47,6 +54,36 @@ def _choice(kind: str, choices: Sequence[str]) -> Callable[[str], str]:
         return text
 
     return check
+
+
+def _axes(text: str) -> str:
+    letters = text.upper()
+    if not letters or any(a not in "TZCSYX" for a in letters) or len(set(letters)) != len(letters):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an axes string; give one letter per axis of the file, each once, "
+            "from T Z C S Y X (e.g. TZCYX)"
+        )
+    return letters
+
+
+def _channel_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a channel number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a channel number (0 is the first)")
+    return value
+
+
+def _micrometres(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of micrometres") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive Z step in micrometres")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -106,6 +143,54 @@ def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
         help="tile size in pixels, to bound memory (default: sized automatically; at least the "
         "method's context: 16 px for argmax, 160 px for wavelet and pyramid, 144 px for pdmnet)",
     )
+    hyper = parser.add_argument_group(
+        "time points, channels, units and alignment",
+        "Files with a time axis or channels (ImageJ hyperstacks, OME-TIFF) are fused one time "
+        "point at a time, and the outputs keep their time and channel axes, pixel size and "
+        "channel names.",
+    )
+    hyper.add_argument(
+        "--axes",
+        type=_axes,
+        metavar="AXES",
+        help="what each axis of the file holds, one letter per axis, overriding the file's own "
+        "labels: T (time), Z (focal planes), C (channels), S (RGB samples), Y, X; e.g. TZCYX",
+    )
+    hyper.add_argument(
+        "--channel-mode",
+        type=_choice("channel mode", CHANNEL_MODES),
+        metavar="{" + ",".join(CHANNEL_MODES) + "}",
+        default="combined",
+        help="combined: one focus map from all channels, followed by every channel; separate: "
+        "each channel fused on its own, with its own focus map",
+    )
+    hyper.add_argument(
+        "--focus-channel",
+        type=_channel_index,
+        metavar="K",
+        help="decide focus on channel K alone (0 = first), e.g. a structural stain; every "
+        "channel follows its focus map (combined mode)",
+    )
+    hyper.add_argument(
+        "--align",
+        type=_choice("alignment model", ALIGN_MODELS),
+        metavar="{" + ",".join(ALIGN_MODELS) + "}",
+        help="register the planes to the middle one before fusing: translation (stage drift) or "
+        "similarity (drift and focus breathing); off by default",
+    )
+    hyper.add_argument(
+        "--focus-units",
+        type=_choice("focus unit", FOCUS_UNITS),
+        metavar="{" + ",".join(FOCUS_UNITS) + "}",
+        help="unit of the focus map: slices (0 = first plane) or um (distance from the first "
+        "plane, from the file's Z step or --z-spacing) (default: slices, um with --z-spacing)",
+    )
+    hyper.add_argument(
+        "--z-spacing",
+        type=_micrometres,
+        metavar="UM",
+        help="the Z step between planes in micrometres, instead of the file's",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace output files that already exist"
     )
@@ -161,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the confidence map: float32 in [0, 1], 0 where the stack shows no "
         "focus information",
     )
+    fuse.add_argument(
+        "--coverage",
+        type=Path,
+        metavar="MASK.tif",
+        help="with --align, also write the region every aligned plane covers: uint8, 255 "
+        "inside, 0 where some plane saw nothing (its edge pixels were repeated there)",
+    )
     _add_fusion_options(fuse)
     fuse.set_defaults(handler=run_fuse)
     add_batch_parser(commands, _add_fusion_options, _HelpFormatter)
@@ -174,6 +266,7 @@ class Written:
     shape: tuple[int, ...]
     paths: list[Path]
     seconds: float
+    description: str = ""
 
 
 def describe_inputs(inputs: Sequence[Path]) -> str:
@@ -188,6 +281,34 @@ def _naming(exc: PdmFuseError, source: str) -> PdmFuseError:
     return type(exc)(f"{source}: {message}")
 
 
+def needs_hyperstack(options: argparse.Namespace, hyper: Hyperstack) -> bool:
+    """Whether the run goes through the hyperstack path: time points, channels that are not
+    RGB colour, or an option only that path has (axes, channel options, alignment)."""
+    return bool(
+        hyper.has_time
+        or hyper.has_channels
+        or options.axes
+        or options.align
+        or options.channel_mode != "combined"
+        or options.focus_channel is not None
+    )
+
+
+def focus_spacing(options: argparse.Namespace, hyper: Hyperstack, source: str) -> float | None:
+    """The Z step (µm) the focus map is scaled by, or None for a map in slices."""
+    units = options.focus_units or ("um" if options.z_spacing else "slices")
+    if units == "slices":
+        return None
+    if options.z_spacing:
+        return float(options.z_spacing)
+    if hyper.z_spacing and hyper.unit == "um":
+        return float(hyper.z_spacing)
+    raise InputError(
+        f"{source} records no Z step in micrometres, so the focus map cannot be given in µm; "
+        "pass the step with --z-spacing UM."
+    )
+
+
 def fuse_to_files(
     inputs: Sequence[Path],
     fused: Path,
@@ -195,78 +316,239 @@ def fuse_to_files(
     focus_map: Path | None,
     confidence: Path | None,
     options: argparse.Namespace,
+    coverage: Path | None = None,
     keep: Sequence[Path] = (),
     label: str = "pdmfuse",
 ) -> Written:
-    """Read, check, fuse tile by tile into temporary TIFFs, and move them into place.
+    """Read, check, fuse (tile by tile into temporary TIFFs, or one time point at a time for
+    hyperstacks), and move the outputs into place.
 
     ``keep`` lists further files that must never be written over (the other inputs of a batch).
     Raises PdmFuseError, its message naming the input, for anything the user can fix.
     """
-    from tqdm import tqdm
-
-    from .fusion import plan
-    from .io import read_stack
-    from .writing import Scale, TiffSink, atomic_files, check_outputs, check_space
+    from .io import read_hyperstack
+    from .writing import check_outputs
 
     started = time.perf_counter()
-    outputs = [fused, focus_map, confidence]
+    outputs = [fused, focus_map, confidence, coverage]
     raw = [Path(p) for p in inputs]
     # Refuse clashing outputs before even opening the inputs, then again against every file read.
     check_outputs(outputs, [*raw, *keep], overwrite=options.overwrite)
-    stack = read_stack(raw)
-    protected = [*raw, *keep, *stack.sources]
-    paths = check_outputs(outputs, protected, overwrite=options.overwrite)
     source = describe_inputs(raw)
+    hyper = read_hyperstack(raw, axes=options.axes)  # its messages name the file
+    protected = [*raw, *keep, *hyper.sources]
+    check_outputs(outputs, protected, overwrite=options.overwrite)
+    kinds = ("fused", "focus_map", "confidence", "coverage")
+    targets = {k: p for k, p in zip(kinds, outputs, strict=True) if p is not None}
     try:
-        job = plan(
-            stack.data,
-            method=options.method,
-            rgb=stack.rgb,
-            channel_axis=stack.channel_axis,
-            tile=options.tile,
-            device=options.device,
-            weights=options.weights,
-        )
-        maps = {"focus_map": focus_map is not None, "confidence": confidence is not None}
-        check_space(job.stack, paths, **maps)
-        with atomic_files(paths) as temps:
-            named = dict(zip(["fused", *(k for k, v in maps.items() if v)], temps, strict=True))
-            sink = TiffSink(
-                job.stack,
-                named["fused"],
-                focus_map=named.get("focus_map"),
-                confidence=named.get("confidence"),
-                scale=Scale(stack.pixel_size, stack.unit),
-            )
-            bar = tqdm(
-                desc=label,
-                total=job.n_tiles,
-                unit="tile",
-                file=sys.stderr,
-                disable=options.quiet,
-                dynamic_ncols=True,
-            )
-            try:
-                for progress in job.run(sink):
-                    bar.update(progress.done - bar.n)
-                sink.close()
-            finally:
-                bar.close()
-                sink.close(flush=False)
+        spacing = focus_spacing(options, hyper, source)
+        if needs_hyperstack(options, hyper):
+            paths, description = _fuse_hyperstack(hyper, targets, options, spacing, label)
+        else:
+            paths, description = _fuse_streaming(hyper, targets, options, spacing, label)
     except PdmFuseError as exc:
         raise _naming(exc, source) from None
-    return Written(tuple(stack.data.shape), paths, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Written(tuple(hyper.data.shape), paths, seconds, description)
+
+
+def _bar(label: str, total: int | None, options: argparse.Namespace) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        desc=label,
+        total=total,
+        unit="tile",
+        file=sys.stderr,
+        disable=options.quiet,
+        dynamic_ncols=True,
+    )
+
+
+def _fuse_streaming(
+    hyper: Hyperstack,
+    targets: dict[str, Path],
+    options: argparse.Namespace,
+    spacing: float | None,
+    label: str,
+) -> tuple[list[Path], str]:
+    """One focus stack: fused tile by tile straight into memory-mapped temporary TIFFs."""
+    from .fusion import plan
+    from .writing import Scale, TiffSink, atomic_files, check_space
+
+    stack = hyper.as_stack()
+    job = plan(
+        stack.data,
+        method=options.method,
+        rgb=stack.rgb,
+        channel_axis=stack.channel_axis,
+        tile=options.tile,
+        device=options.device,
+        weights=options.weights,
+    )
+    paths = list(targets.values())
+    maps = {"focus_map": "focus_map" in targets, "confidence": "confidence" in targets}
+    check_space(job.stack, paths, **maps)
+    with atomic_files(paths) as temps:
+        named = dict(zip(targets, temps, strict=True))
+        sink = TiffSink(
+            job.stack,
+            named["fused"],
+            focus_map=named.get("focus_map"),
+            confidence=named.get("confidence"),
+            scale=Scale(stack.pixel_size, stack.unit),
+            focus_scale=spacing,
+        )
+        bar = _bar(label, job.n_tiles, options)
+        try:
+            for progress in job.run(sink):
+                bar.update(progress.done - bar.n)
+            sink.close()
+        finally:
+            bar.close()
+            sink.close(flush=False)
+    z, y, x = (int(n) for n in stack.data.shape[:3])
+    return paths, f"{z} planes of {y}×{x}"
+
+
+def _fuse_hyperstack(
+    hyper: Hyperstack,
+    targets: dict[str, Path],
+    options: argparse.Namespace,
+    spacing: float | None,
+    label: str,
+) -> tuple[list[Path], str]:
+    """Time points and channels: fused one time point at a time, written with their axes."""
+    import numpy as np
+
+    from .hyperstack import HyperstackResult, fuse_hyperstack_iter, parse_axes
+    from .limits import MAP_BYTES, check_disk
+    from .writing import Scale, atomic_files, is_ome_name, write_hyperstack
+
+    ax = parse_axes(hyper.axes, hyper.data.shape)
+    separate = options.channel_mode == "separate"
+    height, width = ax.shape_yx
+    times = ax.n_times or 1
+    maps = times * (ax.n_channels if separate else 1) * height * width
+    sizes = {
+        "fused": times * ax.n_channels * height * width * np.dtype(hyper.data.dtype).itemsize,
+        "focus_map": maps * MAP_BYTES,
+        "confidence": maps * MAP_BYTES,
+        "coverage": times * height * width,
+    }
+    check_disk([(path, sizes[kind]) for kind, path in targets.items()])
+    gen = fuse_hyperstack_iter(
+        hyper.data,
+        hyper.axes,
+        channel_mode=options.channel_mode,
+        focus_channel=options.focus_channel,
+        align=options.align,
+        method=options.method,
+        tile=options.tile,
+        device=options.device,
+        weights=options.weights,
+        z_spacing=spacing,
+    )
+    bar = None  # opened at the first progress, once the options and data passed their checks
+    try:
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                result: HyperstackResult = stop.value
+                break
+            if bar is None:
+                bar = _bar(label, progress.total, options)
+            elif bar.total != progress.total:
+                bar.total = progress.total
+                bar.refresh()
+            bar.update(progress.done - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+    if options.align and not options.quiet:
+        _print_alignment(result, options.align)
+
+    scale = Scale(hyper.pixel_size, hyper.unit)
+    names = hyper.channel_names
+    cover_axes = "T" * (ax.n_times is not None) + "YX"
+    arrays = {
+        "fused": (result.fused, result.axes),
+        "focus_map": (result.focus_map, result.map_axes),
+        "confidence": (result.confidence, result.map_axes),
+    }
+    if result.coverage is not None:
+        arrays["coverage"] = (result.coverage.astype(np.uint8) * np.uint8(255), cover_axes)
+    paths = list(targets.values())
+    try:
+        with atomic_files(paths) as temps:
+            for (kind, target), temp in zip(targets.items(), temps, strict=True):
+                data, axes = arrays[kind]
+                write_hyperstack(
+                    temp,
+                    data,
+                    axes.replace("S", "") if kind != "fused" else axes,
+                    scale=scale,
+                    channel_names=names,
+                    ome=is_ome_name(target),
+                )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputError(
+            f"Writing {paths[0].parent} failed ({reason}); free some space or choose another "
+            "folder, nothing was written."
+        ) from None
+    n_planes = ax.shape[ax.axes.index("Z")]
+    text = f"{n_planes} planes of {height}×{width}"
+    if ax.n_times is not None:
+        text = f"{ax.n_times} time points × {text}"
+    if "C" in ax.axes:
+        text += f" ({ax.n_channels} channels{', each on its own' if separate else ''})"
+    return paths, text
+
+
+def _print_alignment(result: Any, model: str) -> None:
+    """The alignment report of each time point, and how much of the field all planes cover."""
+    from .align import report
+
+    transforms = result.transforms or []
+    coverage = result.coverage
+    for t, planes in enumerate(transforms):
+        covered = coverage[t] if coverage is not None and coverage.ndim == 3 else coverage
+        where = f", time point {t + 1} of {len(transforms)}" if len(transforms) > 1 else ""
+        fraction = float(covered.mean()) if covered is not None else 1.0
+        print(
+            f"pdmfuse: alignment ({model}){where}: every plane covers {100 * fraction:.1f} % of "
+            "the field",
+            file=sys.stderr,
+        )
+        print(report(planes), file=sys.stderr)
 
 
 def check_options(options: argparse.Namespace) -> None:
-    """Refuse a bad method, device, weights file or tile size before any input is read."""
+    """Refuse a bad method, device, weights file, tile size or combination of options before
+    any input is read."""
     from .limits import check_tile
     from .methods import get_method
 
     method = get_method(options.method, device=options.device, weights=options.weights)
     if options.tile is not None:
         check_tile(options.tile, method.name, method.halo, method.align)
+    if options.focus_units == "slices" and options.z_spacing:
+        raise InputError(
+            "--z-spacing gives the focus map in µm but --focus-units slices asks for slices; "
+            "drop one of them."
+        )
+    if options.focus_channel is not None and options.channel_mode == "separate":
+        raise InputError(
+            "--focus-channel applies to the combined channel mode only; in the separate mode "
+            "every channel decides for itself."
+        )
+    if getattr(options, "coverage", None) and not options.align:
+        raise InputError(
+            "--coverage writes the region that every aligned plane covers, so it needs --align "
+            "translation or similarity."
+        )
 
 
 def run_fuse(args: argparse.Namespace) -> int:
@@ -277,13 +559,13 @@ def run_fuse(args: argparse.Namespace) -> int:
         args.output,
         focus_map=args.focus_map,
         confidence=args.confidence,
+        coverage=args.coverage,
         options=args,
     )
     if not args.quiet:
-        z, y, x = written.shape[:3]
         names = ", ".join(str(p) for p in written.paths)
         print(
-            f"pdmfuse: fused {z} planes of {y}×{x} with {args.method} in "
+            f"pdmfuse: fused {written.description} with {args.method} in "
             f"{written.seconds:.1f} s → {names}",
             file=sys.stderr,
         )

@@ -404,3 +404,113 @@ def test_core_sample_reader_writer_imports_are_qt_free():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Time points, channel options and alignment
+
+
+def time_lapse(size=64):
+    """(T, Z, Y, X) uint16: two rendered specimens, one per time point."""
+    from napari_pdmfuse.render import demo_stack
+
+    return np.stack([demo_stack(4, size, seed=s).stack for s in (1, 2)])
+
+
+def test_time_axis_keeps_t_in_the_results(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    data = time_lapse()
+    layer = viewer.add_image(
+        data, name="lapse", axis_labels=("t", "z", "y", "x"), scale=(5.0, 1.0, 0.5, 0.5)
+    )
+    widget.image.value = layer
+    assert widget.z_axis.value == 1
+    assert widget.time_axis.value == 0  # labelled t: not taken for channels
+    assert widget.channel_axis.value == -1
+    assert shown(widget.time_axis) and not shown(widget.channel_mode)
+    assert widget.align.value == "off" and shown(widget.align)
+
+    fuse_layer(qtbot, widget, layer)
+
+    assert notifications == []
+    fused = viewer.layers["lapse fused"]
+    focus = viewer.layers["lapse focus map"]
+    assert fused.data.shape == (2, 64, 64) and fused.data.dtype == np.uint16
+    assert focus.data.shape == viewer.layers["lapse confidence"].data.shape == (2, 64, 64)
+    np.testing.assert_allclose(fused.scale, (5.0, 0.5, 0.5))
+    assert tuple(fused.axis_labels) == ("t", "y", "x")
+    for t in range(2):
+        alone = fuse(data[t], method="wavelet")
+        np.testing.assert_array_equal(fused.data[t], alone.fused)
+        np.testing.assert_array_equal(focus.data[t], alone.focus_map)
+    assert "lapse coverage" not in names(viewer)  # not aligned
+
+    # The height view shows the time point the viewer shows. napari lines layers up by their
+    # last axes, so the results' T is the viewer's second-to-last slider here.
+    viewer.dims.set_point(viewer.dims.ndim - 3, 5.0)  # t = 1 at the results' T scale of 5
+    source, result = widget.last
+    np.testing.assert_array_equal(
+        widget._shown_time_point(source, result).focus_map, result.focus_map[1]
+    )
+    widget.height_button.clicked()
+    assert "lapse height view" in names(viewer)
+    assert notifications == []
+
+
+def test_align_adds_hidden_coverage_and_reports(make_napari_viewer, qtbot, notifications):
+    from napari_pdmfuse import _widget
+
+    infos: list[str] = []
+    original = _widget.show_info
+    _widget.show_info = lambda message: (infos.append(message), original(message))
+    try:
+        viewer = make_napari_viewer()
+        widget = dock(viewer)
+        layer = viewer.add_image(time_lapse(96), name="lapse", axis_labels=("t", "z", "y", "x"))
+        widget.image.value = layer
+        widget.align.value = "similarity"
+        fuse_layer(qtbot, widget, layer)
+    finally:
+        _widget.show_info = original
+
+    assert notifications == []
+    coverage = viewer.layers["lapse coverage"]
+    assert not coverage.visible
+    assert coverage.data.shape == (2, 96, 96) and coverage.data.max() == 1
+    assert viewer.layers["lapse fused"].data.shape == (2, 96, 96)
+    assert "Aligned: shifts up to" in widget.status.value
+    assert "% of the field" in widget.status.value
+    assert len(infos) == 1 and "Time point 1" in infos[0] and "dy (px)" in infos[0]
+    assert "dy (px)" in coverage.metadata["alignment"]
+
+    # Fusing again without alignment removes the coverage, which no longer describes the result.
+    widget.align.value = "off"
+    fuse_layer(qtbot, widget, layer)
+    assert "lapse coverage" not in names(viewer)
+
+
+def test_channel_mode_and_focus_channel(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    data = np.stack([time_lapse()[0], time_lapse()[1]], axis=1)  # (Z, C, Y, X)
+    layer = viewer.add_image(data, name="cells", axis_labels=("z", "c", "y", "x"))
+    widget.image.value = layer
+    assert widget.channel_axis.value == 1 and widget.time_axis.value == -1
+    assert shown(widget.channel_mode) and shown(widget.focus_channel)
+    assert list(widget.focus_channel.choices) == [-1, 0, 1]
+
+    widget.focus_channel.value = 1
+    fuse_layer(qtbot, widget, layer)
+    assert notifications == []
+    np.testing.assert_array_equal(
+        viewer.layers["cells focus map"].data, fuse(data[:, 1], method="wavelet").focus_map
+    )
+    assert viewer.layers["cells fused"].data.shape == (2, 64, 64)
+
+    widget.channel_mode.value = "separate"
+    assert not widget.focus_channel.enabled
+    fuse_layer(qtbot, widget, layer)
+    focus = viewer.layers["cells focus map"]
+    assert focus.data.shape == (2, 64, 64) and tuple(focus.axis_labels) == ("c", "y", "x")
+    np.testing.assert_array_equal(focus.data[0], fuse(data[:, 0], method="wavelet").focus_map)

@@ -1,9 +1,10 @@
-"""The "PDM Fuse" dock widget: a thin napari front end over :func:`napari_pdmfuse.fuse_iter`.
+"""The "PDM Fuse" dock widget: a thin napari front end over :func:`napari_pdmfuse.fuse_iter`
+and, for time points, channel options and alignment, :func:`.hyperstack.fuse_hyperstack_iter`.
 
 The widget only collects the options, runs the core's generator in a napari ``thread_worker``,
 shows its progress and puts the results into the viewer; every computation happens in the core
-(:mod:`napari_pdmfuse.fusion`) or in Qt-free helpers (:mod:`napari_pdmfuse.height_view`). This and
-napari itself are the only places that import Qt.
+(:mod:`napari_pdmfuse.fusion`, :mod:`napari_pdmfuse.hyperstack`) or in Qt-free helpers
+(:mod:`napari_pdmfuse.height_view`). This and napari itself are the only places that import Qt.
 """
 
 from __future__ import annotations
@@ -30,17 +31,22 @@ from magicgui.widgets import (
 from napari.layers import Image, Surface
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 
+from .align import MODELS, report
 from .errors import InputError, PdmFuseError
 from .fusion import FusionResult, Progress, fuse_iter
 from .height_view import height_surface
+from .hyperstack import CHANNEL_MODES, HyperstackResult, fuse_hyperstack_iter
 from .methods import DEFAULT_METHOD, METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
 STACK, PLANES = "stack", "planes"
 NO_CHANNEL = -1
+NO_AXIS = -1
+ALIGN_OFF = "off"
 CHANNEL_LABELS = ("c", "ch", "channel", "channels")
+TIME_LABELS = ("t", "time", "frame", "frames")
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,16 @@ def fuse_or_fail(data: Any, **options: Any) -> Generator[Progress, None, FusionR
     """
     try:
         return (yield from fuse_iter(data, **options))
+    except PdmFuseError as err:
+        return Failure(str(err))
+
+
+def fuse_hyperstack_or_fail(
+    data: Any, axes: str, **options: Any
+) -> Generator[Progress, None, HyperstackResult | Failure]:
+    """Run :func:`fuse_hyperstack_iter` (time points, channel modes, alignment) likewise."""
+    try:
+        return (yield from fuse_hyperstack_iter(data, axes, **options))
     except PdmFuseError as err:
         return Failure(str(err))
 
@@ -95,15 +111,25 @@ def default_z_axis(layer: Image) -> int:
 
 
 def default_channel_axis(layer: Image, z_axis: int) -> int:
-    """The axis labelled as channels, else the only axis left besides Z, Y and X, else none."""
+    """The axis labelled as channels, else the only axis left besides Z, Y, X (and an axis
+    labelled as time), else none."""
     if layer.rgb:
         return NO_CHANNEL
     labels = [str(a).lower() for a in layer.axis_labels]
-    candidates = [i for i in stack_axes(layer) if i != z_axis]
+    candidates = [i for i in stack_axes(layer) if i != z_axis and labels[i] not in TIME_LABELS]
     labelled = [i for i in candidates if labels[i] in CHANNEL_LABELS]
     if labelled:
         return labelled[0]
     return candidates[0] if len(candidates) == 1 else NO_CHANNEL
+
+
+def default_time_axis(layer: Image, z_axis: int, channel_axis: int | None) -> int:
+    """The axis labelled as time (t, time, frame), if it is not Z or the channels; else none."""
+    labels = [str(a).lower() for a in layer.axis_labels]
+    taken = (z_axis, channel_axis)
+    return next(
+        (i for i in stack_axes(layer) if labels[i] in TIME_LABELS and i not in taken), NO_AXIS
+    )
 
 
 def _axis_choice(layer: Image, axis: int) -> tuple[str, int]:
@@ -132,6 +158,20 @@ class Source:
     z_unit: str | None = None
     channel: tuple[float, float, str] | None = None
     layers: tuple[str, ...] = field(default=(), compare=False)
+    #: Placement of the hyperstack's T and C axes: letter → (scale, translate, label, unit).
+    leading: dict[str, tuple[float, float, str, Any]] = field(default_factory=dict, compare=False)
+
+    def placement(self, axes: str) -> dict[str, Any]:
+        """Scale, translate, labels (and units) of a result whose axes are ``axes`` ("TCYX")."""
+        lead = [self.leading[a] for a in axes if a in "TC"]
+        placed: dict[str, Any] = {
+            "scale": (*(p[0] for p in lead), *self.scale),
+            "translate": (*(p[1] for p in lead), *self.translate),
+            "axis_labels": (*(p[2] for p in lead), *self.axis_labels),
+        }
+        if self.units is not None:
+            placed["units"] = (*(p[3] if p[3] is not None else "pixel" for p in lead), *self.units)
+        return placed
 
     @property
     def physical_z(self) -> bool:
@@ -152,6 +192,7 @@ class Job:
     data: Any
     source: Source
     options: dict[str, Any]
+    axes: str | None = None  # set for a hyperstack run (time points, channel modes, alignment)
 
 
 def _placement(layer: Image) -> dict[str, Any]:
@@ -167,8 +208,37 @@ def _placement(layer: Image) -> dict[str, Any]:
     }
 
 
-def stack_job(layer: Image, z_axis: int, channel_axis: int | None, **options: Any) -> Job:
-    """A run over one layer with a Z axis: checks the layout and reads its placement."""
+def stack_job(
+    layer: Image,
+    z_axis: int,
+    channel_axis: int | None,
+    time_axis: int | None = None,
+    *,
+    channel_mode: str = "combined",
+    focus_channel: int | None = None,
+    align: str | None = None,
+    **options: Any,
+) -> Job:
+    """A run over one layer with a Z axis: checks the layout and reads its placement.
+
+    With a time axis, a channel mode or focus channel other than the default, or alignment,
+    the run goes through :func:`fuse_hyperstack_iter` and its results keep the T axis.
+    """
+    hyper = (
+        time_axis is not None
+        or align is not None
+        or channel_mode != "combined"
+        or focus_channel is not None
+    )
+    if hyper:
+        return _hyperstack_job(
+            layer,
+            z_axis,
+            channel_axis,
+            time_axis,
+            {"channel_mode": channel_mode, "focus_channel": focus_channel, "align": align},
+            options,
+        )
     ndim = layer.ndim
     if ndim < 3:
         raise InputError(
@@ -181,7 +251,7 @@ def stack_job(layer: Image, z_axis: int, channel_axis: int | None, **options: An
     if ndim != expected:
         raise InputError(
             f"Layer {layer.name!r} has {ndim} dimensions besides colour; choose its channel axis "
-            "for 4-D data, or fuse one time point at a time with napari_pdmfuse.fuse."
+            "or its time axis, so that only Z, Y and X are left."
             if channel_axis is None
             else f"Layer {layer.name!r} has {ndim} dimensions; the widget fuses (Z, Y, X) stacks "
             "with at most one channel axis."
@@ -215,7 +285,65 @@ def stack_job(layer: Image, z_axis: int, channel_axis: int | None, **options: An
     return Job(data, source, options)
 
 
-def planes_job(layers: Sequence[Image], **options: Any) -> Job:
+def _hyperstack_job(
+    layer: Image,
+    z_axis: int,
+    channel_axis: int | None,
+    time_axis: int | None,
+    hyper_options: dict[str, Any],
+    options: dict[str, Any],
+) -> Job:
+    """A run over a layer with time points, channel options or alignment (see stack_job)."""
+    ndim = layer.ndim
+    if ndim < 3:
+        raise InputError(
+            f"Layer {layer.name!r} is a single 2-D image; choose a layer with a Z axis "
+            "(a 3-D stack, grey or RGB), or fuse several 2-D layers as planes."
+        )
+    named = {"Z": z_axis, "C": channel_axis, "T": time_axis}
+    for letter, axis in named.items():
+        if axis is not None and not 0 <= axis < ndim - 2:
+            raise InputError(
+                f"Layer {layer.name!r} has no axis {axis} to take as {letter}; choose another."
+            )
+    chosen = [a for a in named.values() if a is not None]
+    if len(set(chosen)) != len(chosen):
+        raise InputError("The Z, channel and time axes must be different axes; choose again.")
+    if ndim != 2 + len(chosen):
+        raise InputError(
+            f"Layer {layer.name!r} has {ndim} dimensions besides colour; choose its channel axis "
+            "or its time axis, so that only Z, Y and X are left."
+        )
+    letters = {axis: letter for letter, axis in named.items() if axis is not None}
+    axes = "".join(letters.get(i, "") for i in range(ndim - 2)) + "YX" + ("S" * bool(layer.rgb))
+    z_scale = float(layer.scale[z_axis])
+    data = full_data(layer)
+    leading = {
+        letter: (
+            float(layer.scale[axis]),
+            float(layer.translate[axis]),
+            str(layer.axis_labels[axis]),
+            layer.units[axis] if unit_label(layer.units[axis]) else None,
+        )
+        for letter, axis in named.items()
+        if axis is not None and letter != "Z"
+    }
+    source = Source(
+        name=layer.name,
+        n_planes=int(data.shape[z_axis]),
+        z_scale=z_scale,
+        z_translate=float(layer.translate[z_axis]),
+        z_unit=unit_label(layer.units[z_axis]),
+        layers=(layer.name,),
+        leading=leading,
+        **_placement(layer),
+    )
+    physical = source.physical_z
+    options = {**options, **hyper_options, "z_spacing": z_scale if physical else None}
+    return Job(data, source, options, axes=axes)
+
+
+def planes_job(layers: Sequence[Image], align: str | None = None, **options: Any) -> Job:
     """A run over 2-D layers taken as focal planes in the given order."""
     if len(layers) < 2:
         chosen = "No layer is" if not layers else "Only one layer is"
@@ -238,6 +366,12 @@ def planes_job(layers: Sequence[Image], **options: Any) -> Job:
         **_placement(first),
     )
     data = [full_data(layer) for layer in layers]
+    if align is not None:  # alignment needs the planes as one array: stacked lazily
+        import dask.array as da
+
+        stacked = da.stack([da.asarray(plane) for plane in data])
+        axes = "ZYX" + ("S" if source.rgb else "")
+        return Job(stacked, source, {**options, "align": align}, axes=axes)
     return Job(data, source, {**options, "rgb": source.rgb})
 
 
@@ -262,8 +396,22 @@ class FuseWidget(Container):
         self.image = create_widget(annotation=Image, label="image")
         self.z_axis = ComboBox(label="Z axis", choices=self._z_choices)
         self.channel_axis = ComboBox(label="channel axis", choices=self._channel_choices)
+        self.time_axis = ComboBox(label="time axis", choices=self._time_choices)
+        self.time_axis.tooltip = "Fuse every time point; the results keep this axis."
+        self.channel_mode = ComboBox(label="channel mode", choices=CHANNEL_MODES, value="combined")
+        self.channel_mode.tooltip = (
+            "combined: one focus map from all channels, followed by every channel; "
+            "separate: each channel fused on its own, with its own focus map."
+        )
+        self.focus_channel = ComboBox(label="focus channel", choices=self._focus_channel_choices)
+        self.focus_channel.tooltip = "The channel that decides focus for all (combined mode)."
         self.planes = Select(label="planes", choices=self._plane_choices, allow_multiple=True)
         self.planes.tooltip = "2-D layers, fused as focal planes in the order listed here."
+        self.align = ComboBox(label="align", choices=(ALIGN_OFF, *MODELS), value=ALIGN_OFF)
+        self.align.tooltip = (
+            "Register the planes to the middle one before fusing: translation (stage drift) or "
+            "similarity (drift and focus breathing)."
+        )
         self.method = ComboBox(label="method", choices=METHODS, value=DEFAULT_METHOD)
         self.device = ComboBox(label="device", choices=DEVICES, value="auto")
         self.device_info = Label(label="", value=describe_devices())
@@ -294,7 +442,11 @@ class FuseWidget(Container):
                 self.image,
                 self.z_axis,
                 self.channel_axis,
+                self.time_axis,
+                self.channel_mode,
+                self.focus_channel,
                 self.planes,
+                self.align,
                 self.method,
                 self.device,
                 self.device_info,
@@ -310,10 +462,12 @@ class FuseWidget(Container):
         )
         self.worker: GeneratorWorker | None = None
         self.activity: progress | None = None
-        self.last: tuple[Source, FusionResult] | None = None
+        self.last: tuple[Source, FusionResult | HyperstackResult] | None = None
         self.mode.changed.connect(self._on_mode)
         self.image.changed.connect(self._on_layer)
         self.z_axis.changed.connect(lambda _: self._reset_channel())
+        self.channel_axis.changed.connect(lambda _: self._reset_time())
+        self.channel_mode.changed.connect(lambda _: self._reset_time())
         self.method.changed.connect(self._on_method)
         self.fuse_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -336,6 +490,22 @@ class FuseWidget(Container):
         if isinstance(layer, Image) and not layer.rgb:
             z = self.z_axis.value
             choices += [_axis_choice(layer, axis) for axis in stack_axes(layer) if axis != z]
+        return choices
+
+    def _time_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        layer = self.image.value
+        choices = [("none", NO_AXIS)]
+        if isinstance(layer, Image):
+            taken = (self.z_axis.value, self.channel_axis.value)
+            choices += [_axis_choice(layer, a) for a in stack_axes(layer) if a not in taken]
+        return choices
+
+    def _focus_channel_choices(self, _widget: Any = None) -> list[tuple[str, int]]:
+        layer = self.image.value
+        choices = [("all channels", NO_CHANNEL)]
+        channel = self.channel_axis.value
+        if isinstance(layer, Image) and channel not in (None, NO_CHANNEL) and channel < layer.ndim:
+            choices += [(str(k), k) for k in range(int(layer.data.shape[channel]))]
         return choices
 
     def _plane_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
@@ -373,6 +543,25 @@ class FuseWidget(Container):
             and not layer.rgb
             and layer.ndim >= 4
         )
+        self._reset_time(default=default)
+
+    def _reset_time(self, default: bool = False) -> None:
+        """Follow the Z and channel axes: time-axis choices, and the channel options."""
+        layer = self.image.value
+        previous = self.time_axis.value
+        self.time_axis.reset_choices()
+        valid = [value for _, value in self._time_choices()]
+        if isinstance(layer, Image) and (default or previous not in valid):
+            channel = self.channel_axis.value
+            self.time_axis.value = default_time_axis(
+                layer, self.z_axis.value, None if channel in (None, NO_CHANNEL) else channel
+            )
+        stack = self.mode.value == STACK and isinstance(layer, Image)
+        self.time_axis.visible = stack and layer.ndim >= 4
+        self.focus_channel.reset_choices()
+        channels = stack and self.channel_axis.value not in (None, NO_CHANNEL)
+        self.channel_mode.visible = self.focus_channel.visible = channels
+        self.focus_channel.enabled = self.channel_mode.value == "combined"
 
     def _on_method(self, method: str) -> None:
         # Only PDMNet runs on a device; the classical methods are numpy on the CPU.
@@ -387,18 +576,32 @@ class FuseWidget(Container):
             "device": self.device.value,
             "tile": int(self.tile.value) or None,
         }
+        align = None if self.align.value == ALIGN_OFF else self.align.value
         if self.mode.value == PLANES:
             order = list(self.viewer.layers)
             chosen = sorted(self.planes.value, key=order.index)
-            return planes_job(chosen, **options)
+            return planes_job(chosen, align=align, **options)
         layer = self.image.value
         if layer is None:
             raise InputError("Choose an image layer holding a focus stack to fuse.")
         channel = self.channel_axis.value
+        channel = None if channel in (None, NO_CHANNEL) else int(channel)
+        time_axis = self.time_axis.value
+        time_axis = None if time_axis in (None, NO_AXIS) or layer.ndim < 4 else int(time_axis)
+        mode, focus = "combined", None
+        if channel is not None:  # the channel options apply only where there are channels
+            mode = self.channel_mode.value
+            chosen_focus = self.focus_channel.value
+            if mode == "combined" and chosen_focus not in (None, NO_CHANNEL):
+                focus = int(chosen_focus)
         return stack_job(
             layer,
             int(self.z_axis.value if self.z_axis.value is not None else 0),
-            None if channel in (None, NO_CHANNEL) else int(channel),
+            channel,
+            time_axis,
+            channel_mode=mode,
+            focus_channel=focus,
+            align=align,
             **options,
         )
 
@@ -415,12 +618,21 @@ class FuseWidget(Container):
             show_error(str(err))
             return None
         source = job.source
-        worker = create_worker(
-            fuse_or_fail,
-            job.data,
-            **job.options,
-            _ignore_errors=True,  # bugs still reach napari's error notifications
-        )
+        if job.axes is None:
+            worker = create_worker(
+                fuse_or_fail,
+                job.data,
+                **job.options,
+                _ignore_errors=True,  # bugs still reach napari's error notifications
+            )
+        else:
+            worker = create_worker(
+                fuse_hyperstack_or_fail,
+                job.data,
+                job.axes,
+                **job.options,
+                _ignore_errors=True,
+            )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_returned(source, result))
         worker.aborted.connect(lambda: self._set_status("Cancelled; the viewer is unchanged."))
@@ -468,15 +680,22 @@ class FuseWidget(Container):
             self.activity.close()
             self.activity = None
 
-    def _on_returned(self, source: Source, result: FusionResult | Failure) -> None:
+    def _on_returned(
+        self, source: Source, result: FusionResult | HyperstackResult | Failure
+    ) -> None:
         if isinstance(result, Failure):
             self._set_status("Failed.")
             show_error(result.message)
             return
-        self.show_result(source, result)
-        self._set_status(
-            f"Fused {source.name!r} with {result.method}; focus map in {source.focus_unit}."
-        )
+        done = f"Fused {source.name!r} with {result.method}; focus map in {source.focus_unit}."
+        if isinstance(result, HyperstackResult):
+            self.show_hyperstack_result(source, result)
+            if result.transforms is not None:
+                done += " " + alignment_summary(result)
+                show_info(alignment_report(result))
+        else:
+            self.show_result(source, result)
+        self._set_status(done)
 
     # -- results --------------------------------------------------------------------------------
 
@@ -537,6 +756,74 @@ class FuseWidget(Container):
         if f"{source.name} height view" in self.viewer.layers:
             self.show_height_view()
 
+    def show_hyperstack_result(self, source: Source, result: HyperstackResult) -> None:
+        """Like :meth:`show_result`, for results that keep time points (and channels) in their
+        own axes; adds a hidden "<name> coverage" layer when the planes were aligned."""
+        self.last = (source, result)
+        self.height_button.enabled = True
+        outputs = self.outputs()
+        metadata: dict[str, Any] = {
+            "source": source.name,
+            "method": result.method,
+            "planes": source.layers,
+        }
+        if result.transforms is not None:
+            metadata["alignment"] = alignment_report(result)
+        map_place = source.placement(result.map_axes)
+        if "confidence" in outputs:
+            self._put(
+                f"{source.name} confidence",
+                result.confidence,
+                colormap="gray",
+                contrast_limits=(0.0, 1.0),
+                metadata={**metadata, "axes": result.map_axes},
+                visible=False,
+                **map_place,
+            )
+        if "focus" in outputs:
+            spacing = source.z_scale if result.focus_unit == "physical" else 1.0
+            top = float(max(source.n_planes - 1, 1)) * spacing
+            self._put(
+                f"{source.name} focus map",
+                result.focus_map,
+                colormap="turbo",
+                contrast_limits=(min(0.0, top), max(0.0, top)),
+                metadata={
+                    **metadata,
+                    "axes": result.map_axes,
+                    "focus_unit": source.focus_unit,
+                    "z_spacing": spacing if result.focus_unit == "physical" else None,
+                },
+                **map_place,
+            )
+        if "fused" in outputs:
+            props: dict[str, Any] = {"rgb": source.rgb, "contrast_limits": source.contrast_limits}
+            if not source.rgb:
+                props["colormap"] = source.colormap
+            self._put(
+                f"{source.name} fused",
+                result.fused,
+                metadata={**metadata, "axes": result.axes},
+                **props,
+                **source.placement(result.axes.replace("S", "")),
+            )
+        name = f"{source.name} coverage"
+        if result.coverage is not None:
+            axes = "T" * (result.coverage.ndim == 3) + "YX"
+            self._put(
+                name,
+                result.coverage.astype(np.uint8),
+                colormap="gray",
+                contrast_limits=(0.0, 1.0),
+                metadata={**metadata, "axes": axes},
+                visible=False,
+                **source.placement(axes),
+            )
+        elif name in self.viewer.layers:  # from an earlier, aligned run: no longer true
+            self.viewer.layers.remove(name)
+        if f"{source.name} height view" in self.viewer.layers:
+            self.show_height_view()
+
     def _put(self, name: str, data: np.ndarray, *, visible: bool = True, **props: Any) -> Image:
         layers = self.viewer.layers
         rgb = props.pop("rgb", False)
@@ -560,6 +847,8 @@ class FuseWidget(Container):
             show_error("Fuse a stack first; the height view shows its focus map in 3-D.")
             return None
         source, result = self.last
+        if isinstance(result, HyperstackResult):
+            result = self._shown_time_point(source, result)
         z_scale = (1.0 if result.focus_unit == "physical" else source.z_scale) * self.relief.value
         fused = result.fused
         vertices, faces, colors = height_surface(
@@ -587,6 +876,56 @@ class FuseWidget(Container):
         camera = getattr(self.viewer, "scene", self.viewer).camera  # viewer.scene since 0.9
         camera.set_view_direction((-1.0, -0.6, 0.3), up_direction=(1.0, 0.0, 0.0))
         return layer
+
+    def _shown_time_point(self, source: Source, result: HyperstackResult) -> FusionResult:
+        """The time point (and, fused separately, the channel) of a hyperstack result that the
+        viewer shows now, as a 2-D result for the height view."""
+        lead = result.map_axes[:-2]
+        index = [0] * len(lead)
+        shape = result.focus_map.shape
+        shown = [
+            layer
+            for layer in self.viewer.layers
+            if layer.name in (f"{source.name} focus map", f"{source.name} confidence")
+        ]
+        if lead and shown and shown[0].ndim == len(shape):
+            layer = shown[0]
+            point = layer.world_to_data(self.viewer.dims.point)
+            index = [int(np.clip(round(point[i]), 0, shape[i] - 1)) for i in range(len(lead))]
+        where = dict(zip(lead, index, strict=True))
+        focus = result.focus_map[tuple(index)]
+        confidence = result.confidence[tuple(index)]
+        fused = result.fused
+        axes = result.axes
+        if "T" in axes:
+            fused = np.take(fused, where["T"], axis=axes.index("T"))
+            axes = axes.replace("T", "")
+        if "C" in axes:
+            if "C" in lead:  # fused separately: the channel whose focus map is shown
+                fused = np.take(fused, where["C"], axis=axes.index("C"))
+            else:
+                fused = np.moveaxis(fused, axes.index("C"), -1)
+        return FusionResult(fused, focus, confidence, result.method, result.focus_unit)
+
+
+def alignment_summary(result: HyperstackResult) -> str:
+    """One sentence: how far the planes moved, and how much of the field all of them cover."""
+    planes = [t for time_point in result.transforms or [] for t in time_point]
+    shift = max((float(np.hypot(t.dy, t.dx)) for t in planes), default=0.0)
+    scales = [t.scale for t in planes] or [1.0]
+    covered = 100 * float(np.mean(result.coverage)) if result.coverage is not None else 100.0
+    return (
+        f"Aligned: shifts up to {shift:.1f} px, scale {min(scales):.4f} to {max(scales):.4f}, "
+        f"all planes cover {covered:.0f} % of the field."
+    )
+
+
+def alignment_report(result: HyperstackResult) -> str:
+    """The alignment table of every time point, as :func:`napari_pdmfuse.align.report` has it."""
+    transforms = result.transforms or []
+    if len(transforms) == 1:
+        return "Alignment (reference: the middle plane)\n" + report(transforms[0])
+    return "\n".join(f"Time point {t}\n{report(planes)}" for t, planes in enumerate(transforms))
 
 
 def _replace(layers: Any, old: Any, layer: Any) -> None:

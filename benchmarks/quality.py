@@ -159,7 +159,7 @@ CASES: dict[str, Callable[[int], Case]] = {
         "real: skeleton brightfield, 3 planes (EPFL EDF)", "skeleton-brightfield/stack.tif"
     ),
     "real-keyboard": real(
-        "real: keyboard focal sweep, 32 planes, unaligned (OpenFocus)", "keyboard-focal-sweep"
+        "real: keyboard focal sweep, 32 planes (OpenFocus)", "keyboard-focal-sweep"
     ),
 }
 

@@ -10,6 +10,7 @@ status 2; ``pdmfuse batch`` fuses many stacks and carries on past the bad ones.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -253,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --align, also write the region every aligned plane covers: uint8, 255 "
         "inside, 0 where some plane saw nothing (its edge pixels were repeated there)",
     )
+    fuse.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="fuse on this dask.distributed cluster, one task per tile (default: the "
+        "DASK_SCHEDULER_ADDRESS environment variable, else this machine); workers need "
+        "napari-pdmfuse and the input files at the same paths",
+    )
     _add_fusion_options(fuse)
     fuse.set_defaults(handler=run_fuse)
     add_batch_parser(commands, _add_fusion_options, _HelpFormatter)
@@ -343,6 +351,11 @@ def fuse_to_files(
     try:
         spacing = focus_spacing(options, hyper, source)
         if needs_hyperstack(options, hyper):
+            if getattr(options, "scheduler", None):
+                raise InputError(
+                    "--scheduler fuses single focus stacks only, not time points, channels, "
+                    "--axes, --align or channel options; run without a scheduler."
+                )
             paths, description = _fuse_hyperstack(hyper, targets, options, spacing, label)
         else:
             paths, description = _fuse_streaming(hyper, targets, options, spacing, label)
@@ -400,13 +413,29 @@ def _fuse_streaming(
             focus_scale=spacing,
         )
         bar = _bar(label, job.n_tiles, options)
+        client = None
         try:
-            for progress in job.run(sink):
+            steps = job.run(sink)
+            if getattr(options, "scheduler", None):
+                from .distributed import connect, run_on_cluster
+
+                client = connect(options.scheduler)
+                steps = run_on_cluster(
+                    job,
+                    sink,
+                    client,
+                    method_name=options.method,
+                    device=options.device,
+                    weights=options.weights,
+                )
+            for progress in steps:
                 bar.update(progress.done - bar.n)
             sink.close()
         finally:
             bar.close()
             sink.close(flush=False)
+            if client is not None:
+                client.close()
     z, y, x = (int(n) for n in stack.data.shape[:3])
     return paths, f"{z} planes of {y}×{x}"
 
@@ -553,6 +582,7 @@ def check_options(options: argparse.Namespace) -> None:
 
 def run_fuse(args: argparse.Namespace) -> int:
     """Fuse one stack into the files named; raises PdmFuseError on bad input."""
+    args.scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     check_options(args)
     written = fuse_to_files(
         args.inputs,

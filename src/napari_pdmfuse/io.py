@@ -370,6 +370,14 @@ class _GuardedArray:
         self.dtype = np.dtype(array.dtype).newbyteorder("=")  # big-endian files read as native
         self.ndim = len(self.shape)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle a memory map as its file and layout, not its pixels (for cluster workers)."""
+        array = self.array
+        if isinstance(array, np.memmap) and array.filename is not None:
+            layout = (array.filename, array.dtype.str, array.offset, array.shape)
+            return (_reopen_memmap, (*layout, self.path))
+        return (_reopen_tiff_store, (self.path,))  # tifffile's zarr store holds open files
+
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
             with _tifffile_messages():
@@ -382,6 +390,19 @@ class _GuardedArray:
             raise
         except Exception:
             raise _unreadable(self.path) from None
+
+
+def _reopen_memmap(
+    filename: str, dtype: str, offset: int, shape: tuple[int, ...], path: Path
+) -> _GuardedArray:
+    array = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
+    return _GuardedArray(array, path)
+
+
+def _reopen_tiff_store(path: Path) -> _GuardedArray:
+    with tifffile.TiffFile(path) as tif:
+        array = zarr.open(tif.aszarr(series=0, level=0, squeeze=True), mode="r")
+    return _GuardedArray(array, path)
 
 
 def _lazy(array: Any, path: Path, chunks: Any) -> da.Array:

@@ -159,11 +159,12 @@ class TileFuser:
         window = (slice(None), *tile.read)
         with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused below
             block = np.asarray(self.data[window], dtype=np.float32)  # type: ignore[index]
-        if not np.isfinite(block).all():
+        floating = np.dtype(self.data.dtype).kind == "f"  # type: ignore[attr-defined]
+        if floating and not np.isfinite(block).all():  # integers are finite and far from 2^100
             raw = np.asarray(self.data[window])  # type: ignore[index]
             raise non_finite() if not np.isfinite(raw).all() else beyond_float32()
         lum = self.norm.luminance(block)
-        factor = safe_factor(block)
+        factor = safe_factor(block) if floating else 1.0
         if factor == 1.0:
             result = self.method.fuse_tile(block, lum)
         else:  # values near the float32 limit: fuse scaled down by a power of two (exact)

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, OutputError, PdmFuseError, PdmFuseWarning
+from .errors import InputError, PdmFuseError, PdmFuseWarning
 from .methods import DEFAULT_METHOD, METHODS
 
 if TYPE_CHECKING:
@@ -452,7 +452,7 @@ def _fuse_hyperstack(
 
     from .hyperstack import HyperstackResult, fuse_hyperstack_iter, parse_axes
     from .limits import MAP_BYTES, check_disk
-    from .writing import Scale, atomic_files, is_ome_name, write_hyperstack
+    from .writing import Scale, atomic_files, is_ome_name, write_failed, write_hyperstack
 
     ax = parse_axes(hyper.axes, hyper.data.shape)
     separate = options.channel_mode == "separate"
@@ -522,11 +522,7 @@ def _fuse_hyperstack(
                     ome=is_ome_name(target),
                 )
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise OutputError(
-            f"Writing {paths[0].parent} failed ({reason}); free some space or choose another "
-            "folder, nothing was written."
-        ) from None
+        raise write_failed(paths[0].parent, exc) from None
     n_planes = ax.shape[ax.axes.index("Z")]
     text = f"{n_planes} planes of {height}×{width}"
     if ax.n_times is not None:

@@ -251,16 +251,7 @@ def _file_axes(opened: _Opened, path: Path) -> tuple[da.Array, str]:
     if "S" in axes and data.shape[axes.index("S")] not in (3, 4) and "C" not in axes:
         axes = axes.replace("S", "C")  # extra samples that are not RGB(A): channels
     extra = [a for a in axes if a not in "YXS"]
-    if not extra and opened.n_series > 1:
-        raise InputError(
-            f"The pages of {path} differ in size or type, so they do not form one stack; save "
-            "the focal planes with one size and data type."
-        )
-    if not extra:
-        raise InputError(
-            f"{path} holds a single 2-D image, not a stack; give the file with all focal planes, "
-            "or several plane files."
-        )
+    _require_planes(path, extra, opened.n_series)
     if "Z" not in axes:
         generic = [a for a in extra if a in GENERIC_PLANE_AXES]
         if generic and len(extra) == 1:
@@ -317,6 +308,21 @@ def _folder_images(folder: Path) -> list[Path]:
             "folder that holds the focal planes."
         )
     return sorted(images, key=lambda p: natural_key(p.name))
+
+
+def _require_planes(path: Path, extra: list[str], n_series: int) -> None:
+    """Refuse a file with no axis beyond Y, X and samples: it holds no stack of planes."""
+    if extra:
+        return
+    if n_series > 1:
+        raise InputError(
+            f"The pages of {path} differ in size or type, so they do not form one stack; save "
+            "the focal planes with one size and data type."
+        )
+    raise InputError(
+        f"{path} holds a single 2-D image, not a stack; give the file with all focal planes, "
+        "or several plane files."
+    )
 
 
 def _unreadable(path: Path) -> ReadError:
@@ -572,16 +578,7 @@ def _to_z_first(data: da.Array, axes: str, path: Path, n_series: int) -> tuple[d
     extra = [a for a in axes if a not in "YXS"]
     if "Y" not in axes or "X" not in axes:
         raise _unreadable(path)
-    if not extra and n_series > 1:
-        raise InputError(
-            f"The pages of {path} differ in size or type, so they do not form one stack; save "
-            "the focal planes with one size and data type."
-        )
-    if not extra:
-        raise InputError(
-            f"{path} holds a single 2-D image, not a stack; give the file with all focal planes, "
-            "or several plane files."
-        )
+    _require_planes(path, extra, n_series)
     if "Z" in extra:
         z = "Z"
     elif extra[0] in GENERIC_PLANE_AXES:

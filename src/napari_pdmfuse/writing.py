@@ -271,6 +271,15 @@ def write_tiff(path: Path, data: np.ndarray, *, rgb: bool = False, scale: Scale 
     tifffile.imwrite(path, data, **kwargs)
 
 
+def write_failed(folder: Path, exc: OSError) -> OutputError:
+    """The one message for an output that could not be written (disk full, no permission)."""
+    reason = exc.strerror or str(exc)
+    return OutputError(
+        f"Writing {folder} failed ({reason}); free some space or choose another folder, "
+        "nothing was written."
+    )
+
+
 def write_outputs(
     result: FusionResult,
     fused: str | Path,
@@ -301,11 +310,7 @@ def write_outputs(
             for temp, (data, is_rgb) in zip(temps, arrays, strict=True):
                 write_tiff(temp, data, rgb=is_rgb, scale=scale)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise OutputError(
-            f"Writing {paths[0].parent} failed ({reason}); free some space or choose another "
-            "folder, nothing was written."
-        ) from None
+        raise write_failed(paths[0].parent, exc) from None
     return paths
 
 

@@ -8,6 +8,9 @@ process. Run from the repository root:
 
     python benchmarks/scale.py                          # all sizes, pdmnet and wavelet
     python benchmarks/scale.py --sizes 2048 --methods wavelet
+    python benchmarks/scale.py --local-cluster          # through --scheduler, 2 workers
+
+Each run's output is also compared, on a central 512² crop, with the in-memory result there.
 """
 
 from __future__ import annotations
@@ -56,14 +59,68 @@ def stack_path(slices: int, size: int) -> Path:
     return path
 
 
+def crop_difference(stack: Path, fused: Path, method: str, side: int = 512) -> float:
+    """Largest difference, as a fraction of the data range, between the command's output and
+    the in-memory result on a central crop: one tile read with the method's full halo, with
+    the normalisation planned from the whole stack exactly as the command plans it."""
+    from napari_pdmfuse.fusion import plan
+    from napari_pdmfuse.guards import TileFuser
+    from napari_pdmfuse.io import read_stack
+    from napari_pdmfuse.stack import to_dtype
+    from napari_pdmfuse.tiling import Tile
+
+    job = plan(read_stack([stack]).data, method=method)
+    height, width = job.stack.shape_yx
+    halo = job.method.halo
+    y0, x0 = (height - side) // 2 // 16 * 16, (width - side) // 2 // 16 * 16
+    tile = Tile(
+        read=(slice(y0 - halo, y0 + side + halo), slice(x0 - halo, x0 + side + halo)),
+        write=(slice(y0, y0 + side), slice(x0, x0 + side)),
+        crop=(slice(halo, halo + side), slice(halo, halo + side)),
+    )
+    result = TileFuser(job.stack.data, job.norm, job.method)(tile)
+    memory = to_dtype(result.fused, job.stack.dtype)[..., 0].astype(np.float64)
+    written = tifffile.imread(fused)[tile.write].astype(np.float64)
+    span = float(job.norm.high[0] - job.norm.low[0])
+    return float(np.abs(written - memory).max() / span)
+
+
+class LocalWorkers:
+    """A two-process dask LocalCluster (one thread each) that ``--scheduler`` runs go to;
+    restarted before each run so that every worker's peak RSS belongs to that run alone."""
+
+    def __init__(self) -> None:
+        from dask.distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True)
+        self.client = Client(self.cluster)
+        self.address = self.cluster.scheduler_address
+
+    def restart(self) -> None:
+        self.client.restart()
+
+    def peak_rss_mb(self) -> float:
+        import resource
+
+        def peak() -> float:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        return max(self.client.run(peak).values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2048,4096,8192", help="plane sides in px")
     parser.add_argument("--slices", type=int, default=30)
     parser.add_argument("--methods", default="pdmnet,wavelet")
+    parser.add_argument(
+        "--local-cluster", action="store_true",
+        help="run through --scheduler on a 2-worker LocalCluster; report each worker's peak RSS",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the measurements to this JSON file")
     args = parser.parse_args()
     print(common.describe_machine(common.machine()))
+    workers = LocalWorkers() if args.local_cluster else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="pdmfuse-scale-") as tmp:
         for size in map(int, args.sizes.split(",")):
@@ -73,25 +130,32 @@ def main() -> None:
                 fused, focus = Path(tmp) / "fused.tif", Path(tmp) / "focus.tif"
                 exe = shutil.which("pdmfuse") or "pdmfuse"
                 cmd = [exe, "fuse", str(path), "-o", str(fused), "--focus-map", str(focus)]
-                proc, seconds, rss_mb = common.spawn([*cmd, "--method", method, "--quiet"])
+                cmd += ["--method", method, "--quiet"]
+                if workers is not None:
+                    workers.restart()
+                    cmd += ["--scheduler", workers.address]
+                proc, seconds, rss_mb = common.spawn(cmd)
                 if proc.returncode:
                     print(f"{method} {size}: failed: {proc.stderr.strip()[-300:]}")
                     continue
                 rows.append(
                     {"size": size, "method": method, "seconds": seconds,
                      "mp_per_s": voxels / seconds / 1e6, "ns_per_voxel": seconds / voxels * 1e9,
-                     "rss_mb": rss_mb}
+                     "rss_mb": rss_mb,
+                     "worker_rss_mb": workers.peak_rss_mb() if workers else None,
+                     "crop_difference": crop_difference(path, fused, method)}
                 )  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
                 fused.unlink()
                 focus.unlink()
-    head = ("method", "stack", "seconds", "MP/s", "ns/voxel", "RSS MB")
-    print("\n{:8s} {:>16s} {:>8s} {:>6s} {:>9s} {:>7s}".format(*head))
+    head = ("method", "stack", "seconds", "MP/s", "ns/voxel", "RSS MB", "worker MB", "crop diff")
+    print("\n{:8s} {:>16s} {:>8s} {:>6s} {:>9s} {:>7s} {:>9s} {:>9s}".format(*head))
     for r in rows:
         shape = f"{args.slices}×{r['size']}²"
+        worker = f"{r['worker_rss_mb']:9.0f}" if r["worker_rss_mb"] else f"{'-':>9s}"
         print(
             f"{r['method']:8s} {shape:>16s} {r['seconds']:8.1f} {r['mp_per_s']:6.1f} "
-            f"{r['ns_per_voxel']:9.1f} {r['rss_mb']:7.0f}"
+            f"{r['ns_per_voxel']:9.1f} {r['rss_mb']:7.0f} {worker} {r['crop_difference']:9.1e}"
         )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")

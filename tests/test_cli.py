@@ -205,6 +205,51 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, make, words):
     assert after == before  # nothing written, nothing touched, no temporary file left
 
 
+def test_ome_zarr_outputs_replace_a_store_only_when_complete(tmp_path, capsys, monkeypatch):
+    import zarr
+
+    data = stack_of(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, metadata={"axes": "ZYX"})
+    out, focus = tmp_path / "fused.ome.zarr", tmp_path / "focus.ome.zarr"
+    args = ("fuse", tmp_path / "stack.tif", "-o", out, "--focus-map", focus, "-q")
+    code, _, stderr = run(capsys, *args, "--method", "argmax", "--tile", 32)
+    assert code == 0 and stderr == ""
+    fused = zarr.open_group(str(out), mode="r")
+    assert fused["0"].dtype == np.uint16 and fused["0"].shape == (64, 80)
+    assert fused.attrs["multiscales"][0]["axes"][-1]["name"] == "x"
+    focus_map = zarr.open_group(str(focus), mode="r")["0"][...]
+    assert focus_map.dtype == np.float32 and 0 <= focus_map.min() <= focus_map.max() <= 4
+    before = fused["0"][...]
+
+    def interrupted(self, sink):
+        yield fusion.Progress(0, 4)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fusion.FusionPlan, "run", interrupted)
+        code, _, stderr = run(capsys, *args, "--overwrite")
+    assert code == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "focus.ome.zarr", "fused.ome.zarr", "stack.tif",
+    ]  # fmt: skip
+    np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["0"][...], before)
+
+    code, _, stderr = run(capsys, *args, "--overwrite", "--method", "wavelet")
+    assert code == 0 and stderr == ""
+    assert not np.array_equal(zarr.open_group(str(out), mode="r")["0"][...], before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "focus.ome.zarr", "fused.ome.zarr", "stack.tif",
+    ]  # fmt: skip
+
+
+def test_ome_zarr_is_refused_for_hyperstacks(tmp_path, capsys):
+    data = np.stack([stack_of(np.uint8, n=3), 255 - stack_of(np.uint8, n=3)], 1)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    code, _, stderr = run(capsys, "fuse", tmp_path / "stack.tif", "-o", tmp_path / "f.ome.zarr")
+    assert code == 2 and "name the outputs .ome.tif instead" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]
+
+
 def test_existing_output_refused_then_overwritten(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "stack.tif", stack_of(np.uint8, n=3), photometric="minisblack")
     out = tmp_path / "fused.tif"

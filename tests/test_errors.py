@@ -59,6 +59,11 @@ def two_channels(name: str = "zcyx.tif") -> str:
     return tif(name, np.stack([STACK, STACK], axis=1), imagej=True, metadata={"axes": "ZCYX"})
 
 
+def empty_folder(name: str) -> str:
+    os.mkdir(name)
+    return name
+
+
 def fuse_args(*inputs: str, out: str = "fused.tif", method: str = "argmax") -> list[str]:
     return ["fuse", *inputs, "-o", out, "--method", method]
 
@@ -287,6 +292,14 @@ CLI_CASES = [
     ),
     CliCase("Output not named .tif", lambda: fuse_args(good(), out="fused.png")),
     CliCase("Output folder missing", lambda: fuse_args(good(), out="results/fused.tif")),
+    CliCase(
+        "OME-Zarr output named like a folder that is no zarr store",
+        lambda: fuse_args(good(), out=empty_folder("fused.ome.zarr")),
+    ),
+    CliCase(
+        "OME-Zarr output for a stack with channels",
+        lambda: fuse_args(two_channels(), out="fused.ome.zarr"),
+    ),
     CliCase(
         "Output named twice", lambda: [*fuse_args(good(), out="f.tif"), "--focus-map", "f.tif"]
     ),

@@ -304,6 +304,8 @@ def test_failed_write_is_an_output_error(tmp_path, monkeypatch):
         (["old.tif"], "already exists"),
         (["missing/f.tif"], "does not exist"),
         (["folder.tif"], "is a folder"),
+        (["plain.ome.zarr"], "but no zarr store"),
+        (["old.tif.zarr"], "already exists"),
         (["planes/f.tif"], "inside the input folder"),
     ],
 )
@@ -311,6 +313,9 @@ def test_check_outputs_refuses(tmp_path, outputs, match):
     (tmp_path / "in.tif").write_bytes(b"input")
     (tmp_path / "old.tif").write_bytes(b"old")
     (tmp_path / "folder.tif").mkdir()
+    (tmp_path / "plain.ome.zarr").mkdir()  # a folder that merely has the name: never replaced
+    (tmp_path / "old.tif.zarr").mkdir()
+    (tmp_path / "old.tif.zarr" / ".zgroup").write_text("{}")
     (tmp_path / "planes").mkdir()
     inputs = [tmp_path / "in.tif", tmp_path / "planes"]
     with pytest.raises(OutputError, match=match):
@@ -340,22 +345,85 @@ def test_check_outputs_allows_overwrite_and_skips_none(tmp_path):
     ],
     ids=["grey-u16", "rgb-u8", "channels-u8", "grey-int16"],
 )
-def test_tiff_sink_equals_the_in_memory_result(tmp_path, data, options):
+@pytest.mark.parametrize("suffix", [".tif", ".ome.tif", ".ome.zarr"])
+def test_file_sink_equals_the_in_memory_result(tmp_path, data, options, suffix):
+    import zarr
+
     from napari_pdmfuse.fusion import fuse, plan
 
     memory = fuse(data, method="argmax", tile=32, **options)
     job = plan(data, method="argmax", tile=32, **options)
-    paths = [tmp_path / n for n in ("f.tif", "m.tif", "c.tif")]
-    sink = writing.TiffSink(job.stack, paths[0], focus_map=paths[1], confidence=paths[2])
+    paths = [tmp_path / (n + suffix) for n in ("f", "m", "c")]
+    sink = writing.FileSink(job.stack, paths[0], focus_map=paths[1], confidence=paths[2])
     for _ in job.run(sink):
         pass
+    sink.finish()
     sink.close()
-    fused = tifffile.imread(paths[0])
-    if memory.fused.ndim == 3 and job.stack.layout == "channels":
-        fused = np.moveaxis(fused, 0, -1)  # written as ImageJ channels (C, Y, X)
+    if suffix.endswith(".tif"):
+        fused, focus, confidence = (tifffile.imread(p) for p in paths)
+        planes = job.stack.layout == "channels"  # channels as planes (C, Y, X), colour as YXS
+        assert not list(tmp_path.glob(".*"))  # the OME-TIFF's scratch stores are gone
+    else:
+        fused, focus, confidence = (zarr.open_group(str(p), mode="r")["0"][...] for p in paths)
+        planes = job.stack.layout != "grey"  # OME-Zarr: channels and colours on a c axis
+    if planes:
+        fused = np.moveaxis(fused, 0, -1)
     np.testing.assert_array_equal(fused, memory.fused)
-    np.testing.assert_array_equal(tifffile.imread(paths[1]), memory.focus_map)
-    np.testing.assert_array_equal(tifffile.imread(paths[2]), memory.confidence)
+    np.testing.assert_array_equal(focus, memory.focus_map)
+    np.testing.assert_array_equal(confidence, memory.confidence)
+
+
+def test_ome_tiff_output_is_tiled_with_a_pyramid(tmp_path):
+    from napari_pdmfuse.fusion import plan
+
+    data = np.tile(stack_of(np.uint16, n=3), (1, 18, 8))[:, :1100, :600]
+    job = plan(data, method="argmax", tile=512)
+    path = tmp_path / "fused.ome.tif"
+    sink = writing.FileSink(job.stack, path, scale=Scale((0.5, 0.25), "um"))
+    for _ in job.run(sink):
+        pass
+    sink.finish()
+    sink.close()
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.is_tiled and tif.pages.first.tilewidth == 512
+        levels = tif.series[0].levels
+        assert [level.shape for level in levels] == [(1100, 600), (550, 300), (275, 150)]
+        assert 'PhysicalSizeX="0.25"' in tif.ome_metadata
+        level0, level1 = levels[0].asarray().astype(float), levels[1].asarray()
+    expected = level0.reshape(550, 2, 300, 2).mean(axis=(1, 3))
+    np.testing.assert_array_equal(level1, np.rint(expected).astype(np.uint16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fused.ome.tif"]
+
+
+def test_ome_zarr_output_has_a_pyramid_napari_opens(tmp_path):
+    import zarr
+
+    from napari_pdmfuse._reader import get_reader
+    from napari_pdmfuse.fusion import plan
+
+    data = np.tile(stack_of(np.uint16, n=3), (1, 18, 8))  # 1152 × 640 px
+    data = data[:, :1100, :600]
+    job = plan(data, method="argmax", tile=512)
+    path = tmp_path / "fused.ome.zarr"
+    sink = writing.FileSink(job.stack, path, scale=Scale((0.5, 0.25), "um"))
+    for _ in job.run(sink):
+        pass
+    sink.finish()
+    group = zarr.open_group(str(path), mode="r")
+    image = group.attrs["multiscales"][0]
+    assert [group[d["path"]].shape for d in image["datasets"]] == [
+        (1100, 600),
+        (550, 300),
+        (275, 150),
+    ]
+    assert image["datasets"][2]["coordinateTransformations"][0]["scale"] == [2.0, 1.0]
+    assert image["axes"][0]["unit"] == "micrometer"
+    level0, level1 = group["0"][...].astype(float), group["1"][...]
+    expected = level0.reshape(550, 2, 300, 2).mean(axis=(1, 3))
+    np.testing.assert_array_equal(level1, np.rint(expected).astype(np.uint16))
+    layers = get_reader(str(path))(str(path))
+    assert layers[0][1]["multiscale"] is True
+    assert layers[0][1]["scale"] == (0.5, 0.25)
 
 
 def test_temp_names_carry_pid_and_host(tmp_path):

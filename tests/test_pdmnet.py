@@ -20,12 +20,21 @@ def method() -> PDMNetMethod:
 
 
 @pytest.mark.parametrize("n_slices", [2, 3, 17])
-def test_weights_are_a_distribution_over_slices(method, n_slices):
-    lum = np.random.default_rng(n_slices).random((n_slices, 40, 56), dtype=np.float32)
-    weights = method.weights(lum).numpy()
-    assert weights.shape == (n_slices, 40, 56)
+def test_streamed_fusion_equals_one_softmax_over_all_slices(method, n_slices):
+    # 17 slices are decoded in several chunks, the last one partial
+    rng = np.random.default_rng(n_slices)
+    lum = rng.random((n_slices, 48, 64), dtype=np.float32)
+    block = np.stack([lum * 100, 5 - 3 * lum], -1)
+    with torch.inference_mode():
+        weights = torch.softmax(method.model(torch.from_numpy(lum)[None]), 1)[0].numpy()
+    assert weights.shape == lum.shape
     assert weights.min() >= 0
     np.testing.assert_allclose(weights.sum(0), 1, atol=1e-5)
+    result = method.fuse_tile(block, lum)
+    expected = np.einsum("zyx,zyxc->yxc", weights, block)
+    np.testing.assert_allclose(result.fused, expected, rtol=1e-5, atol=1e-4)
+    focus = np.einsum("zyx,z->yx", weights, np.arange(n_slices))
+    np.testing.assert_allclose(result.focus, focus, atol=1e-4)
 
 
 def test_reversing_the_stack_mirrors_the_focus_map():

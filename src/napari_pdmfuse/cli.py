@@ -335,6 +335,7 @@ def fuse_to_files(
     Raises PdmFuseError, its message naming the input, for anything the user can fix.
     """
     from .io import read_hyperstack
+    from .omezarr import is_zarr_name
     from .writing import check_outputs
 
     started = time.perf_counter()
@@ -355,6 +356,12 @@ def fuse_to_files(
                 raise InputError(
                     "--scheduler fuses single focus stacks only, not time points, channels, "
                     "--axes, --align or channel options; run without a scheduler."
+                )
+            if any(is_zarr_name(p) for p in targets.values()):
+                raise InputError(
+                    "OME-Zarr outputs are written for single focus stacks (grey or RGB), not "
+                    "for time points, channels, --axes, --align or channel options; name the "
+                    "outputs .ome.tif instead."
                 )
             paths, description = _fuse_hyperstack(hyper, targets, options, spacing, label)
         else:
@@ -385,9 +392,9 @@ def _fuse_streaming(
     spacing: float | None,
     label: str,
 ) -> tuple[list[Path], str]:
-    """One focus stack: fused tile by tile straight into memory-mapped temporary TIFFs."""
+    """One focus stack: fused tile by tile straight into temporary TIFFs."""
     from .fusion import plan
-    from .writing import Scale, TiffSink, atomic_files, check_space
+    from .writing import FileSink, Scale, atomic_files, check_space
 
     stack = hyper.as_stack()
     job = plan(
@@ -404,7 +411,7 @@ def _fuse_streaming(
     check_space(job.stack, paths, **maps)
     with atomic_files(paths) as temps:
         named = dict(zip(targets, temps, strict=True))
-        sink = TiffSink(
+        sink = FileSink(
             job.stack,
             named["fused"],
             focus_map=named.get("focus_map"),
@@ -430,10 +437,10 @@ def _fuse_streaming(
                 )
             for progress in steps:
                 bar.update(progress.done - bar.n)
-            sink.close()
+            sink.finish()
         finally:
             bar.close()
-            sink.close(flush=False)
+            sink.close()
             if client is not None:
                 client.close()
     z, y, x = (int(n) for n in stack.data.shape[:3])
@@ -452,7 +459,8 @@ def _fuse_hyperstack(
 
     from .hyperstack import HyperstackResult, fuse_hyperstack_iter, parse_axes
     from .limits import MAP_BYTES, check_disk
-    from .writing import Scale, atomic_files, is_ome_name, write_failed, write_hyperstack
+    from .ometiff import is_ome_tiff_name
+    from .writing import Scale, atomic_files, write_failed, write_hyperstack
 
     ax = parse_axes(hyper.axes, hyper.data.shape)
     separate = options.channel_mode == "separate"
@@ -519,7 +527,7 @@ def _fuse_hyperstack(
                     axes.replace("S", "") if kind != "fused" else axes,
                     scale=scale,
                     channel_names=names,
-                    ome=is_ome_name(target),
+                    ome=is_ome_tiff_name(target),
                 )
     except OSError as exc:
         raise write_failed(paths[0].parent, exc) from None

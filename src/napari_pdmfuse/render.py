@@ -263,6 +263,9 @@ def render_stack(
     )
 
 
+SLICE_COUNTS = (2, 3, 4, 5, 6, 8, 10, 12, 16)
+
+
 def random_stack(
     rng: np.random.Generator,
     shape: tuple[int, int] = (128, 128),
@@ -270,9 +273,10 @@ def random_stack(
     *,
     images: tuple[str, ...] = TRAIN_IMAGES,
     rgb: bool | None = None,
+    slice_counts: tuple[int, ...] = SLICE_COUNTS,
 ) -> RenderedStack:
     """A stack with every rendering parameter drawn from the range the network must handle."""
-    n = int(n_slices or rng.choice([2, 3, 4, 5, 6, 8, 10, 12, 16]))
+    n = int(n_slices or rng.choice(slice_counts))
     rgb = bool(rng.random() < 0.3) if rgb is None else rgb
     sharp = content(rng, shape, images, rgb)
     depth = depth_map(rng, shape, n)

@@ -21,7 +21,7 @@ import torch
 from .model.losses import fusion_loss
 from .model.pdmnet import DEFAULT_WIDTHS, PDMNet, weights_to_outputs
 from .model.weights import WEIGHTS_PATH, save_weights
-from .render import TRAIN_IMAGES, VALIDATION_IMAGES, RenderedStack, random_stack
+from .render import SLICE_COUNTS, TRAIN_IMAGES, VALIDATION_IMAGES, RenderedStack, random_stack
 from .stack import as_stack, normalisation
 
 VALIDATION_SEED = 10_000
@@ -44,11 +44,15 @@ def to_example(r: RenderedStack) -> Example:
     return Example(slices.astype(np.float16), truth, r.depth, r.textured)
 
 
-def render_pool(n: int, seed: int, size: int, images: tuple[str, ...]) -> dict[int, list[Example]]:
+def render_pool(
+    n: int, seed: int, size: int, slice_counts: tuple[int, ...]
+) -> dict[int, list[Example]]:
     rng = np.random.default_rng(seed)
     pool: dict[int, list[Example]] = {}
     for _ in range(n):
-        ex = to_example(random_stack(rng, (size, size), images=images))
+        ex = to_example(
+            random_stack(rng, (size, size), images=TRAIN_IMAGES, slice_counts=slice_counts)
+        )
         pool.setdefault(ex.slices.shape[0], []).append(ex)
     return pool
 
@@ -115,7 +119,7 @@ def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = pick_device(args.device)
     start = time.time()
-    pool = render_pool(args.pool, args.seed, args.size, TRAIN_IMAGES)
+    pool = render_pool(args.pool, args.seed, args.size, args.slice_counts)
     val = validation_set()
     print(
         f"rendered {args.pool} training and {len(val)} validation stacks "
@@ -136,7 +140,9 @@ def train(args: argparse.Namespace) -> dict:
         chosen = [pool[n][i] for i in rng.integers(0, len(pool[n]), per_batch)]
         slices, truth, depth, textured = batch(chosen, rng, device)
         weights = torch.softmax(model(slices), 1)
-        loss, stats = fusion_loss(weights, slices, truth, depth, textured)
+        loss, stats = fusion_loss(
+            weights, slices, truth, depth, textured, focus_weight=args.focus_weight
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -157,6 +163,8 @@ def train(args: argparse.Namespace) -> dict:
         "widths": list(DEFAULT_WIDTHS),
         "seed": args.seed,
         "steps": args.steps,
+        "slice_counts": list(args.slice_counts),
+        "focus_weight": args.focus_weight,
         "training_minutes": round((time.time() - start) / 60, 1),
         "device": str(device),
         "validation": log[-1],
@@ -179,6 +187,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--voxels", type=int, default=32 * 128 * 128, help="input voxels per batch")
     parser.add_argument(
         "--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--slice-counts",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=SLICE_COUNTS,
+        help="slice counts the training stacks are drawn from, comma-separated",
+    )
+    parser.add_argument(
+        "--focus-weight",
+        type=float,
+        default=0.05,
+        help="weight of the focus-index loss (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")

@@ -6,8 +6,8 @@ all outputs are complete, so an interrupted or failed run leaves the previous fi
 were. A run killed outright (SIGKILL, power loss) can leave such a temporary file, never a file
 at the output's name; the next run in that folder removes it once its process is gone. Outputs
 are checked (existing, equal to an input, folder missing, no room) before any work, so a long
-fusion never ends in a refusal. :class:`TiffSink` streams tiles into memory-mapped temporary
-TIFFs, so results larger than memory can be written.
+fusion never ends in a refusal. `FileSink` streams tiles into their places in the
+temporary TIFFs, so results larger than memory can be written.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ from .errors import OutputError
 from .fusion import FusionResult
 from .limits import MAP_BYTES, check_disk
 from .methods.base import TileResult
+from .ometiff import OmeTiffPixels, is_ome_tiff_name
+from .omezarr import ZarrPixels, is_zarr_name, is_zarr_store
 from .stack import Stack, to_dtype
 from .tiling import Tile
 
@@ -109,6 +112,9 @@ def clean_stale_temps(folder: Path, started: float | None = None) -> list[Path]:
             if stale and path.is_file():
                 path.unlink()
                 removed.append(path)
+            elif stale and path.is_dir():  # an OME-Zarr output, or one set aside to replace
+                shutil.rmtree(path)
+                removed.append(path)
         except OSError:
             continue
     return removed
@@ -141,10 +147,11 @@ def check_outputs(
         if out is None:
             continue
         path = Path(out)
-        if path.suffix.lower() not in TIFF_SUFFIXES:
+        zarr = is_zarr_name(path)
+        if path.suffix.lower() not in TIFF_SUFFIXES and not zarr:
             raise OutputError(
-                f"The output {path} is not named .tif or .tiff; pdmfuse writes TIFF files, so "
-                "give it a .tif name."
+                f"The output {path} is not named .tif, .tiff or .ome.zarr; pdmfuse writes TIFF "
+                "files and OME-Zarr stores, so give it one of those names."
             )
         if any(_same_file(path, other) for other in checked):
             raise OutputError(f"{path} is named as two outputs; give each output its own name.")
@@ -152,8 +159,16 @@ def check_outputs(
             raise OutputError(
                 f"The output {path} is also an input; write to another file so the input is kept."
             )
-        if path.is_dir():
-            raise OutputError(f"The output {path} is a folder; give a file name for it.")
+        if path.is_dir() and not (zarr and is_zarr_store(path)):
+            raise OutputError(
+                f"The output {path} is a folder{' but no zarr store' if zarr else ''}; give a "
+                "name that does not exist yet."
+            )
+        if path.is_file() and zarr:
+            raise OutputError(
+                f"The output {path} is a file, not a zarr store; give a name that does not "
+                "exist yet."
+            )
         if any(src.is_dir() and _same_file(path.parent, src) for src in input_paths):
             raise OutputError(
                 f"The output {path} is inside the input folder, where a later run would take it "
@@ -190,21 +205,55 @@ def atomic_files(targets: Sequence[Path]) -> Iterator[list[Path]]:
     try:
         for target in targets:
             temp = temp_name(target)
-            # O_EXCL: never clobber a stranger's file; mode 0o666 lets the umask decide as usual.
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            if is_zarr_name(target):
+                os.mkdir(temp)  # fails if it exists: never clobber a stranger's folder
+            else:
+                # O_EXCL: never clobber a stranger's file; mode 0o666 lets the umask decide.
+                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             temps.append(temp)
         yield list(temps)
         for temp in temps:
-            with temp.open("rb+") as handle:
-                os.fsync(handle.fileno())
+            _fsync_tree(temp)
         for temp, target in zip(temps, targets, strict=True):
-            os.replace(temp, target)
+            _replace(temp, target)
         for folder in {target.parent for target in targets}:
             _fsync_folder(folder)
     except BaseException:
         for temp in temps:
-            temp.unlink(missing_ok=True)
+            _remove(temp)
         raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Make a written file, or every file and folder of a written store, durable."""
+    if not path.is_dir():
+        with path.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        return
+    for entry in [path, *path.rglob("*")]:
+        if entry.is_dir():
+            _fsync_folder(entry)
+        else:
+            _fsync_tree(entry)
+
+
+def _replace(temp: Path, target: Path) -> None:
+    """Move ``temp`` over ``target``; a store being replaced is first set aside (a folder
+    cannot be renamed over a full one), so a failure in between leaves only temporary names."""
+    if not temp.is_dir() or not target.is_dir():
+        os.replace(temp, target)
+        return
+    aside = temp_name(target)
+    os.replace(target, aside)
+    os.replace(temp, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -328,20 +377,98 @@ def check_space(stack: Stack, paths: Sequence[Path], *, focus_map: bool, confide
     check_disk(list(zip(paths, sizes, strict=True)))
 
 
-def create_tiff(
-    path: Path, shape: tuple[int, ...], dtype: np.dtype, *, rgb: bool, scale: Scale
-) -> np.memmap:
-    """Create a TIFF for a (Y, X[, C]) image and memory-map its pixels, laid out as on disk."""
-    disk_shape, kwargs = tiff_layout(shape, dtype, rgb=rgb, scale=scale)
-    return tifffile.memmap(path, shape=disk_shape, dtype=dtype, **kwargs)
+class TiffPixels:
+    """The pixels of a new uncompressed TIFF, written in place with positioned writes.
+
+    tifffile lays out the file (header, tags, contiguous pixels); tiles then go straight to
+    their byte offsets. Unlike a memory map, written pages never count toward this process's
+    resident memory, so streaming a result larger than memory keeps the process small.
+    """
+
+    def __init__(
+        self, path: Path, shape: tuple[int, ...], dtype: np.dtype, *, rgb: bool, scale: Scale
+    ) -> None:
+        disk_shape, kwargs = tiff_layout(shape, dtype, rgb=rgb, scale=scale)
+        layout = tifffile.memmap(path, shape=disk_shape, dtype=dtype, **kwargs)
+        self.offset, self.shape, self.dtype = int(layout.offset), layout.shape, layout.dtype
+        del layout
+        self.rgb = rgb
+        self.strides = np.cumprod((1, *self.shape[:0:-1]))[::-1] * self.dtype.itemsize
+        self.fd: int | None = os.open(path, os.O_RDWR)
+
+    def write(self, y: int, x: int, values: np.ndarray) -> None:
+        """A tile's core, (h, w) or (h, w, C), at (y, x)."""
+        if values.ndim == 2 or self.rgb:
+            self._put((y, x, 0), values)
+        else:
+            self._put((0, y, x), np.moveaxis(values, -1, 0))  # channels are planes on disk
+
+    def _put(self, starts: tuple[int, ...], values: np.ndarray) -> None:
+        if self.fd is None:
+            raise ValueError("the TIFF is closed")
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        # Trailing axes the block spans completely merge into one contiguous run per write.
+        axis = values.ndim - 1
+        while axis > 0 and values.shape[axis] == self.shape[axis]:
+            axis -= 1
+        base = self.offset + int(np.dot(starts[: axis + 1], self.strides[: axis + 1]))
+        for index in np.ndindex(*values.shape[:axis]):
+            position = base + int(np.dot(index, self.strides[:axis]))
+            os.pwrite(self.fd, memoryview(values[index]).cast("B"), position)
+
+    def finish(self) -> None:
+        """Nothing left to add: the layout was complete from the start."""
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
-class TiffSink:
-    """A fusion sink that writes each tile core straight into memory-mapped TIFFs.
+def output_name(path: Path) -> str:
+    """The name an output will have: a temporary file's own name tells its target's."""
+    match = TEMP_PATTERN.match(path.name)
+    return match["name"] if match else path.name
 
-    Used with :func:`atomic_files`: the paths are temporary files, moved into place only after
-    :meth:`close` once every tile is written; memory use stays at one tile. ``focus_scale``
-    (the physical Z step) writes the focus map in physical units instead of slices.
+
+def open_pixels(
+    path: Path,
+    shape_yx: tuple[int, int],
+    channels: int | None,
+    dtype: np.dtype,
+    *,
+    rgb: bool = False,
+    scale: Scale = Scale(),
+    attributes: dict[str, object] | None = None,
+) -> TiffPixels | ZarrPixels | OmeTiffPixels:
+    """A tile-by-tile writer for one output, by the name it will have: OME-Zarr (``.zarr``),
+    tiled pyramidal OME-TIFF (``.ome.tif``) or a plain TIFF that ImageJ opens when it can.
+
+    ``channels`` is None for a single-plane image; ``attributes`` (what the values mean) are
+    kept in OME-Zarr outputs.
+    """
+    name = Path(output_name(path))
+    pixel_size = scale.pixel_size if scale.unit == "um" else None
+    if is_zarr_name(name):
+        return ZarrPixels(
+            path, shape_yx, channels, dtype, pixel_size=pixel_size, attributes=attributes
+        )
+    if is_ome_tiff_name(name):
+        scratch = temp_name(path.with_name(name.name))
+        return OmeTiffPixels(
+            path, scratch, shape_yx, channels, dtype, rgb=rgb, pixel_size=pixel_size
+        )
+    shape = shape_yx if channels is None else (*shape_yx, channels)
+    return TiffPixels(path, shape, dtype, rgb=rgb, scale=scale)
+
+
+class FileSink:
+    """A fusion sink that writes each tile core straight into its place in the output files.
+
+    Used with :func:`atomic_files`: the paths are temporary, moved into place only once every
+    tile is written and :meth:`finish` has completed them (OME-Zarr pyramids); memory use
+    stays at one tile. ``focus_scale`` (the physical Z step, µm) writes the focus map in
+    physical units instead of slices.
     """
 
     def __init__(
@@ -354,48 +481,45 @@ class TiffSink:
         scale: Scale = Scale(),
         focus_scale: float | None = None,
     ) -> None:
-        height, width = stack.shape_yx
         self.dtype = stack.dtype
         self.focus_scale = None if focus_scale is None else np.float32(focus_scale)
-        self.layout = stack.layout
-        shape = (height, width) if stack.layout == "grey" else (height, width, stack.n_channels)
-        rgb = stack.layout == "rgb"
-        self.fused: np.memmap | None = create_tiff(fused, shape, stack.dtype, rgb=rgb, scale=scale)
-        f32 = np.dtype(np.float32)
-        self.focus = (
-            create_tiff(focus_map, (height, width), f32, rgb=False, scale=scale)
-            if focus_map is not None
-            else None
+        self.grey = stack.layout == "grey"
+        channels = None if self.grey else stack.n_channels
+        self.fused = open_pixels(
+            fused, stack.shape_yx, channels, stack.dtype, rgb=stack.layout == "rgb", scale=scale
         )
-        self.confidence = (
-            create_tiff(confidence, (height, width), f32, rgb=False, scale=scale)
-            if confidence is not None
-            else None
+        focus_unit = "slice" if focus_scale is None else "micrometer"
+        meanings = (
+            {"pdmfuse": {"values": "focus position", "unit": focus_unit}},
+            {"pdmfuse": {"values": "confidence", "unit": "0 to 1"}},
         )
+        self.maps = [
+            None
+            if path is None
+            else open_pixels(path, stack.shape_yx, None, np.dtype(np.float32), scale=scale,
+                             attributes=meaning)
+            for path, meaning in zip((focus_map, confidence), meanings, strict=True)
+        ]  # fmt: skip
+        self.outputs = [p for p in (self.fused, *self.maps) if p is not None]
 
     def write(self, tile: Tile, result: TileResult) -> None:
-        if self.fused is None:
-            raise ValueError("TiffSink is closed")
-        ys, xs = tile.write
+        y, x = tile.write[0].start, tile.write[1].start
         fused = to_dtype(result.fused, self.dtype)
-        if self.layout == "grey":
-            self.fused[ys, xs] = fused[..., 0]
-        elif self.layout == "rgb":
-            self.fused[ys, xs] = fused
-        else:
-            self.fused[:, ys, xs] = np.moveaxis(fused, -1, 0)
-        if self.focus is not None:
-            focus = result.focus
-            self.focus[ys, xs] = focus if self.focus_scale is None else focus * self.focus_scale
-        if self.confidence is not None:
-            self.confidence[ys, xs] = result.confidence
+        self.fused.write(y, x, fused[..., 0] if self.grey else fused)
+        focus = result.focus if self.focus_scale is None else result.focus * self.focus_scale
+        for pixels, values in zip(self.maps, (focus, result.confidence), strict=True):
+            if pixels is not None:
+                pixels.write(y, x, values)
 
-    def close(self, flush: bool = True) -> None:
-        """Flush every map to its file (unless the files are being discarded) and release it."""
-        for array in (self.fused, self.focus, self.confidence):
-            if array is not None and flush:
-                array.flush()
-        self.fused = self.focus = self.confidence = None
+    def finish(self) -> None:
+        """Complete every output once all tiles are in (pyramids for OME-Zarr)."""
+        for pixels in self.outputs:
+            pixels.finish()
+
+    def close(self) -> None:
+        """Release the files; :func:`atomic_files` makes them durable and moves them in place."""
+        for pixels in self.outputs:
+            pixels.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,12 +528,6 @@ class TiffSink:
 
 #: Axis order of an ImageJ hyperstack.
 IMAGEJ_ORDER = "TZCYXS"
-
-OME_SUFFIXES = (".ome.tif", ".ome.tiff")
-
-
-def is_ome_name(path: Path) -> bool:
-    return path.name.lower().endswith(OME_SUFFIXES)
 
 
 def hyperstack_layout(

@@ -2,6 +2,11 @@
 
 The network sees only the normalised luminance; its softmax weights are then applied to the
 original channels in data units, so any dtype and channel count fuses without conversion.
+
+Decoding is per slice, so the weights never exist for all slices at once: a few slices at a
+time are decoded and folded into running sums with a streaming softmax (the running maximum of
+the logits keeps it exact). Memory per voxel is then what the encoder keeps, which lets tiles
+grow larger, and larger tiles spend less time on their halos.
 """
 
 from __future__ import annotations
@@ -11,15 +16,21 @@ import torch
 from torch.nn import functional as F
 
 from ..model.device import resolve_device
-from ..model.pdmnet import channels_last, weights_to_outputs
+from ..model.pdmnet import channels_last, moments_to_outputs
 from ..model.weights import load_model, shipped_model
 from .base import TileResult
+
+#: Slices decoded together: enough to keep the per-call overhead small, few enough that the
+#: full-resolution intermediates stay a fraction of the features kept for the whole stack.
+CHUNK = 4
 
 
 class PDMNetMethod:
     name = "pdmnet"
-    halo = 144  # measured receptive field: 123 px, plus one stride of phase
-    bytes_per_voxel = 48
+    # The receptive field is 123 px, but what lies beyond 96 px moves the result by less than
+    # 1e-5 of the data range (measured), far inside the 1e-4 tiles must stitch to.
+    halo = 96
+    bytes_per_voxel = 32
 
     def __init__(self, device: str = "auto", weights: str | None = None) -> None:
         self.device = resolve_device(device)
@@ -35,22 +46,66 @@ class PDMNetMethod:
         else:
             self.model = self.custom = self.custom.to(self.device)
 
-    def weights(self, lum: np.ndarray) -> torch.Tensor:
-        """(Z, y, x) luminance → (Z, y, x) softmax weights; pads to the network's stride."""
+    def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
+        n, height, width = lum.shape
+        with torch.inference_mode():
+            feats = self.model.encode(self._padded(lum), n, CHUNK)
+            softmax = StreamingSoftmax(n, self.device)
+            for i in range(0, n, CHUNK):
+                logits = self.model.decode([f[i : i + CHUNK] for f in feats])
+                data = torch.from_numpy(block[i : i + CHUNK]).to(self.device)
+                softmax.add(logits[:, 0, :height, :width], data)
+            fused, mean, mean_square = softmax.result()
+            focus, confidence = moments_to_outputs(mean, mean_square, n)
+        return TileResult(*(t.cpu().numpy() for t in (fused, focus, confidence)))
+
+    def _padded(self, lum: np.ndarray) -> torch.Tensor:
+        """(Z, y, x) luminance → (Z, 1, Y, X) tensor padded to the network's stride."""
         _, height, width = lum.shape
         pad_y, pad_x = -height % self.align, -width % self.align
-        x = torch.from_numpy(np.ascontiguousarray(lum))[None].to(self.device)
+        x = torch.from_numpy(np.ascontiguousarray(lum))[:, None].to(self.device)
         if pad_y or pad_x:
             mode = "reflect" if pad_y < height and pad_x < width else "replicate"
             x = F.pad(x, (0, pad_x, 0, pad_y), mode=mode)
-        with torch.inference_mode():
-            logits = self.model(x)[..., :height, :width]
-            return torch.softmax(logits.contiguous(), 1)[0]
+        return x
 
-    def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
-        weights = self.weights(lum)
-        with torch.inference_mode():
-            focus, confidence = weights_to_outputs(weights[None])
-            data = torch.from_numpy(block).to(self.device)
-            fused = torch.einsum("zyx,zyxc->yxc", weights, data)
-        return TileResult(*(t.cpu().numpy() for t in (fused, focus[0], confidence[0])))
+
+class StreamingSoftmax:
+    """Σ softmax(logits) · data and the weights' moments in z, fed a few slices at a time.
+
+    Sums are kept relative to the running maximum logit and rescaled when it grows, so the
+    result equals a softmax over all slices at once up to float rounding.
+    """
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.z = torch.arange(n, dtype=torch.float32, device=device)
+        self.start = 0
+        self.peak = self.total = self.z_sum = self.z2_sum = self.fused = torch.empty(0)
+
+    def add(self, logits: torch.Tensor, data: torch.Tensor) -> None:
+        """Logits (k, y, x) and data (k, y, x, C) of the next k slices."""
+        z = self.z[self.start : self.start + len(logits)]
+        self.start += len(logits)
+        peak = logits.amax(0)
+        if self.start == len(logits):
+            e = torch.exp(logits - peak)
+            self.peak, self.total = peak, e.sum(0)
+            self.z_sum = torch.einsum("kyx,k->yx", e, z)
+            self.z2_sum = torch.einsum("kyx,k->yx", e, z * z)
+            self.fused = torch.einsum("kyx,kyxc->yxc", e, data)
+            return
+        peak = torch.maximum(self.peak, peak)
+        e = torch.exp(logits - peak)
+        rescale = torch.exp(self.peak - peak)
+        self.peak = peak
+        self.total = self.total.mul_(rescale).add_(e.sum(0))
+        self.z_sum = self.z_sum.mul_(rescale).add_(torch.einsum("kyx,k->yx", e, z))
+        self.z2_sum = self.z2_sum.mul_(rescale).add_(torch.einsum("kyx,k->yx", e, z * z))
+        self.fused = self.fused.mul_(rescale[..., None]).add_(
+            torch.einsum("kyx,kyxc->yxc", e, data)
+        )
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fused (y, x, C), mean and mean square of the slice position (y, x)."""
+        inverse = 1 / self.total
+        return self.fused * inverse[..., None], self.z_sum * inverse, self.z2_sum * inverse

@@ -34,15 +34,23 @@ class CrossSlice(nn.Module):
         self.mix = nn.Conv2d(3 * channels, channels, 1)
         self.along_z = nn.Conv3d(channels, channels, (z_kernel, 3, 3)) if z_kernel else None
 
-    def forward(self, f: torch.Tensor, n: int) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, n: int, chunk: int = 0) -> torch.Tensor:
+        """``chunk`` > 0 (inference on one stack only): mix that many slices at a time, in
+        place, so the mixing never holds a second copy of the features."""
         bn, c, h, w = f.shape
         g = f.reshape(bn // n, n, c, h, w)
         stats = torch.cat(_mean_and_max(g), 1)  # (B, 2C, h, w): once per stack
         # mix([f, stats]) split by input channels: the stack part is computed once, not N times.
-        own = F.conv2d(f, self.mix.weight[:, :c], self.mix.bias)
+        own_weight = self.mix.weight[:, :c]
         shared = F.conv2d(stats, self.mix.weight[:, c:])
-        mixed = own.reshape(bn // n, n, c, h, w) + shared[:, None]
-        f = f + mixed.relu_().reshape(bn, c, h, w)  # in place: add's gradient needs no output
+        if chunk and bn == n and not torch.is_grad_enabled():
+            for i in range(0, n, chunk):
+                part = f[i : i + chunk]
+                part += F.conv2d(part, own_weight, self.mix.bias).add_(shared).relu_()
+        else:
+            own = F.conv2d(f, own_weight, self.mix.bias)
+            mixed = own.reshape(bn // n, n, c, h, w) + shared[:, None]
+            f = f + mixed.relu_().reshape(bn, c, h, w)  # in place: add's gradient needs no output
         if self.along_z is not None:
             # A kernel symmetric in Z keeps the network exactly equivariant to reversing the
             # stack, and replicated end slices make identical slices get identical weights.
@@ -95,20 +103,64 @@ class PDMNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, h, w = x.shape
-        low = x.reshape(b * n, 1, h, w)
-        feats: list[torch.Tensor] = []
-        f = None
-        for level, (encoder, cross) in enumerate(zip(self.encoders, self.cross, strict=True)):
+        feats = self.encode(x.reshape(b * n, 1, h, w), n)
+        return self.decode(feats).reshape(b, n, h, w)
+
+    def encode(self, x: torch.Tensor, n: int, chunk: int = 0) -> list[torch.Tensor]:
+        """Slices (S, 1, H, W) of stacks of ``n`` → features at every scale, finest first.
+
+        The convolutions see one slice at a time, so they can run ``chunk`` slices at a time
+        (0: all at once) to bound the memory of large tiles; only the cross-slice statistics
+        need the whole stack.
+        """
+        total = x.shape[0]
+        k = chunk or total
+        finest = pooled = low = torch.empty(0)
+        for i in range(0, total, k):
+            bands = self.dwt(x[i : i + k])
+            f = self.encoders[0](bands)
+            finest = _place(finest, f, i, total)
+            pooled = _place(pooled, F.avg_pool2d(f, 2), i, total)
+            # Haar LL is twice the local mean: halve it to keep intensities in range
+            low = _place(low, bands[:, :1] * 0.5, i, total)
+        feats = [finest]
+        for encoder, cross in zip(self.encoders[1:], self.cross[1:], strict=True):
+            if len(feats) > 1:
+                pooled = F.avg_pool2d(feats[-1], 2)
             bands = self.dwt(low)
-            low = bands[:, :1] * 0.5  # Haar LL is twice the local mean: keep intensities in range
-            inputs = bands if f is None else torch.cat([F.avg_pool2d(f, 2), bands], 1)
-            f = encoder(inputs)
-            f = cross(f, n) if level else f
-            feats.append(f)
+            low = bands[:, :1] * 0.5
+            f = torch.empty(0)
+            for i in range(0, total, k):
+                part = encoder(torch.cat([pooled[i : i + k], bands[i : i + k]], 1))
+                f = _place(f, part, i, total)
+            feats.append(cross(f, n, chunk))
+        return feats
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Features of some slices (any subset: decoding is per slice) → logits (S, 1, H, W)."""
+        f = feats[-1]
         for decoder, skip in zip(reversed(self.decoders), reversed(feats[1:-1]), strict=True):
             f = decoder(torch.cat([_up(f), skip], 1))
         f = (_up(self.project(f)) + feats[0]).relu_()
-        return _up(self.head(f)).reshape(b, n, h, w)
+        return _up(self.head(f))
+
+
+def _place(out: torch.Tensor, part: torch.Tensor, start: int, total: int) -> torch.Tensor:
+    """Write ``part`` at ``start`` of a (total, ...) tensor allocated on first use, in the
+    part's memory layout, so chunks fill one buffer instead of being concatenated (2× peak)."""
+    if len(part) == total:
+        return part
+    if out.numel() == 0:
+        layout = (
+            torch.channels_last
+            if part.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        out = torch.empty(
+            (total, *part.shape[1:]), dtype=part.dtype, device=part.device, memory_format=layout
+        )
+    out[start : start + len(part)] = part
+    return out
 
 
 def _mean_and_max(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,15 +190,22 @@ def _up(f: torch.Tensor) -> torch.Tensor:
 
 
 def weights_to_outputs(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel slice weights (B, N, H, W) → focus index and confidence, each (B, H, W).
+    """Per-pixel slice weights (B, N, H, W) → focus index and confidence, each (B, H, W)."""
+    n = weights.shape[1]
+    z = torch.arange(n, dtype=weights.dtype, device=weights.device)
+    mean = torch.einsum("bnhw,n->bhw", weights, z)
+    return moments_to_outputs(mean, torch.einsum("bnhw,n->bhw", weights, z * z), n)
+
+
+def moments_to_outputs(
+    mean: torch.Tensor, mean_square: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights' first two moments of slice position → focus index and confidence.
 
     The focus index is the weights' mean slice position. Confidence is one minus the spread of
     the weights over Z relative to the spread of uniform weights, so a sharp peak (even split
     between two neighbouring slices) is confident and a flat distribution is not.
     """
-    n = weights.shape[1]
-    z = torch.arange(n, dtype=weights.dtype, device=weights.device)
-    focus = torch.einsum("bnhw,n->bhw", weights, z)
-    spread = (torch.einsum("bnhw,n->bhw", weights, z * z) - focus**2).clamp_min(0).sqrt()
+    spread = (mean_square - mean**2).clamp_min(0).sqrt()
     uniform = ((n * n - 1) / 12) ** 0.5
-    return focus, (1 - spread / uniform).clamp(0, 1)
+    return mean, (1 - spread / uniform).clamp(0, 1)

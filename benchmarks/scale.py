@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -85,6 +87,24 @@ def crop_difference(stack: Path, fused: Path, method: str, side: int = 512) -> f
     return float(np.abs(written - memory).max() / span)
 
 
+IN_MEMORY = """import sys, time, tifffile
+from napari_pdmfuse import fuse
+stack = tifffile.imread(sys.argv[1])
+start = time.perf_counter()
+fuse(stack, method=sys.argv[2])
+print(time.perf_counter() - start)
+"""
+
+
+def in_memory_seconds(path: Path, method: str) -> float:
+    """Seconds of ``fuse()`` on the stack already in memory (the API path), in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", IN_MEMORY, str(path), method],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(proc.stdout.split()[-1])
+
+
 class LocalWorkers:
     """A two-process dask LocalCluster (one thread each) that ``--scheduler`` runs go to;
     restarted before each run so that every worker's peak RSS belongs to that run alone."""
@@ -117,6 +137,10 @@ def main() -> None:
         "--local-cluster", action="store_true",
         help="run through --scheduler on a 2-worker LocalCluster; report each worker's peak RSS",
     )  # fmt: skip
+    parser.add_argument(
+        "--in-memory-max", type=int, default=2048,
+        help="also time fuse() on the stack in memory for sizes up to this (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the measurements to this JSON file")
     args = parser.parse_args()
     print(common.describe_machine(common.machine()))
@@ -145,17 +169,24 @@ def main() -> None:
                      "worker_rss_mb": workers.peak_rss_mb() if workers else None,
                      "crop_difference": crop_difference(path, fused, method)}
                 )  # fmt: skip
+                if size <= args.in_memory_max:
+                    memory = in_memory_seconds(path, method)
+                    rows[-1]["in_memory_mp_per_s"] = voxels / memory / 1e6
                 print(json.dumps(rows[-1]), flush=True)
                 fused.unlink()
                 focus.unlink()
-    head = ("method", "stack", "seconds", "MP/s", "ns/voxel", "RSS MB", "worker MB", "crop diff")
-    print("\n{:8s} {:>16s} {:>8s} {:>6s} {:>9s} {:>7s} {:>9s} {:>9s}".format(*head))
+    head = ("method", "stack", "seconds", "MP/s", "in-memory MP/s", "ns/voxel", "RSS MB",
+            "worker MB", "crop diff")  # fmt: skip
+    print("\n{:8s} {:>12s} {:>8s} {:>6s} {:>14s} {:>9s} {:>7s} {:>9s} {:>9s}".format(*head))
     for r in rows:
         shape = f"{args.slices}×{r['size']}²"
         worker = f"{r['worker_rss_mb']:9.0f}" if r["worker_rss_mb"] else f"{'-':>9s}"
+        memory = r.get("in_memory_mp_per_s")
+        memory_text = f"{memory:14.1f}" if memory else f"{'-':>14s}"
         print(
-            f"{r['method']:8s} {shape:>16s} {r['seconds']:8.1f} {r['mp_per_s']:6.1f} "
-            f"{r['ns_per_voxel']:9.1f} {r['rss_mb']:7.0f} {worker} {r['crop_difference']:9.1e}"
+            f"{r['method']:8s} {shape:>12s} {r['seconds']:8.1f} {r['mp_per_s']:6.1f} "
+            f"{memory_text} {r['ns_per_voxel']:9.1f} {r['rss_mb']:7.0f} {worker} "
+            f"{r['crop_difference']:9.1e}"
         )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")

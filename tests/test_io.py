@@ -24,7 +24,7 @@ def stack_of(dtype: type, rgb: bool = False, n: int = 5) -> np.ndarray:
 # TIFF stacks
 
 
-def test_tiff_is_read_lazily_with_the_files_chunking(tmp_path):
+def test_tiff_is_read_lazily_in_blocks_of_the_files_chunks(tmp_path):
     """Shape and dtype come from the header: the (damaged) pixel data are not touched."""
     path = tmp_path / "big.tif"
     shape = (3, 2048, 2048)
@@ -48,7 +48,7 @@ def test_tiff_is_read_lazily_with_the_files_chunking(tmp_path):
 
     assert isinstance(stack.data, da.Array)
     assert stack.data.shape == shape and stack.data.dtype == np.uint16
-    assert stack.data.chunksize == (1, 256, 256)
+    assert stack.data.chunksize == (1, 1024, 1024)  # 4 × 4 whole TIFF tiles
     assert stack.axes == "ZYX" and not stack.rgb and stack.channel_axis is None
     assert np.asarray(stack.data[0, :300, :300]).sum() == 0  # undamaged plane reads fine
     with pytest.raises(ReadError, match=r"big\.tif"):

@@ -142,7 +142,7 @@ def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         default=None,
         help="tile size in pixels, to bound memory (default: sized automatically; at least the "
-        "method's context: 16 px for argmax, 160 px for wavelet and pyramid, 144 px for pdmnet)",
+        "method's context: 16 px for argmax, 160 px for wavelet and pyramid, 96 px for pdmnet)",
     )
     hyper = parser.add_argument_group(
         "time points, channels, units and alignment",
@@ -231,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="FUSED.tif",
-        help="all-in-focus image to write, with the input's data type and colour",
+        help="all-in-focus image to write, with the input's data type and colour; the name "
+        "picks the format: .tif (ImageJ TIFF when ImageJ can open it), .ome.tif (tiled "
+        "OME-TIFF with a pyramid) or .ome.zarr (OME-Zarr with a pyramid; single stacks)",
     )
     fuse.add_argument(
         "--focus-map",

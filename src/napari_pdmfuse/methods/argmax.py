@@ -11,7 +11,7 @@ class ArgmaxMethod:
     name = "argmax"
     halo = 16
     align = 1
-    bytes_per_voxel = 24
+    bytes_per_voxel = 20  # measured: 11 B of its own, plus the luminance and the read
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         sharpness = laplacian_energy(lum, size=1.0)

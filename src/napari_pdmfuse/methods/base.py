@@ -20,7 +20,7 @@ class FusionMethod(Protocol):
     name: str
     halo: int  # px of context each side that the core of a tile depends on
     align: int  # tile origins must be multiples of this (the method's downsampling factor)
-    bytes_per_voxel: int  # working memory per input voxel, to size tiles
+    bytes_per_voxel: int  # working memory per input voxel besides the float32 block, to size tiles
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         """Fuse a (Z, y, x, C) float32 block whose normalised luminance is ``lum`` (Z, y, x)."""

@@ -30,7 +30,7 @@ class PDMNetMethod:
     # The receptive field is 123 px, but what lies beyond 96 px moves the result by less than
     # 1e-5 of the data range (measured), far inside the 1e-4 tiles must stitch to.
     halo = 96
-    bytes_per_voxel = 32
+    bytes_per_voxel = 32  # measured: 24.5 B of its own, plus the luminance and the read
 
     def __init__(self, device: str = "auto", weights: str | None = None) -> None:
         self.device = resolve_device(device)

@@ -47,7 +47,7 @@ class PyramidMethod:
     levels = 4
     align = 2**levels
     halo = 160
-    bytes_per_voxel = 48
+    bytes_per_voxel = 28  # measured: 20 B of its own, plus the luminance and the read
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         data = np.moveaxis(block, -1, 1)  # (Z, C, y, x)

@@ -44,7 +44,7 @@ class WaveletMethod:
     wavelet = "db2"
     align = 2**levels
     halo = 160
-    bytes_per_voxel = 64
+    bytes_per_voxel = 32  # measured: 22 B of its own, plus the luminance and the read
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         n, height, width, _ = block.shape

@@ -104,6 +104,20 @@ def split(tile: Tile, shape_yx: tuple[int, int], halo: int, align: int, core: in
     return parts
 
 
+def read_block(data: object, window: tuple[slice, ...]) -> np.ndarray:
+    """A window of the stack as float32, read in the calling thread.
+
+    Reading a lazy (dask) stack with reader threads gains nothing while the fusion already
+    keeps every core busy, and their allocations fragment memory: about 200 MB more peak RSS
+    for a 30 × 4096² stack.
+    """
+    part = data[window]  # type: ignore[index]
+    if hasattr(part, "compute"):
+        part = part.compute(scheduler="synchronous")
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused later
+        return np.asarray(part, dtype=np.float32)
+
+
 @dataclass
 class TileFuser:
     """Fuse tiles of one stack with one method; ``core_limit`` shrinks after a GPU OOM."""
@@ -157,8 +171,7 @@ class TileFuser:
 
     def _fuse(self, tile: Tile) -> TileResult:
         window = (slice(None), *tile.read)
-        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused below
-            block = np.asarray(self.data[window], dtype=np.float32)  # type: ignore[index]
+        block = read_block(self.data, window)
         floating = np.dtype(self.data.dtype).kind == "f"  # type: ignore[attr-defined]
         if floating and not np.isfinite(block).all():  # integers are finite and far from 2^100
             raw = np.asarray(self.data[window])  # type: ignore[index]

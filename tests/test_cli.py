@@ -242,6 +242,34 @@ def test_ome_zarr_outputs_replace_a_store_only_when_complete(tmp_path, capsys, m
     ]  # fmt: skip
 
 
+def test_ome_zarr_input_with_its_axes_and_physical_sizes(tmp_path, capsys):
+    import zarr
+
+    data = stack_of(np.uint16)
+    group = zarr.open_group(str(tmp_path / "stack.ome.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=data.shape, chunks=(1, 32, 32), dtype=data.dtype)[...] = data
+    um = {"type": "space", "unit": "micrometer"}
+    scale = [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "z", **um}, {"name": "y", **um}, {"name": "x", **um}],
+            "datasets": [{"path": "0", "coordinateTransformations": scale}],
+        }
+    ]
+    out, focus = tmp_path / "fused.tif", tmp_path / "focus.tif"
+    code, _, stderr = run(
+        capsys, "fuse", tmp_path / "stack.ome.zarr", "-o", out, "--focus-map", focus,
+        "--focus-units", "um", "--method", "argmax", "-q",
+    )  # fmt: skip
+    assert code == 0 and stderr == ""
+    expected = fusion.fuse(data, method="argmax", z_spacing=2.0)
+    np.testing.assert_array_equal(tifffile.imread(out), expected.fused)
+    np.testing.assert_allclose(tifffile.imread(focus), expected.focus_map)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.imagej_metadata["unit"] == "um"
+
+
 def test_ome_zarr_is_refused_for_hyperstacks(tmp_path, capsys):
     data = np.stack([stack_of(np.uint8, n=3), 255 - stack_of(np.uint8, n=3)], 1)  # Z, C, Y, X
     tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, metadata={"axes": "ZCYX"})

@@ -136,3 +136,25 @@ def test_bad_input_is_one_clear_sentence(stack, message):
 def test_unknown_method_is_refused(grey_stack):
     with pytest.raises(InputError, match="Unknown method 'best'"):
         fuse(grey_stack.stack, method="best")
+
+
+def test_tiles_are_sized_from_free_memory_on_the_host_or_the_gpu(monkeypatch):
+    import psutil
+    import torch
+
+    from napari_pdmfuse.fusion import tile_budget
+
+    class Memory:
+        available = 64 * 2**30
+
+    class OnGpu:
+        device = torch.device("cuda", 0)
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory)
+    assert tile_budget() == 768 * 2**20  # capped: a run stays under 1.5 GB of RSS
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2**30, 80 * 2**30))
+    assert tile_budget(OnGpu()) == 5 * 2**30  # half the free device memory
+    Memory.available = 8 * 2**30
+    assert tile_budget(OnGpu()) == 2 * 2**30  # but no more than a quarter of the host's
+    Memory.available = 2**29
+    assert tile_budget() == 256 * 2**20  # never below 256 MiB

@@ -20,6 +20,7 @@ import dask.array as da
 
 from .errors import PdmFuseError
 from .io import LoadedStack, read_stack
+from .omezarr import multiscales, transforms
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerData]]
@@ -110,29 +111,6 @@ def tiff_layer(loaded: LoadedStack, path: Path) -> LayerData:
 # Zarr and OME-Zarr (OME-NGFF 0.4 and 0.5)
 
 
-def _multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The ``multiscales`` list of OME-NGFF 0.4 (top level) or 0.5 (under ``ome``)."""
-    multiscales = attrs.get("multiscales")
-    if multiscales is None and isinstance(attrs.get("ome"), dict):
-        multiscales = attrs["ome"].get("multiscales")
-    return multiscales if isinstance(multiscales, list) and multiscales else None
-
-
-def _transforms(transforms: Any, ndim: int) -> tuple[list[float], list[float]]:
-    """Scale and translation of an OME-NGFF ``coordinateTransformations`` list."""
-    scale, translate = [1.0] * ndim, [0.0] * ndim
-    for transform in transforms or []:
-        kind = transform.get("type")
-        values = transform.get("scale" if kind == "scale" else "translation")
-        if not isinstance(values, list) or len(values) != ndim:
-            continue
-        if kind == "scale":
-            scale = [a * float(b) for a, b in zip(scale, values, strict=True)]
-        elif kind == "translation":
-            translate = [a + float(b) for a, b in zip(translate, values, strict=True)]
-    return scale, translate
-
-
 def _known_unit(name: str) -> bool:
     """Whether napari (pint) understands the unit name; others stay in the metadata only."""
     import pint
@@ -154,17 +132,17 @@ def zarr_layer(path: Path) -> LayerData | None:
         if node.ndim < 3:
             return None
         return da.from_zarr(node), {"name": name, "rgb": False}, "image"
-    multiscales = _multiscales(dict(node.attrs))
-    if multiscales is None:
+    images = multiscales(dict(node.attrs))
+    if images is None:
         return None
-    image = multiscales[0]
+    image = images[0]
     paths = [d["path"] for d in image["datasets"]]
     levels = [da.from_zarr(node[p]) for p in paths]
     ndim = levels[0].ndim
     axes = image.get("axes") or []
     names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
-    scale, translate = _transforms(image["datasets"][0].get("coordinateTransformations"), ndim)
-    outer, shift = _transforms(image.get("coordinateTransformations"), ndim)
+    scale, translate = transforms(image["datasets"][0].get("coordinateTransformations"), ndim)
+    outer, shift = transforms(image.get("coordinateTransformations"), ndim)
     scale = [a * b for a, b in zip(scale, outer, strict=True)]
     translate = [a * b + c for a, b, c in zip(translate, outer, shift, strict=True)]
     kwargs: dict[str, Any] = {

@@ -64,15 +64,24 @@ class MemorySink:
         self.confidence[tile.write] = result.confidence
 
 
-def tile_budget() -> int:
+def tile_budget(method: FusionMethod | None = None) -> int:
     """Working memory for one tile: a quarter of what is free now, between 256 and 768 MiB.
 
     768 MiB keeps a whole run (libraries, model and allocator slack besides the tile: about
-    0.5 GB) under 1.5 GB however large the stack; larger tiles would only save some halo work.
+    0.5 GB) under 1.5 GB however large the stack. A method running on a CUDA GPU keeps its
+    working set there instead, so its tiles take half the free device memory (the host then
+    holds only the tile's data, a quarter of what it has free).
     """
     import psutil
 
-    return int(np.clip(psutil.virtual_memory().available // 4, 256 * 2**20, 768 * 2**20))
+    host = psutil.virtual_memory().available // 4
+    device = getattr(method, "device", None)
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(max(256 * 2**20, min(free // 2, host)))
+    return int(np.clip(host, 256 * 2**20, 768 * 2**20))
 
 
 def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> int:
@@ -82,7 +91,7 @@ def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> 
     fewest equal tiles that fit, so no thin remainder tile pays a full halo.
     """
     per_pixel = stack.n_slices * (4 * stack.n_channels + method.bytes_per_voxel)
-    window = int(np.sqrt((budget or tile_budget()) / per_pixel))
+    window = int(np.sqrt((budget or tile_budget(method)) / per_pixel))
     longest = max(stack.shape_yx)
     if window >= longest:
         return -(-longest // method.align) * method.align

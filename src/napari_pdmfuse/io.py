@@ -24,6 +24,7 @@ import tifffile
 import zarr
 
 from .errors import InputError, PdmFuseError, PdmFuseWarning, ReadError
+from .omezarr import is_zarr_store, multiscales, transforms
 
 #: File name suffixes taken as focal planes when the input is a folder.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -80,6 +81,61 @@ def read_stack(inputs: Sequence[str | Path]) -> LoadedStack:
             return _read_planes(paths)
         return _read_tiff_stack(path)
     return _read_planes(paths)
+
+
+#: OME-NGFF axis names and the letters used here.
+NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+
+
+def _read_zarr(path: Path, axes: str | None) -> Hyperstack:
+    """An OME-Zarr image (its full-resolution level) or a plain zarr array, lazily.
+
+    The axes and physical sizes come from the NGFF metadata; a plain array of three axes is
+    taken as (Z, Y, X), anything else needs ``axes``.
+    """
+    try:
+        node = zarr.open(str(path), mode="r")
+        image = None
+        if not isinstance(node, zarr.Array):
+            image = multiscales(dict(node.attrs))[0]  # type: ignore[index]
+        array = node if image is None else node[image["datasets"][0]["path"]]
+        names = [] if image is None else [str(a.get("name", "")).lower() for a in image["axes"]]
+        shape = tuple(int(n) for n in array.shape)
+    except Exception:
+        raise ReadError(
+            f"{path} is a zarr store without an image pdmfuse can read; give an OME-Zarr image "
+            "or a zarr array."
+        ) from None
+    if axes is not None:
+        file_axes = _named_axes(path, shape, axes)
+    elif names and all(n in NGFF_AXES for n in names):
+        file_axes = "".join(NGFF_AXES[n] for n in names)
+    elif len(shape) == 3:
+        file_axes = "ZYX"
+    else:
+        raise InputError(
+            f"{path} does not say what its {len(shape)} axes hold; name them with --axes "
+            "(e.g. --axes ZCYX)."
+        )
+    if "Z" not in file_axes:
+        raise InputError(f"{path} has no Z axis, so it is one plane, not a focus stack.")
+    scale = [1.0] * len(shape)
+    unit = None
+    if image is not None:
+        scale, _ = transforms(image["datasets"][0].get("coordinateTransformations"), len(shape))
+        units = {a.get("name", "").lower(): a.get("unit") for a in image["axes"]}
+        unit = "um" if units.get("x") in ("micrometer", "µm", "um") else None
+    size = dict(zip(file_axes, scale, strict=False))
+    unit = unit if len(scale) == len(file_axes) else None
+    chunks = _whole_chunks(tuple(array.chunks), file_axes, shape)
+    return Hyperstack(
+        data=da.from_array(array, chunks=chunks),
+        axes=file_axes,
+        sources=(path,),
+        z_spacing=size["Z"] if unit else None,
+        pixel_size=(size["Y"], size["X"]) if unit else None,
+        unit=unit,
+    )
 
 
 def _checked_paths(inputs: Sequence[str | Path]) -> list[Path]:
@@ -167,6 +223,8 @@ def read_hyperstack(inputs: Sequence[str | Path], axes: str | None = None) -> Hy
     """
     paths = _checked_paths(inputs)
     path = paths[0]
+    if len(paths) == 1 and is_zarr_store(path):
+        return _read_zarr(path, axes)
     if len(paths) > 1 or path.is_dir() or not is_tiff(path):
         stack = read_stack(paths)
         data, file_axes = stack.data, stack.axes

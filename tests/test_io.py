@@ -373,17 +373,22 @@ def test_file_sink_equals_the_in_memory_result(tmp_path, data, options, suffix):
     np.testing.assert_array_equal(confidence, memory.confidence)
 
 
-def test_ome_tiff_output_is_tiled_with_a_pyramid(tmp_path):
+def stream_1100x600(path):
+    """Fuse a 1100 × 600 uint16 stack (0.5 × 0.25 µm pixels) tile by tile into ``path``."""
     from napari_pdmfuse.fusion import plan
 
     data = np.tile(stack_of(np.uint16, n=3), (1, 18, 8))[:, :1100, :600]
     job = plan(data, method="argmax", tile=512)
-    path = tmp_path / "fused.ome.tif"
     sink = writing.FileSink(job.stack, path, scale=Scale((0.5, 0.25), "um"))
     for _ in job.run(sink):
         pass
     sink.finish()
     sink.close()
+
+
+def test_ome_tiff_output_is_tiled_with_a_pyramid(tmp_path):
+    path = tmp_path / "fused.ome.tif"
+    stream_1100x600(path)
     with tifffile.TiffFile(path) as tif:
         assert tif.pages.first.is_tiled and tif.pages.first.tilewidth == 512
         levels = tif.series[0].levels
@@ -399,16 +404,9 @@ def test_ome_zarr_output_has_a_pyramid_napari_opens(tmp_path):
     import zarr
 
     from napari_pdmfuse._reader import get_reader
-    from napari_pdmfuse.fusion import plan
 
-    data = np.tile(stack_of(np.uint16, n=3), (1, 18, 8))  # 1152 × 640 px
-    data = data[:, :1100, :600]
-    job = plan(data, method="argmax", tile=512)
     path = tmp_path / "fused.ome.zarr"
-    sink = writing.FileSink(job.stack, path, scale=Scale((0.5, 0.25), "um"))
-    for _ in job.run(sink):
-        pass
-    sink.finish()
+    stream_1100x600(path)
     group = zarr.open_group(str(path), mode="r")
     image = group.attrs["multiscales"][0]
     assert [group[d["path"]].shape for d in image["datasets"]] == [

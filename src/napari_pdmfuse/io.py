@@ -125,8 +125,7 @@ def _read_zarr(path: Path, axes: str | None) -> Hyperstack:
         scale, _ = transforms(image["datasets"][0].get("coordinateTransformations"), len(shape))
         units = {a.get("name", "").lower(): a.get("unit") for a in image["axes"]}
         unit = "um" if units.get("x") in ("micrometer", "µm", "um") else None
-    size = dict(zip(file_axes, scale, strict=False))
-    unit = unit if len(scale) == len(file_axes) else None
+    size = dict(zip(file_axes, scale, strict=True))
     chunks = _whole_chunks(tuple(array.chunks), file_axes, shape)
     return Hyperstack(
         data=da.from_array(array, chunks=chunks),

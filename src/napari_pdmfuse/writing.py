@@ -493,13 +493,13 @@ class FileSink:
             {"pdmfuse": {"values": "focus position", "unit": focus_unit}},
             {"pdmfuse": {"values": "confidence", "unit": "0 to 1"}},
         )
+        f32 = np.dtype(np.float32)
         self.maps = [
-            None
-            if path is None
-            else open_pixels(path, stack.shape_yx, None, np.dtype(np.float32), scale=scale,
-                             attributes=meaning)
+            open_pixels(path, stack.shape_yx, None, f32, scale=scale, attributes=meaning)
+            if path is not None
+            else None
             for path, meaning in zip((focus_map, confidence), meanings, strict=True)
-        ]  # fmt: skip
+        ]
         self.outputs = [p for p in (self.fused, *self.maps) if p is not None]
 
     def write(self, tile: Tile, result: TileResult) -> None:

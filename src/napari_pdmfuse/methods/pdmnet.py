@@ -85,16 +85,12 @@ class StreamingSoftmax:
     def add(self, logits: torch.Tensor, data: torch.Tensor) -> None:
         """Logits (k, y, x) and data (k, y, x, C) of the next k slices."""
         z = self.z[self.start : self.start + len(logits)]
+        if self.start == 0:  # empty sums at the first chunk's maximum: rescaled by exactly 1
+            self.peak = logits.amax(0)
+            self.total, self.z_sum, self.z2_sum = (torch.zeros_like(self.peak) for _ in range(3))
+            self.fused = data.new_zeros(data.shape[1:])
         self.start += len(logits)
-        peak = logits.amax(0)
-        if self.start == len(logits):
-            e = torch.exp(logits - peak)
-            self.peak, self.total = peak, e.sum(0)
-            self.z_sum = torch.einsum("kyx,k->yx", e, z)
-            self.z2_sum = torch.einsum("kyx,k->yx", e, z * z)
-            self.fused = torch.einsum("kyx,kyxc->yxc", e, data)
-            return
-        peak = torch.maximum(self.peak, peak)
+        peak = torch.maximum(self.peak, logits.amax(0))
         e = torch.exp(logits - peak)
         rescale = torch.exp(self.peak - peak)
         self.peak = peak

@@ -73,6 +73,23 @@ def test_grey_uint16_tiff_round_trip(tmp_path, capsys):
     check_maps(focus, conf, (64, 80), 5)
 
 
+def test_correct_brightness_evens_out_flicker(tmp_path, capsys):
+    lamp = np.float32([1.0, 1.25, 0.8, 1.1, 0.9])[:, None, None]
+    data = (stack_of(np.uint16) * lamp).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "fused.tif"
+
+    code, _, _ = run(
+        capsys, "fuse", tmp_path / "stack.tif", "-o", out, "--method", "wavelet",
+        "--correct-brightness", "--quiet",
+    )  # fmt: skip
+
+    assert code == 0
+    expected = fusion.fuse(data, method="wavelet", correct_brightness=True).fused
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
+    assert not np.array_equal(expected, fusion.fuse(data, method="wavelet").fused)
+
+
 def test_rgb_uint8_tiff_round_trip(tmp_path, capsys):
     data = stack_of(np.uint8, rgb=True, n=4)
     tifffile.imwrite(tmp_path / "rgb.tif", data, photometric="rgb")

@@ -55,6 +55,11 @@ def good(name: str = "stack.tif") -> str:
     return tif(name, STACK, imagej=True, metadata={"axes": "ZYX"})
 
 
+def dimming() -> np.ndarray:
+    """STACK with its last plane three times brighter (as uint16, so nothing overflows)."""
+    return STACK * np.uint16([1, 1, 3])[:, None, None]
+
+
 def two_channels(name: str = "zcyx.tif") -> str:
     return tif(name, np.stack([STACK, STACK], axis=1), imagej=True, metadata={"axes": "ZCYX"})
 
@@ -235,6 +240,13 @@ CLI_CASES = [
     CliCase(
         "Stack without a Z axis",
         lambda: fuse_args(tif("tyx.tif", STACK, imagej=True, metadata={"axes": "TYX"})),
+    ),
+    CliCase(
+        "--correct-brightness on planes three times apart",
+        lambda: [
+            *fuse_args(tif("dim.tif", dimming(), imagej=True, metadata={"axes": "ZYX"})),
+            "--correct-brightness",
+        ],
     ),
     CliCase("NaN values", lambda: fuse_args(float_stack("nan.tif", np.nan))),
     CliCase("Infinite values", lambda: fuse_args(float_stack("inf.tif", -np.inf))),

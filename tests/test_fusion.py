@@ -138,6 +138,33 @@ def test_unknown_method_is_refused(grey_stack):
         fuse(grey_stack.stack, method="best")
 
 
+def test_brightness_correction_undoes_flicker_between_planes():
+    r = demo_stack(5, 128, seed=3)
+    clean = r.stack.astype(np.float32)
+    gains = np.array([1.0, 1.3, 0.8, 1.15, 0.9], np.float32)  # a flickering lamp
+    flickering = clean * gains[:, None, None]
+    reference = fuse(clean)
+    span = float(np.ptp(clean))
+    as_is = fuse(flickering)
+    corrected = fuse(flickering, correct_brightness=True)
+    # corrected, the stack fuses as if the lamp had been steady at its mean brightness
+    error = np.abs(corrected.fused - reference.fused * gains.mean()) / span
+    assert np.median(error) < 1e-3 and error.max() < 0.03
+    assert np.abs(corrected.focus_map - reference.focus_map).mean() < 0.03
+    assert np.median(np.abs(as_is.fused - reference.fused * gains.mean()) / span) > 0.03
+    assert np.abs(as_is.focus_map - reference.focus_map).mean() > 0.1
+
+
+def test_brightness_correction_refuses_planes_far_apart():
+    # e.g. a confocal stack that runs past the specimen: correcting would amplify noise
+    stack = (
+        demo_stack(3, 64, seed=4).stack.astype(np.float32) * np.float32([1, 1, 3])[:, None, None]
+    )
+    fuse(stack)  # fine without correction
+    with pytest.raises(InputError, match="differs by more than a factor of 2"):
+        fuse(stack, correct_brightness=True)
+
+
 def test_tiles_are_sized_from_free_memory_on_the_host_or_the_gpu(monkeypatch):
     import psutil
     import torch

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from napari_pdmfuse import FusionResult, InputError, OutputError, ReadError, render, writing
-from napari_pdmfuse.io import natural_key, read_stack
+from napari_pdmfuse.io import natural_key, read_hyperstack, read_stack
 from napari_pdmfuse.writing import Scale, check_outputs, write_outputs, write_tiff
 
 
@@ -48,11 +48,15 @@ def test_tiff_is_read_lazily_in_blocks_of_the_files_chunks(tmp_path):
 
     assert isinstance(stack.data, da.Array)
     assert stack.data.shape == shape and stack.data.dtype == np.uint16
-    assert stack.data.chunksize == (1, 1024, 1024)  # 4 × 4 whole TIFF tiles
+    assert stack.data.chunksize == (1, 512, 512)  # one plane (for viewing), 2 × 2 TIFF tiles
     assert stack.axes == "ZYX" and not stack.rgb and stack.channel_axis is None
     assert np.asarray(stack.data[0, :300, :300]).sum() == 0  # undamaged plane reads fine
     with pytest.raises(ReadError, match=r"big\.tif"):
         np.asarray(stack.data[1, :10, :10])
+    # The command line reads every plane of a block in one go, yet only what is asked for.
+    hyper = read_hyperstack([path])
+    assert hyper.data.chunksize == (3, 512, 512)
+    assert np.asarray(hyper.data[0, :300, :300]).sum() == 0
 
 
 def test_uncompressed_tiff_is_memory_mapped(tmp_path):
@@ -62,7 +66,7 @@ def test_uncompressed_tiff_is_memory_mapped(tmp_path):
     tifffile.imwrite(path, data, byteorder=">", photometric="minisblack")
     stack = read_stack([path])
     assert stack.data.dtype == np.dtype("=u2")
-    assert stack.data.chunksize == (1, 1024, 16)  # the file itself has one strip per plane
+    assert stack.data.chunksize == (1, 512, 16)  # the file itself has one strip per plane
     np.testing.assert_array_equal(
         np.asarray(stack.data[:, 1000:1050, 3:9]), data[:, 1000:1050, 3:9]
     )

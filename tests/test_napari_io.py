@@ -49,7 +49,7 @@ def test_tiled_bigtiff_opens_lazily(tmp_path, monkeypatch):
     assert kind == "image"
     assert isinstance(data, da.Array)
     assert data.shape == stack.shape
-    assert data.chunksize == (1, 512, 384)  # whole 128² TIFF tiles, grouped up to 1024² px
+    assert data.chunksize == (1, 512, 384)  # whole 128² TIFF tiles, grouped up to 512² px
     np.testing.assert_array_equal(data[2, 128:256, :128].compute(), stack[2, 128:256, :128])
     assert kwargs["name"] == "big"
     assert kwargs["axis_labels"] == ("z", "y", "x")

@@ -52,6 +52,28 @@ def test_identical_slices_give_zero_confidence():
     np.testing.assert_allclose(result.fused, plane, atol=1)
 
 
+def test_inference_runs_in_full_float32_and_restores_the_setting(method, monkeypatch):
+    # cuDNN would otherwise run the convolutions in TF32 on a GPU, beyond the 1e-4 tolerance
+    conv = torch.backends.cudnn.conv
+    seen = []
+    encode = method.model.encode
+
+    def spy(*args, **kwargs):
+        seen.append(conv.fp32_precision)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(method.model, "encode", spy)
+    lum = np.random.default_rng(1).random((3, 32, 32), dtype=np.float32)
+    previous = conv.fp32_precision
+    conv.fp32_precision = "tf32"  # torch's default
+    try:
+        method.fuse_tile(lum[..., None], lum)
+        assert seen == ["ieee"]
+        assert conv.fp32_precision == "tf32"
+    finally:
+        conv.fp32_precision = previous
+
+
 def test_tiles_stitch_to_the_whole_image_result():
     # 520 px: larger than a tile with its halo, not a multiple of the tile or of the stride
     r = demo_stack(3, 520, seed=8)

@@ -514,3 +514,17 @@ def test_channel_mode_and_focus_channel(make_napari_viewer, qtbot, notifications
     focus = viewer.layers["cells focus map"]
     assert focus.data.shape == (2, 64, 64) and tuple(focus.axis_labels) == ("c", "y", "x")
     np.testing.assert_array_equal(focus.data[0], fuse(data[:, 0], method="wavelet").focus_map)
+
+
+def test_brightness_correction_from_the_widget(make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    lamp = np.float32([1.0, 1.3, 0.8, 1.1])[:, None, None]
+    flickering = (uint16_stack((4, 64, 64)) * lamp).astype(np.uint16)
+    layer = viewer.add_image(flickering, name="stack")
+    widget.brightness.value = True
+    fuse_layer(qtbot, widget, layer)
+    assert notifications == []
+    expected = fuse(flickering, method="wavelet", correct_brightness=True).fused
+    np.testing.assert_array_equal(viewer.layers["stack fused"].data, expected)
+    assert not np.array_equal(expected, fuse(flickering, method="wavelet").fused)

@@ -412,6 +412,11 @@ class FuseWidget(Container):
             "Register the planes to the middle one before fusing: translation (stage drift) or "
             "similarity (drift and focus breathing)."
         )
+        self.brightness = CheckBox(text="correct brightness between planes", value=False)
+        self.brightness.tooltip = (
+            "Even out lamp flicker or bleaching between planes, in the focus decision and the "
+            "fused image alike."
+        )
         self.method = ComboBox(label="method", choices=METHODS, value=DEFAULT_METHOD)
         self.device = ComboBox(label="device", choices=DEVICES, value="auto")
         self.device_info = Label(label="", value=describe_devices())
@@ -447,6 +452,7 @@ class FuseWidget(Container):
                 self.focus_channel,
                 self.planes,
                 self.align,
+                self.brightness,
                 self.method,
                 self.device,
                 self.device_info,
@@ -575,6 +581,7 @@ class FuseWidget(Container):
             "method": self.method.value,
             "device": self.device.value,
             "tile": int(self.tile.value) or None,
+            "correct_brightness": self.brightness.value,
         }
         align = None if self.align.value == ALIGN_OFF else self.align.value
         if self.mode.value == PLANES:

@@ -144,6 +144,12 @@ def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
         help="tile size in pixels, to bound memory (default: sized automatically; at least the "
         "method's context: 16 px for argmax, 160 px for wavelet and pyramid, 96 px for pdmnet)",
     )
+    parser.add_argument(
+        "--correct-brightness",
+        action="store_true",
+        help="even out lamp flicker or bleaching between planes: each plane's signal is scaled "
+        "to the stack's mean, for the focus decision and the fused image alike",
+    )
     hyper = parser.add_argument_group(
         "time points, channels, units and alignment",
         "Files with a time axis or channels (ImageJ hyperstacks, OME-TIFF) are fused one time "
@@ -407,6 +413,7 @@ def _fuse_streaming(
         tile=options.tile,
         device=options.device,
         weights=options.weights,
+        correct_brightness=options.correct_brightness,
     )
     paths = list(targets.values())
     maps = {"focus_map": "focus_map" in targets, "confidence": "confidence" in targets}
@@ -486,6 +493,7 @@ def _fuse_hyperstack(
         tile=options.tile,
         device=options.device,
         weights=options.weights,
+        correct_brightness=options.correct_brightness,
         z_spacing=spacing,
     )
     bar = None  # opened at the first progress, once the options and data passed their checks

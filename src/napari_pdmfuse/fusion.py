@@ -90,7 +90,8 @@ def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> 
     A stack that fits is one tile (no halo work at all); otherwise the plane is cut into the
     fewest equal tiles that fit, so no thin remainder tile pays a full halo.
     """
-    per_pixel = stack.n_slices * (4 * stack.n_channels + method.bytes_per_voxel)
+    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels  # TileFuser.each
+    per_pixel = stack.n_slices * (4 * stack.n_channels + read_ahead + method.bytes_per_voxel)
     window = int(np.sqrt((budget or tile_budget(method)) / per_pixel))
     longest = max(stack.shape_yx)
     if window >= longest:
@@ -124,10 +125,10 @@ class FusionPlan:
         stack, method = self.stack, self.method
         total = self.n_tiles
         yield Progress(0, total)
-        tiles = tile_grid(stack.shape_yx, self.tile_size, method.halo, method.align)
+        tiles = list(tile_grid(stack.shape_yx, self.tile_size, method.halo, method.align))
         fuse_tile = TileFuser(stack.data, self.norm, method)  # checks, GPU-OOM recovery, crop
-        for done, tile in enumerate(tiles, 1):
-            sink.write(tile, fuse_tile(tile))
+        for done, (tile, result) in enumerate(fuse_tile.each(tiles), 1):
+            sink.write(tile, result)
             yield Progress(done, total)
 
 
@@ -143,18 +144,22 @@ def plan(
     device: str = "auto",
     weights: str | None = None,
     focus_channel: int | None = None,
+    correct_brightness: bool = False,
 ) -> FusionPlan:
     """Check the input and options and decide how to fuse, without reading the stack.
 
     ``weights`` is a PDMNet weights file to use instead of the shipped one (pdmnet only);
-    ``focus_channel`` decides focus on that channel alone instead of all channels combined.
+    ``focus_channel`` decides focus on that channel alone instead of all channels combined;
+    ``correct_brightness`` evens out the planes' brightness (lamp flicker, bleaching) in the
+    focus decision and the fused image alike.
     """
     stack = as_stack(data, z_axis=z_axis, channel_axis=channel_axis, rgb=rgb, z_spacing=z_spacing)
     fusion = get_method(method, device=check_device_name(device), weights=weights)
     if tile is not None:
         check_tile(tile, fusion.name, fusion.halo, fusion.align)
     tile_size = tile or auto_tile(stack, fusion)
-    return FusionPlan(stack, fusion, normalisation(stack, focus_channel), tile_size)
+    norm = normalisation(stack, focus_channel, correct_brightness)
+    return FusionPlan(stack, fusion, norm, tile_size)
 
 
 def fuse_iter(data: object, **options: object) -> Generator[Progress, None, FusionResult]:
@@ -163,7 +168,8 @@ def fuse_iter(data: object, **options: object) -> Generator[Progress, None, Fusi
     Options are those of :func:`plan`: ``method``, ``z_axis``, ``channel_axis``, ``rgb``,
     ``z_spacing`` (physical step between planes: the focus map is then in those units),
     ``tile`` (core size in px, automatic by default), ``device`` (auto, cpu, cuda, mps),
-    ``weights`` (a PDMNet weights file) and ``focus_channel`` (decide on one channel). Results
+    ``weights`` (a PDMNet weights file), ``focus_channel`` (decide on one channel) and
+    ``correct_brightness`` (even out the planes' brightness before fusing). Results
     larger than the free memory are refused before any work; the ``pdmfuse`` command streams
     them to disk instead.
     """

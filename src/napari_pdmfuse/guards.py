@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,18 +106,27 @@ def split(tile: Tile, shape_yx: tuple[int, int], halo: int, align: int, core: in
     return parts
 
 
-def read_block(data: object, window: tuple[slice, ...]) -> np.ndarray:
-    """A window of the stack as float32, read in the calling thread.
+def _area(window: tuple[slice, slice]) -> int:
+    return (window[0].stop - window[0].start) * (window[1].stop - window[1].start)
 
-    Reading a lazy (dask) stack with reader threads gains nothing while the fusion already
-    keeps every core busy, and their allocations fragment memory: about 200 MB more peak RSS
-    for a 30 × 4096² stack.
+
+def read_window(data: object, tile: Tile, into: np.ndarray | None = None) -> np.ndarray:
+    """Every plane of a tile's window, in the data's own dtype, read without reader threads.
+
+    Dask's reader threads gain nothing while the fusion keeps every core busy, and what they
+    allocate fragments memory (about 200 MB more peak RSS for a 30 × 4096² stack). A lazy
+    window goes into the front of ``into`` (a flat buffer of the data's dtype) when given.
     """
-    part = data[window]  # type: ignore[index]
-    if hasattr(part, "compute"):
-        part = part.compute(scheduler="synchronous")
-    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused later
-        return np.asarray(part, dtype=np.float32)
+    part = data[(slice(None), *tile.read)]  # type: ignore[index]
+    if not hasattr(part, "compute"):
+        return np.asarray(part)
+    if into is None:
+        return np.asarray(part.compute(scheduler="synchronous"))
+    import dask.array as da
+
+    out = into[: int(np.prod(part.shape))].reshape(part.shape)
+    da.store(part, out, lock=False, scheduler="synchronous")
+    return out
 
 
 @dataclass
@@ -133,14 +144,14 @@ class TileFuser:
         shape = self.data.shape  # type: ignore[attr-defined]
         return int(shape[1]), int(shape[2])
 
-    def __call__(self, tile: Tile) -> TileResult:
-        """The method's result on ``tile``'s core, cropped."""
+    def __call__(self, tile: Tile, raw: np.ndarray | None = None) -> TileResult:
+        """The method's result on ``tile``'s core, cropped; ``raw`` is its window if read."""
         height = tile.write[0].stop - tile.write[0].start
         width = tile.write[1].stop - tile.write[1].start
         if self.core_limit is not None and max(height, width) > self.core_limit:
             return self._in_parts(tile, self.core_limit)
         try:
-            return self._fuse(tile)
+            return self._fuse(tile, raw)
         except Exception as exc:
             if not is_cuda_oom(exc):
                 raise
@@ -169,12 +180,37 @@ class TileFuser:
             self.warned.add(key)
             warnings.warn(message, PdmFuseWarning, stacklevel=3)
 
-    def _fuse(self, tile: Tile) -> TileResult:
-        window = (slice(None), *tile.read)
-        block = read_block(self.data, window)
-        floating = np.dtype(self.data.dtype).kind == "f"  # type: ignore[attr-defined]
+    def each(self, tiles: Sequence[Tile]) -> Iterator[tuple[Tile, TileResult]]:
+        """Fuse ``tiles`` in order, each next one read in a thread while this one is fused.
+
+        Reading a lazy stack costs a tenth to a fifth of fusing a tile; overlapped, it is
+        nearly free. Lazy windows are read into two buffers allocated here, in turn: arrays
+        allocated by the reading thread would stay in its own malloc arena (about 100 MB more
+        peak RSS for a 30 × 2048² stack).
+        """
+        buffers: list[np.ndarray | None] = [None, None]
+        if hasattr(self.data, "compute"):
+            z, _, _, c = self.data.shape  # type: ignore[attr-defined]
+            size = z * c * max(_area(tile.read) for tile in tiles)
+            dtype = self.data.dtype  # type: ignore[attr-defined]
+            buffers = [np.empty(size, dtype) for _ in buffers]
+        with ThreadPoolExecutor(1, thread_name_prefix="pdmfuse-read") as reader:
+            ahead = reader.submit(read_window, self.data, tiles[0], buffers[0])
+            for i, tile in enumerate(tiles):
+                raw = ahead.result()
+                if i + 1 < len(tiles):  # tile i's buffer is reused once tile i is fused
+                    after = (tiles[i + 1], buffers[(i + 1) % 2])
+                    ahead = reader.submit(read_window, self.data, *after)
+                yield tile, self(tile, raw)
+
+    def _fuse(self, tile: Tile, raw: np.ndarray | None = None) -> TileResult:
+        if raw is None:
+            raw = read_window(self.data, tile)
+        with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused below
+            block = raw.astype(np.float32, copy=False)
+            block = self.norm.corrected(block, owned=block is not raw)
+        floating = raw.dtype.kind == "f"
         if floating and not np.isfinite(block).all():  # integers are finite and far from 2^100
-            raw = np.asarray(self.data[window])  # type: ignore[index]
             raise non_finite() if not np.isfinite(raw).all() else beyond_float32()
         lum = self.norm.luminance(block)
         factor = safe_factor(block) if floating else 1.0

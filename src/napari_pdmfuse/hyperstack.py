@@ -237,7 +237,8 @@ def fuse_hyperstack_iter(
 
     Progress counts tiles over all time points (and channels, when separate). ``align`` is
     None (default), "translation" or "similarity". Other options (``method``, ``z_spacing``,
-    ``tile``, ``device``, ``weights``) are those of :func:`napari_pdmfuse.fuse`.
+    ``tile``, ``device``, ``weights``, ``correct_brightness``) are those of
+    :func:`napari_pdmfuse.fuse`.
     """
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = np.asarray(data)

@@ -34,6 +34,9 @@ TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: Axes tifffile uses for planes of an unlabelled multi-page file (image sequence / unknown).
 GENERIC_PLANE_AXES = "IQ"
 
+#: Axes that can hold the focal planes.
+PLANE_AXES = "Z" + GENERIC_PLANE_AXES
+
 #: Length units as written by ImageJ, OME and TIFF tags, to micrometres.
 _UNIT_NAMES = {"um": "um", "\u00b5m": "um", "\u03bcm": "um", "micron": "um", "microns": "um"}
 _UNIT_SCALE_TO_UM = {"nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "in": 25400.0, "inch": 25400.0}
@@ -126,7 +129,7 @@ def _read_zarr(path: Path, axes: str | None) -> Hyperstack:
         units = {a.get("name", "").lower(): a.get("unit") for a in image["axes"]}
         unit = "um" if units.get("x") in ("micrometer", "µm", "um") else None
     size = dict(zip(file_axes, scale, strict=True))
-    chunks = _whole_chunks(tuple(array.chunks), file_axes, shape)
+    chunks = _read_chunks(tuple(array.chunks), file_axes, shape, planes_together=True)
     return Hyperstack(
         data=da.from_array(array, chunks=chunks),
         axes=file_axes,
@@ -201,7 +204,7 @@ class Hyperstack:
             )
         letters = "ZYX" + ("S" if "S" in self.axes else "")
         order = [self.axes.index(a) for a in letters]
-        data = self.data.transpose(order) if order != list(range(len(order))) else self.data
+        data = _ordered(self.data, order)
         return LoadedStack(
             data=data,
             axes=letters,
@@ -239,7 +242,7 @@ def read_hyperstack(inputs: Sequence[str | Path], axes: str | None = None) -> Hy
             pixel_size=stack.pixel_size,
             unit=stack.unit,
         )
-    opened = _open_tiff(path)
+    opened = _open_tiff(path, planes_together=True)
     try:
         if axes is None:
             data, file_axes = _file_axes(opened, path)
@@ -471,7 +474,7 @@ def _reopen_tiff_store(path: Path) -> _GuardedArray:
 def _lazy(array: Any, path: Path, chunks: Any) -> da.Array:
     guarded = _GuardedArray(array, path)
     name = f"pdmfuse-read-{dask.base.tokenize(str(path.resolve()), guarded.shape, str(chunks))}"
-    return da.from_array(guarded, chunks=chunks, name=name, asarray=False, fancy=False)
+    return da.from_array(guarded, chunks=chunks, name=name, asarray=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,21 +488,31 @@ class _Scale:
     unit: str | None = None
 
 
-#: Chunk side for memory-mapped TIFFs, whose pixels can be read at any offset.
-MEMMAP_CHUNK = 1024
+#: Side, in px, of the blocks a lazy stack is read in on Y and X.
+BLOCK = 512
 
 
-def _whole_chunks(chunks: tuple[int, ...], axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The file's own tiles or strips, grouped on Y and X into blocks of about MEMMAP_CHUNK px.
+def _read_chunks(
+    chunks: tuple[int, ...], axes: str, shape: tuple[int, ...], planes_together: bool
+) -> tuple[int, ...]:
+    """Dask chunks for a file whose own chunks are ``chunks``: whole file chunks grouped into
+    blocks of about BLOCK px on Y and X, all samples of a pixel together, and all focal planes
+    together if ``planes_together``.
 
-    Every block holds whole file chunks, so none is decoded twice, and one read per block
-    instead of one per small TIFF tile saves most of zarr's per-call overhead (a 30-plane
-    tile of 1000² px reads in 0.4 s instead of 0.8 s from 256² TIFF tiles).
+    Fusing reads every plane of a tile's window and each dask chunk costs a task, so grouping
+    the planes reads a 30 × 700² window in 0.07 s instead of 0.3 s. Viewing reads one plane at
+    a time, and where dask cannot narrow a read to what is asked (channels moved last, a
+    channel picked) it decodes whole chunks, so a viewer keeps one plane per chunk.
     """
-    return tuple(
-        min(n, c * -(-MEMMAP_CHUNK // c)) if a in "YX" else c
-        for a, c, n in zip(axes, chunks, shape, strict=True)
-    )
+
+    def chunk(axis: str, own: int, length: int) -> int:
+        if axis == "S" or (planes_together and axis in PLANE_AXES):
+            return length
+        if axis in "YX":
+            return min(length, own * -(-BLOCK // own))
+        return own
+
+    return tuple(map(chunk, axes, chunks, shape))
 
 
 @dataclass(frozen=True)
@@ -520,13 +533,14 @@ class _Opened:
     channel_names: tuple[str, ...] | None = None
 
 
-def _open_tiff(path: Path) -> _Opened:
+def _open_tiff(path: Path, planes_together: bool = False) -> _Opened:
     """Open the first series of a TIFF lazily, with its scale and channel names.
 
     Tiled, striped or compressed data go through tifffile's zarr store in blocks of the file's
     own chunks. Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane
     there, so every tile of the fusion would decode whole planes; they are memory-mapped
-    instead, which reads only the rows and columns a tile needs.
+    instead, which reads only the rows and columns a tile needs. ``planes_together`` puts all
+    focal planes in one chunk, for fusing (see :func:`_read_chunks`).
     """
     try:
         with _tifffile_messages() as messages, tifffile.TiffFile(path) as tif:
@@ -545,15 +559,12 @@ def _open_tiff(path: Path) -> _Opened:
                     offset=series.dataoffset,
                     shape=series.get_shape(True),
                 )
-                chunks: Any = tuple(
-                    min(n, MEMMAP_CHUNK) if a in "YX" else (n if a == "S" else 1)
-                    for a, n in zip(axes, array.shape, strict=True)
-                )
+                chunks: Any = _read_chunks((1,) * array.ndim, axes, array.shape, planes_together)
             else:
                 store = tif.aszarr(series=0, level=0, squeeze=True)
                 array = zarr.open(store, mode="r")
                 chunks = (
-                    _whole_chunks(array.chunks, axes, array.shape)
+                    _read_chunks(array.chunks, axes, array.shape, planes_together)
                     if isinstance(array, zarr.Array)
                     else None
                 )
@@ -665,7 +676,7 @@ def _to_z_first(data: da.Array, axes: str, path: Path, n_series: int) -> tuple[d
     rest = [a for a in extra if a != z]
     if rest == ["C"] and "S" not in axes:
         order = [axes.index(z), axes.index("Y"), axes.index("X"), axes.index("C")]
-        return data.transpose(order), "ZYXC"
+        return _ordered(data, order), "ZYXC"
     if rest:
         dims = ", ".join(f"{a}={data.shape[axes.index(a)]}" for a in rest)
         raise InputError(
@@ -675,7 +686,13 @@ def _to_z_first(data: da.Array, axes: str, path: Path, n_series: int) -> tuple[d
     order = [axes.index(z), axes.index("Y"), axes.index("X")]
     if "S" in axes:
         order.append(axes.index("S"))
-    return data.transpose(order), "ZYX" + ("S" if "S" in axes else "")
+    return _ordered(data, order), "ZYX" + ("S" if "S" in axes else "")
+
+
+def _ordered(data: da.Array, order: list[int]) -> da.Array:
+    """``data`` with its axes in ``order``, untouched when already so: dask narrows a read to
+    the part asked for only through plain slicing, not through a transpose, even a no-op."""
+    return data if order == list(range(len(order))) else data.transpose(order)
 
 
 def _unit(name: object) -> tuple[str | None, float]:

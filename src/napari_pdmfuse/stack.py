@@ -170,6 +170,16 @@ class Normalisation:
     low: np.ndarray  # (C,)
     high: np.ndarray  # (C,)
     luma: np.ndarray  # (C,) weights of each normalised channel in the luminance
+    gains: np.ndarray | None = None  # (Z, C) brightness correction of each plane, if asked
+
+    def corrected(self, block: np.ndarray, owned: bool) -> np.ndarray:
+        """A (Z, y, x, C) float32 block with each plane's brightness corrected, if asked for;
+        ``owned`` says it may be changed in place (it is not the caller's data)."""
+        if self.gains is None:
+            return block
+        out = block if owned else block.copy()
+        out *= self.gains[:, None, None, :]
+        return out
 
     def luminance(self, block: np.ndarray) -> np.ndarray:
         """(Z, y, x, C) float32 block in data units → (Z, y, x) normalised luminance.
@@ -213,11 +223,15 @@ def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndar
     return [np.asarray(stack.data[:, y0 : y0 + side, x0 : x0 + side]) for y0 in ys for x0 in xs]
 
 
-def normalisation(stack: Stack, focus_channel: int | None = None) -> Normalisation:
+def normalisation(
+    stack: Stack, focus_channel: int | None = None, correct_brightness: bool = False
+) -> Normalisation:
     """Estimate the 0.1–99.9 percentile range of each channel from a sample of the stack.
 
     The luminance that decides focus combines all channels, unless ``focus_channel`` names the
     one channel to decide on (every channel still follows the same per-pixel choice).
+    ``correct_brightness`` also estimates, per plane and channel, the gain that brings the
+    plane's mean to the stack's (see :func:`plane_gains`).
     """
     c = stack.n_channels
     if focus_channel is not None and not 0 <= focus_channel < c:
@@ -244,7 +258,37 @@ def normalisation(stack: Stack, focus_channel: int | None = None) -> Normalisati
         luma = np.append(RGB_LUMA, np.zeros(c - 3, np.float32)).astype(np.float32)
     else:
         luma = np.full(c, 1.0 / c, np.float32)
-    return Normalisation(low=low, high=high, luma=luma)
+    gains = plane_gains(blocks) if correct_brightness else None
+    return Normalisation(low=low, high=high, luma=luma, gains=gains)
+
+
+#: Largest brightness ratio between a plane and the stack that brightness correction undoes.
+MAX_GAIN = 2.0
+
+
+def plane_gains(blocks: list[np.ndarray]) -> np.ndarray:
+    """(Z, C) gains that give every plane the stack's mean brightness.
+
+    Defocus spreads light but keeps its total, so the planes of a stack over one field of
+    view have the same mean unless the lamp flickered or the dye bleached between them; the
+    ratio of the means over the sampled tiles measures that. Flicker scales all the light, a
+    brightfield background included, hence a gain rather than an offset. Larger differences
+    are not drift (a confocal stack through a cell is dark above and below it), and scaling
+    such planes up would only amplify their noise, so they are refused.
+    """
+    signal = np.stack([b.astype(np.float64).mean(axis=(1, 2)) for b in blocks])
+    means = signal.mean(axis=0)  # (Z, C), every sampled tile weighted alike
+    stack_mean = means.mean(axis=0)
+    blank = stack_mean <= 0  # a channel without signal (all zero) stays as it is
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gains = np.where(blank, 1.0, stack_mean / np.where(blank, 1.0, means))
+    usable = np.isfinite(gains).all() and (gains > 0).all()
+    if not usable or (gains.max(axis=0) / gains.min(axis=0)).max() > MAX_GAIN:
+        raise InputError(
+            f"The planes' brightness differs by more than a factor of {MAX_GAIN:g}, more than "
+            "flicker or bleaching; fuse without brightness correction."
+        )
+    return gains.astype(np.float32)
 
 
 def beyond_float32() -> InputError:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..model.device import resolve_device
+from ..model.device import ieee_float32, resolve_device
 from ..model.pdmnet import channels_last, moments_to_outputs
 from ..model.weights import load_model, shipped_model
 from .base import TileResult
@@ -48,7 +48,7 @@ class PDMNetMethod:
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         n, height, width = lum.shape
-        with torch.inference_mode():
+        with torch.inference_mode(), ieee_float32():
             feats = self.model.encode(self._padded(lum), n, CHUNK)
             softmax = StreamingSoftmax(n, self.device)
             for i in range(0, n, CHUNK):

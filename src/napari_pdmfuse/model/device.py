@@ -6,6 +6,8 @@ fusion does, whatever its method) costs nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
@@ -52,3 +54,24 @@ def describe_devices() -> str:
     if mps and mps.is_available():
         return "Apple MPS"
     return "CPU only (no CUDA GPU found)"
+
+
+@contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Run float32 convolutions in full float32 on CUDA, where cuDNN defaults to TF32.
+
+    TF32 keeps 10 bits of mantissa. Emulated on the CPU (inputs and weights of every
+    convolution rounded so), it moved the fused image of a 20 × 384² stack by up to 6e-3 of
+    the data range and the focus map by up to 0.19 slices: 60 times what tiles may differ
+    from the whole image, and cuDNN may choose different algorithms for tiles of different
+    shapes. The previous setting comes back afterwards, for other torch code in the process.
+    """
+    import torch
+
+    conv = torch.backends.cudnn.conv
+    previous = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = previous

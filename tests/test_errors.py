@@ -110,6 +110,19 @@ def damaged_pixels() -> list[str]:
     return fuse_args("damaged.tif")
 
 
+def damaged_zarr() -> list[str]:
+    """A zarr array whose metadata is fine but whose second plane's chunks are garbage."""
+    import zarr
+
+    data = np.tile(STACK, (1, 4, 4))
+    store = zarr.create_array("damaged.zarr", shape=data.shape, chunks=(1, 32, 32),
+                              dtype=data.dtype, zarr_format=2)  # fmt: skip
+    store[...] = data
+    for chunk in Path("damaged.zarr").glob("1.*"):
+        chunk.write_bytes(b"\xff" * 8)
+    return fuse_args("damaged.zarr")
+
+
 def sparse_stack(name: str, shape: tuple[int, ...], dtype: type) -> str:
     """A TIFF of ``shape`` whose pixels take no disk space (a sparse, all-zero file)."""
     array = tifffile.memmap(name, shape=shape, dtype=dtype, photometric="minisblack")
@@ -162,6 +175,7 @@ CLI_CASES = [
     CliCase("TIFF with no pages (first page offset 0)", lambda: patched_header("nopages.tif", 0)),
     CliCase("TIFF pointing past its end", lambda: patched_header("pastend.tif", 10**8)),
     CliCase("Pixel data damaged (found mid-run)", damaged_pixels),
+    CliCase("Zarr chunks damaged (found mid-run)", damaged_zarr),
     CliCase("A single 2-D image", lambda: fuse_args(tif("one.tif", STACK[0]))),
     CliCase(
         "A stack with one slice (Z = 1)",

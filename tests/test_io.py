@@ -493,3 +493,21 @@ def test_large_outputs_are_plain_tiffs_not_imagej():
     shape, large = writing.tiff_layout((70_000, 70_000, 2), np.dtype(np.uint8))  # 9.8 GB
     assert small["imagej"] and not large["imagej"]  # ImageJ files cannot be BigTIFF
     assert shape == (2, 70_000, 70_000)  # channels first, as written
+
+
+def test_zarr_input_is_guarded_and_pickles_for_cluster_workers(tmp_path):
+    import pickle
+
+    import zarr
+
+    data = (np.random.default_rng(0).random((3, 64, 64)) * 250).astype(np.uint8)
+    store = zarr.create_array(str(tmp_path / "stack.zarr"), shape=data.shape, chunks=(1, 32, 32),
+                              dtype=data.dtype, zarr_format=2)  # fmt: skip
+    store[...] = data
+    hyper = read_hyperstack([tmp_path / "stack.zarr"])
+    assert hyper.axes == "ZYX" and hyper.data.chunksize == (3, 64, 64)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(hyper.data)).compute(), data)
+    for chunk in (tmp_path / "stack.zarr").glob("1.*"):
+        chunk.write_bytes(b"\xff" * 8)  # damage the second plane
+    with pytest.raises(ReadError, match=r"stack\.zarr is not a readable image"):
+        hyper.data.compute()

@@ -101,7 +101,8 @@ def _read_zarr(path: Path, axes: str | None) -> Hyperstack:
         image = None
         if not isinstance(node, zarr.Array):
             image = multiscales(dict(node.attrs))[0]  # type: ignore[index]
-        array = node if image is None else node[image["datasets"][0]["path"]]
+        dataset = "" if image is None else str(image["datasets"][0]["path"])
+        array = node[dataset] if dataset else node
         names = [] if image is None else [str(a.get("name", "")).lower() for a in image["axes"]]
         shape = tuple(int(n) for n in array.shape)
     except Exception:
@@ -131,7 +132,7 @@ def _read_zarr(path: Path, axes: str | None) -> Hyperstack:
     size = dict(zip(file_axes, scale, strict=True))
     chunks = _read_chunks(tuple(array.chunks), file_axes, shape, planes_together=True)
     return Hyperstack(
-        data=da.from_array(array, chunks=chunks),
+        data=_lazy(_GuardedArray(array, path, dataset), chunks),
         axes=file_axes,
         sources=(path,),
         z_spacing=size["Z"] if unit else None,
@@ -427,17 +428,22 @@ class _GuardedArray:
 
     Data are decoded only when the fusion reads a tile, long after opening succeeded, so a
     damaged tile would otherwise surface as a library traceback in the middle of a run.
+    ``dataset`` says that ``array`` is that array of the zarr store at ``path`` ("" for the
+    store itself), so that cluster workers can open it again.
     """
 
-    def __init__(self, array: Any, path: Path) -> None:
+    def __init__(self, array: Any, path: Path, dataset: str | None = None) -> None:
         self.array = array
         self.path = path
+        self.dataset = dataset
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype).newbyteorder("=")  # big-endian files read as native
         self.ndim = len(self.shape)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle a memory map as its file and layout, not its pixels (for cluster workers)."""
+        if self.dataset is not None:
+            return (_reopen_zarr, (self.path, self.dataset))
         array = self.array
         if isinstance(array, np.memmap) and array.filename is not None:
             layout = (array.filename, array.dtype.str, array.offset, array.shape)
@@ -471,9 +477,14 @@ def _reopen_tiff_store(path: Path) -> _GuardedArray:
     return _GuardedArray(array, path)
 
 
-def _lazy(array: Any, path: Path, chunks: Any) -> da.Array:
-    guarded = _GuardedArray(array, path)
-    name = f"pdmfuse-read-{dask.base.tokenize(str(path.resolve()), guarded.shape, str(chunks))}"
+def _reopen_zarr(path: Path, dataset: str) -> _GuardedArray:
+    node = zarr.open(str(path), mode="r")
+    return _GuardedArray(node[dataset] if dataset else node, path, dataset)
+
+
+def _lazy(guarded: _GuardedArray, chunks: Any) -> da.Array:
+    key = (str(guarded.path.resolve()), guarded.dataset, guarded.shape, str(chunks))
+    name = f"pdmfuse-read-{dask.base.tokenize(*key)}"
     return da.from_array(guarded, chunks=chunks, name=name, asarray=False)
 
 
@@ -578,7 +589,7 @@ def _open_tiff(path: Path, planes_together: bool = False) -> _Opened:
         raise _unreadable(path)  # no valid TIFF has an empty axis
     _check_dtype(path, np.dtype(array.dtype))
     return _Opened(
-        data=_lazy(array, path, chunks),
+        data=_lazy(_GuardedArray(array, path), chunks),
         axes=axes,
         scale=scale,
         n_series=n_series,

@@ -710,7 +710,6 @@ class FuseWidget(Container):
         """Add the chosen result layers, or update those of an earlier run on the same source."""
         self.last = (source, result)
         self.height_button.enabled = True
-        outputs = self.outputs()
         placed: dict[str, Any] = {
             "scale": source.scale,
             "translate": source.translate,
@@ -719,36 +718,9 @@ class FuseWidget(Container):
         if source.units is not None:
             placed["units"] = source.units
         metadata = {"source": source.name, "method": result.method, "planes": source.layers}
-        if "confidence" in outputs:
-            self._put(
-                f"{source.name} confidence",
-                result.confidence,
-                colormap="gray",
-                contrast_limits=(0.0, 1.0),
-                metadata=metadata,
-                visible=False,
-                **placed,
-            )
-        if "focus" in outputs:
-            spacing = source.z_scale if result.focus_unit == "physical" else 1.0
-            top = float(max(source.n_planes - 1, 1)) * spacing
-            self._put(
-                f"{source.name} focus map",
-                result.focus_map,
-                colormap="turbo",
-                contrast_limits=(min(0.0, top), max(0.0, top)),
-                metadata={
-                    **metadata,
-                    "focus_unit": source.focus_unit,
-                    "z_spacing": spacing if result.focus_unit == "physical" else None,
-                },
-                **placed,
-            )
-        if "fused" in outputs:
+        self._put_maps(source, result, metadata, placed)
+        if "fused" in self.outputs():
             fused = result.fused
-            props: dict[str, Any] = {"rgb": source.rgb, "contrast_limits": source.contrast_limits}
-            if not source.rgb:
-                props["colormap"] = source.colormap
             if source.channel is not None:  # (Y, X, C) → (C, Y, X), where the source had them
                 fused = np.moveaxis(fused, -1, 0)
                 scale, translate, label = source.channel
@@ -759,7 +731,7 @@ class FuseWidget(Container):
                 }
                 if source.units is not None:
                     placed["units"] = ("pixel", *source.units)
-            self._put(f"{source.name} fused", fused, metadata=metadata, **props, **placed)
+            self._put_fused(source, fused, metadata, placed)
         if f"{source.name} height view" in self.viewer.layers:
             self.show_height_view()
 
@@ -768,7 +740,6 @@ class FuseWidget(Container):
         own axes; adds a hidden "<name> coverage" layer when the planes were aligned."""
         self.last = (source, result)
         self.height_button.enabled = True
-        outputs = self.outputs()
         metadata: dict[str, Any] = {
             "source": source.name,
             "method": result.method,
@@ -776,44 +747,12 @@ class FuseWidget(Container):
         }
         if result.transforms is not None:
             metadata["alignment"] = alignment_report(result)
-        map_place = source.placement(result.map_axes)
-        if "confidence" in outputs:
-            self._put(
-                f"{source.name} confidence",
-                result.confidence,
-                colormap="gray",
-                contrast_limits=(0.0, 1.0),
-                metadata={**metadata, "axes": result.map_axes},
-                visible=False,
-                **map_place,
-            )
-        if "focus" in outputs:
-            spacing = source.z_scale if result.focus_unit == "physical" else 1.0
-            top = float(max(source.n_planes - 1, 1)) * spacing
-            self._put(
-                f"{source.name} focus map",
-                result.focus_map,
-                colormap="turbo",
-                contrast_limits=(min(0.0, top), max(0.0, top)),
-                metadata={
-                    **metadata,
-                    "axes": result.map_axes,
-                    "focus_unit": source.focus_unit,
-                    "z_spacing": spacing if result.focus_unit == "physical" else None,
-                },
-                **map_place,
-            )
-        if "fused" in outputs:
-            props: dict[str, Any] = {"rgb": source.rgb, "contrast_limits": source.contrast_limits}
-            if not source.rgb:
-                props["colormap"] = source.colormap
-            self._put(
-                f"{source.name} fused",
-                result.fused,
-                metadata={**metadata, "axes": result.axes},
-                **props,
-                **source.placement(result.axes.replace("S", "")),
-            )
+        maps = {**metadata, "axes": result.map_axes}
+        self._put_maps(source, result, maps, source.placement(result.map_axes))
+        if "fused" in self.outputs():
+            fused = {**metadata, "axes": result.axes}
+            place = source.placement(result.axes.replace("S", ""))
+            self._put_fused(source, result.fused, fused, place)
         name = f"{source.name} coverage"
         if result.coverage is not None:
             axes = "T" * (result.coverage.ndim == 3) + "YX"
@@ -830,6 +769,51 @@ class FuseWidget(Container):
             self.viewer.layers.remove(name)
         if f"{source.name} height view" in self.viewer.layers:
             self.show_height_view()
+
+    def _put_maps(
+        self,
+        source: Source,
+        result: FusionResult | HyperstackResult,
+        metadata: dict[str, Any],
+        placed: dict[str, Any],
+    ) -> None:
+        """The confidence and focus-map layers that were asked for (hidden confidence)."""
+        outputs = self.outputs()
+        if "confidence" in outputs:
+            self._put(
+                f"{source.name} confidence",
+                result.confidence,
+                colormap="gray",
+                contrast_limits=(0.0, 1.0),
+                metadata=metadata,
+                visible=False,
+                **placed,
+            )
+        if "focus" in outputs:
+            physical = result.focus_unit == "physical"
+            spacing = source.z_scale if physical else 1.0
+            top = float(max(source.n_planes - 1, 1)) * spacing
+            self._put(
+                f"{source.name} focus map",
+                result.focus_map,
+                colormap="turbo",
+                contrast_limits=(min(0.0, top), max(0.0, top)),
+                metadata={
+                    **metadata,
+                    "focus_unit": source.focus_unit,
+                    "z_spacing": spacing if physical else None,
+                },
+                **placed,
+            )
+
+    def _put_fused(
+        self, source: Source, fused: np.ndarray, metadata: dict[str, Any], placed: dict[str, Any]
+    ) -> None:
+        """The fused layer, shown like its source (RGB, colormap, contrast limits)."""
+        props: dict[str, Any] = {"rgb": source.rgb, "contrast_limits": source.contrast_limits}
+        if not source.rgb:
+            props["colormap"] = source.colormap
+        self._put(f"{source.name} fused", fused, metadata=metadata, **props, **placed)
 
     def _put(self, name: str, data: np.ndarray, *, visible: bool = True, **props: Any) -> Image:
         layers = self.viewer.layers

@@ -73,6 +73,24 @@ def test_grey_uint16_tiff_round_trip(tmp_path, capsys):
     check_maps(focus, conf, (64, 80), 5)
 
 
+def test_tiled_tiff_streams_to_the_in_memory_result(tmp_path, capsys):
+    # Four tiles of four window sizes, each read lazily while the one before is fused
+    data = render.random_stack(np.random.default_rng(2), (200, 230), n_slices=4).stack
+    path = tmp_path / "tiled.tif"
+    tifffile.imwrite(path, data, tile=(64, 64), compression="zlib", metadata={"axes": "ZYX"})
+    out, focus = tmp_path / "fused.tif", tmp_path / "focus.tif"
+
+    code, _, _ = run(
+        capsys, "fuse", path, "-o", out, "--focus-map", focus, "--method", "wavelet",
+        "--tile", 160, "--quiet",
+    )  # fmt: skip
+
+    assert code == 0
+    expected = fusion.fuse(data, method="wavelet", tile=160)
+    np.testing.assert_array_equal(tifffile.imread(out), expected.fused)
+    np.testing.assert_array_equal(tifffile.imread(focus), expected.focus_map)
+
+
 def test_correct_brightness_evens_out_flicker(tmp_path, capsys):
     lamp = np.float32([1.0, 1.25, 0.8, 1.1, 0.9])[:, None, None]
     data = (stack_of(np.uint16) * lamp).astype(np.uint16)

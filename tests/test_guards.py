@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
+import dask.array as da
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,29 @@ def test_other_errors_are_not_retried(stack):
     method.fuse_tile = lambda block, lum: (_ for _ in ()).throw(RuntimeError("a bug"))
     with pytest.raises(RuntimeError, match="a bug"):
         run(method, stack, tile=64)
+
+
+class SlowMethod:
+    """Argmax that holds on to its block a while, checking that nothing changed it meanwhile."""
+
+    name = "slow"
+    halo = 16
+    align = 16
+    bytes_per_voxel = 24
+
+    def fuse_tile(self, block: np.ndarray, lum: np.ndarray):
+        before = block.copy()
+        time.sleep(0.05)  # the next tile is being read meanwhile
+        assert np.array_equal(block, before), "the block changed while it was being fused"
+        return ArgmaxMethod().fuse_tile(block, lum)
+
+
+def test_reading_ahead_never_touches_the_tile_being_fused(stack, reference):
+    # float32 blocks are fused straight from the read-ahead buffers
+    lazy = da.from_array(stack.astype(np.float32), chunks=(3, 64, 64))
+    sink, _ = run(SlowMethod(), lazy, tile=96)
+    np.testing.assert_array_equal(sink.fused[..., 0], reference.fused)
+    np.testing.assert_array_equal(sink.focus, reference.focus_map)
 
 
 def test_flat_mask():

@@ -46,8 +46,10 @@ def write_ome(path: Path, data: np.ndarray, axes: str, **extra: object) -> Path:
     return path
 
 
-def write_imagej(path: Path, data: np.ndarray, axes: str, names: list[str] | None = None) -> Path:
-    metadata: dict[str, object] = {"axes": axes, "unit": "um", "spacing": Z_STEP}
+def write_imagej(
+    path: Path, data: np.ndarray, axes: str, names: list[str] | None = None, **extra: object
+) -> Path:
+    metadata: dict[str, object] = {"axes": axes, "unit": "um", "spacing": Z_STEP, **extra}
     if names is not None:  # ImageJ keeps channel names as slice labels (C varies fastest)
         pages = int(np.prod([n for a, n in zip(axes, data.shape, strict=True) if a not in "YX"]))
         metadata["Labels"] = [names[i % len(names)] for i in range(pages)]
@@ -172,7 +174,7 @@ def test_separate_channels_and_focus_channel(tmp_path, capsys, zcyx):
 def test_time_lapse_round_trip_keeps_t(tmp_path, capsys):
     stacks = [demo_stack(4, 64, seed=s).stack for s in (2, 3)]
     data = np.stack(stacks)  # (T, Z, Y, X)
-    path = write_imagej(tmp_path / "lapse.tif", data, "TZYX")
+    path = write_imagej(tmp_path / "lapse.tif", data, "TZYX", finterval=2.5)
     out, focus, conf = (tmp_path / n for n in ("fused.tif", "focus.tif", "conf.tif"))
 
     code, err = run(
@@ -187,12 +189,27 @@ def test_time_lapse_round_trip_keeps_t(tmp_path, capsys):
         axes, _, size = described(path_)
         assert axes == "TYX" and size == pytest.approx((PIXEL, PIXEL))
         assert tifffile.imread(path_).dtype == dtype
+        with tifffile.TiffFile(path_) as tif:  # the time between frames is kept
+            assert tif.imagej_metadata["finterval"] == 2.5
     fused, focus_map = tifffile.imread(out), tifffile.imread(focus)
     assert fused.shape == focus_map.shape == (2, 64, 64)
     for t in range(2):
         alone = fuse(data[t], method="wavelet")
         np.testing.assert_array_equal(fused[t], alone.fused)
         np.testing.assert_array_equal(focus_map[t], alone.focus_map)
+
+
+def test_ome_time_increment_is_kept_in_seconds(tmp_path, capsys):
+    data = np.stack([demo_stack(3, 64, seed=s).stack for s in (2, 3)])  # (T, Z, Y, X)
+    path = write_ome(tmp_path / "lapse.ome.tif", data, "TZYX", TimeIncrement=1.5,
+                     TimeIncrementUnit="min")  # fmt: skip
+    assert read_hyperstack([path]).time_interval == 90.0
+    out = tmp_path / "fused.ome.tif"
+    code, err = run(capsys, "fuse", path, "-o", out, "--method", "argmax", "-q")
+    assert code == 0, err
+    with tifffile.TiffFile(out) as tif:
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+    assert pixels["TimeIncrement"] == 90.0 and pixels["TimeIncrementUnit"] == "s"
 
 
 def test_axes_option_names_an_unlabelled_file(tmp_path, capsys):

@@ -516,7 +516,7 @@ def _fuse_hyperstack(
     if options.align and not options.quiet:
         _print_alignment(result, options.align)
 
-    scale = Scale(hyper.pixel_size, hyper.unit)
+    scale = Scale(hyper.pixel_size, hyper.unit, hyper.time_interval)
     names = hyper.channel_names
     cover_axes = "T" * (ax.n_times is not None) + "YX"
     arrays = {

@@ -187,6 +187,7 @@ class Hyperstack:
     pixel_size: tuple[float, float] | None = None  # (y, x)
     unit: str | None = None
     channel_names: tuple[str, ...] | None = None
+    time_interval: float | None = None  # seconds between time points, when the file says
 
     @property
     def has_time(self) -> bool:
@@ -267,6 +268,7 @@ def read_hyperstack(inputs: Sequence[str | Path], axes: str | None = None) -> Hy
         pixel_size=scale.pixel_size,
         unit=scale.unit,
         channel_names=names,
+        time_interval=scale.time_interval,
     )
 
 
@@ -497,6 +499,24 @@ class _Scale:
     z_spacing: float | None = None
     pixel_size: tuple[float, float] | None = None
     unit: str | None = None
+    time_interval: float | None = None  # seconds between time points
+
+
+#: Time units as ImageJ and OME write them, to seconds.
+_SECONDS = {
+    **dict.fromkeys(("s", "sec", "second", "seconds"), 1.0),
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), 1e-3),
+    **dict.fromkeys(("min", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hour", "hours"), 3600.0),
+}
+
+
+def _seconds(value: object, unit: object) -> float | None:
+    """A time step in seconds, or None when it is missing, not positive or in unknown units."""
+    factor = _SECONDS.get(str(unit).strip().lower())
+    if not isinstance(value, (int, float)) or value <= 0 or factor is None:
+        return None
+    return float(value) * factor
 
 
 #: Side, in px, of the blocks a lazy stack is read in on Y and X.
@@ -749,7 +769,8 @@ def _tiff_scale(tif: tifffile.TiffFile) -> _Scale:
     z_spacing = float(spacing) * factor if isinstance(spacing, (int, float)) and spacing else None
     if pixel is None and z_spacing is None:
         unit = None
-    return _Scale(z_spacing=z_spacing, pixel_size=pixel, unit=unit)
+    interval = _seconds(meta.get("finterval"), meta.get("tunit", "sec"))
+    return _Scale(z_spacing=z_spacing, pixel_size=pixel, unit=unit, time_interval=interval)
 
 
 def _ratio(value: object) -> float | None:
@@ -774,9 +795,11 @@ def _ome_scale(xml: str) -> _Scale | None:
 
     x, y, z = size("X"), size("Y"), size("Z")
     pixel = (y, x) if x and y else None
-    if pixel is None and z is None:
+    interval = _seconds(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"))
+    if pixel is None and z is None and interval is None:
         return None
-    return _Scale(z_spacing=z, pixel_size=pixel, unit="um")
+    unit = "um" if pixel is not None or z is not None else None
+    return _Scale(z_spacing=z, pixel_size=pixel, unit=unit, time_interval=interval)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class Scale:
 
     pixel_size: tuple[float, float] | None = None  # (y, x)
     unit: str | None = None  # "um" for micrometres
+    time_interval: float | None = None  # seconds between time points
 
 
 #: When this process started writing, roughly: temporary files older than this may be stale.
@@ -542,9 +543,9 @@ def hyperstack_layout(
 
     ``axes`` (e.g. "TCYX", "TYXS") says what each axis of ``data`` holds. The file is an ImageJ
     hyperstack (axes put in ImageJ's TCYX order, pixel size and unit, channel names as slice
-    labels) when ImageJ can open it (8/16-bit or float32, 8-bit RGB, under 4 GiB), and an
-    OME-TIFF (axes in the given order, PhysicalSizeX/Y, channel names) when it cannot or when
-    ``ome`` is asked for.
+    labels, frame interval) when ImageJ can open it (8/16-bit or float32, 8-bit RGB, under
+    4 GiB), and an OME-TIFF (axes in the given order, PhysicalSizeX/Y, TimeIncrement, channel
+    names) when it cannot or when ``ome`` is asked for.
     """
     from . import __version__
 
@@ -578,6 +579,8 @@ def hyperstack_layout(
             py, px = scale.pixel_size
             kwargs["resolution"] = (1 / px, 1 / py)
             metadata["unit"] = scale.unit
+        if scale.time_interval and "T" in axes:
+            metadata.update(finterval=scale.time_interval, tunit="sec")
         return data, {"imagej": True, "metadata": metadata, **kwargs}
     metadata = {"axes": axes}
     if scale.pixel_size is not None and scale.unit == "um":
@@ -585,6 +588,8 @@ def hyperstack_layout(
         metadata.update(
             PhysicalSizeX=px, PhysicalSizeXUnit="µm", PhysicalSizeY=py, PhysicalSizeYUnit="µm"
         )
+    if scale.time_interval and "T" in axes:
+        metadata.update(TimeIncrement=scale.time_interval, TimeIncrementUnit="s")
     if names is not None:
         metadata["Channel"] = {"Name": names}
     return data, {"ome": True, "bigtiff": not small, "metadata": metadata, **kwargs}

@@ -107,3 +107,13 @@ def test_weights_of_another_shape_are_refused(tmp_path):
     torch.save({"widths": [4, 4], "state": {}}, other)
     with pytest.raises(InputError, match="not a PDMNet weights file"):
         load_model(other)
+
+
+def test_full_float32_switch_on_torch_without_the_newer_setting(monkeypatch):
+    from napari_pdmfuse.model.device import ieee_float32
+
+    monkeypatch.setattr(torch.backends.cudnn, "conv", object(), raising=False)  # before 2.9
+    previous = torch.backends.cudnn.allow_tf32
+    with ieee_float32():
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 == previous

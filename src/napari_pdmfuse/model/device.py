@@ -68,10 +68,15 @@ def ieee_float32() -> Iterator[None]:
     """
     import torch
 
-    conv = torch.backends.cudnn.conv
-    previous = conv.fp32_precision
-    conv.fp32_precision = "ieee"
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
+    if hasattr(conv, "fp32_precision"):
+        owner, name, value = conv, "fp32_precision", "ieee"
+    else:  # torch before 2.9 has the older switch only
+        owner, name, value = cudnn, "allow_tf32", False
+    previous = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        conv.fp32_precision = previous
+        setattr(owner, name, previous)

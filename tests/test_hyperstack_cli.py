@@ -210,6 +210,12 @@ def test_ome_time_increment_is_kept_in_seconds(tmp_path, capsys):
     with tifffile.TiffFile(out) as tif:
         pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
     assert pixels["TimeIncrement"] == 90.0 and pixels["TimeIncrementUnit"] == "s"
+    # an OME-TIFF whose pixel size is only in the resolution tags keeps both
+    bare = tmp_path / "bare.ome.tif"
+    tifffile.imwrite(bare, data, ome=True, resolution=(4, 4), resolutionunit="MICROMETER",
+                     metadata={"axes": "TZYX", "TimeIncrement": 2.0})  # fmt: skip
+    hyper = read_hyperstack([bare])
+    assert hyper.pixel_size == (0.25, 0.25) and hyper.time_interval == 2.0
 
 
 def test_axes_option_names_an_unlabelled_file(tmp_path, capsys):

@@ -495,7 +495,7 @@ def test_large_outputs_are_plain_tiffs_not_imagej():
     assert shape == (2, 70_000, 70_000)  # channels first, as written
 
 
-def test_zarr_input_is_guarded_and_pickles_for_cluster_workers(tmp_path):
+def test_zarr_input_is_guarded_and_pickles_for_cluster_workers(tmp_path, monkeypatch):
     import pickle
 
     import zarr
@@ -504,10 +504,24 @@ def test_zarr_input_is_guarded_and_pickles_for_cluster_workers(tmp_path):
     store = zarr.create_array(str(tmp_path / "stack.zarr"), shape=data.shape, chunks=(1, 32, 32),
                               dtype=data.dtype, zarr_format=2)  # fmt: skip
     store[...] = data
-    hyper = read_hyperstack([tmp_path / "stack.zarr"])
+    monkeypatch.chdir(tmp_path)
+    hyper = read_hyperstack(["stack.zarr"])  # a relative path, as typed
     assert hyper.axes == "ZYX" and hyper.data.chunksize == (3, 64, 64)
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(hyper.data)).compute(), data)
+    shipped = pickle.dumps(hyper.data)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a worker started in another folder
+    np.testing.assert_array_equal(pickle.loads(shipped).compute(), data)
+    monkeypatch.chdir(tmp_path)
     for chunk in (tmp_path / "stack.zarr").glob("1.*"):
         chunk.write_bytes(b"\xff" * 8)  # damage the second plane
     with pytest.raises(ReadError, match=r"stack\.zarr is not a readable image"):
         hyper.data.compute()
+
+
+def test_grouped_planes_stay_within_a_bounded_chunk(tmp_path):
+    # Strips as wide as the image: all 40 planes of a block would be 168 MB read in one go
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, np.zeros((40, 256, 8192), np.uint16), compression="zlib",
+                     rowsperstrip=64, metadata={"axes": "ZYX"})  # fmt: skip
+    data = read_hyperstack([path]).data
+    assert data.chunksize == (16, 256, 8192)  # 64 MiB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 
 import numpy as np
@@ -52,26 +53,38 @@ def test_identical_slices_give_zero_confidence():
     np.testing.assert_allclose(result.fused, plane, atol=1)
 
 
-def test_inference_runs_in_full_float32_and_restores_the_setting(method, monkeypatch):
+def test_inference_asks_for_full_float32_on_its_device(method, monkeypatch):
     # cuDNN would otherwise run the convolutions in TF32 on a GPU, beyond the 1e-4 tolerance
-    conv = torch.backends.cudnn.conv
-    seen = []
-    encode = method.model.encode
+    from napari_pdmfuse.methods import pdmnet
 
-    def spy(*args, **kwargs):
-        seen.append(conv.fp32_precision)
-        return encode(*args, **kwargs)
+    asked = []
 
-    monkeypatch.setattr(method.model, "encode", spy)
+    @contextlib.contextmanager
+    def spy(device):
+        asked.append(device)
+        yield
+
+    monkeypatch.setattr(pdmnet, "ieee_float32", spy)
     lum = np.random.default_rng(1).random((3, 32, 32), dtype=np.float32)
-    previous = conv.fp32_precision
-    conv.fp32_precision = "tf32"  # torch's default
-    try:
-        method.fuse_tile(lum[..., None], lum)
-        assert seen == ["ieee"]
-        assert conv.fp32_precision == "tf32"
-    finally:
-        conv.fp32_precision = previous
+    method.fuse_tile(lum[..., None], lum)
+    assert asked == [method.device]
+
+
+@pytest.mark.parametrize("newer_torch", [True, False])
+def test_full_float32_switch_on_cuda_only_and_restored(monkeypatch, newer_torch):
+    from napari_pdmfuse.model.device import ieee_float32
+
+    if newer_torch:  # torch >= 2.9: cudnn.conv.fp32_precision
+        owner, name, off = torch.backends.cudnn.conv, "fp32_precision", "ieee"
+    else:  # before: cudnn.allow_tf32 only
+        monkeypatch.setattr(torch.backends.cudnn, "conv", object(), raising=False)
+        owner, name, off = torch.backends.cudnn, "allow_tf32", False
+    previous = getattr(owner, name)
+    with ieee_float32(torch.device("cpu")):
+        assert getattr(owner, name) == previous  # nothing global changes for the CPU
+    with ieee_float32(torch.device("cuda")):  # flags only: no GPU needed to set them
+        assert getattr(owner, name) == off
+    assert getattr(owner, name) == previous
 
 
 def test_tiles_stitch_to_the_whole_image_result():
@@ -107,13 +120,3 @@ def test_weights_of_another_shape_are_refused(tmp_path):
     torch.save({"widths": [4, 4], "state": {}}, other)
     with pytest.raises(InputError, match="not a PDMNet weights file"):
         load_model(other)
-
-
-def test_full_float32_switch_on_torch_without_the_newer_setting(monkeypatch):
-    from napari_pdmfuse.model.device import ieee_float32
-
-    monkeypatch.setattr(torch.backends.cudnn, "conv", object(), raising=False)  # before 2.9
-    previous = torch.backends.cudnn.allow_tf32
-    with ieee_float32():
-        assert torch.backends.cudnn.allow_tf32 is False
-    assert torch.backends.cudnn.allow_tf32 == previous

@@ -90,7 +90,8 @@ def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> 
     A stack that fits is one tile (no halo work at all); otherwise the plane is cut into the
     fewest equal tiles that fit, so no thin remainder tile pays a full halo.
     """
-    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels  # TileFuser.each
+    lazy = hasattr(stack.data, "compute")  # only lazy stacks are read into buffers ahead
+    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels if lazy else 0
     per_pixel = stack.n_slices * (4 * stack.n_channels + read_ahead + method.bytes_per_voxel)
     window = int(np.sqrt((budget or tile_budget(method)) / per_pixel))
     longest = max(stack.shape_yx)

@@ -262,7 +262,7 @@ def normalisation(
     return Normalisation(low=low, high=high, luma=luma, gains=gains)
 
 
-#: Largest brightness ratio between a plane and the stack that brightness correction undoes.
+#: Largest brightness ratio between the brightest and the darkest plane that correction undoes.
 MAX_GAIN = 2.0
 
 
@@ -272,14 +272,16 @@ def plane_gains(blocks: list[np.ndarray]) -> np.ndarray:
     Defocus spreads light but keeps its total, so the planes of a stack over one field of
     view have the same mean unless the lamp flickered or the dye bleached between them; the
     ratio of the means over the sampled tiles measures that. Flicker scales all the light, a
-    brightfield background included, hence a gain rather than an offset. Larger differences
-    are not drift (a confocal stack through a cell is dark above and below it), and scaling
-    such planes up would only amplify their noise, so they are refused.
+    brightfield background included, hence a gain rather than an offset (a large camera offset
+    makes the correction fall short, never overshoot). Larger differences are not drift (a
+    confocal stack through a cell is dark above and below it), and scaling such planes up would
+    only amplify their noise, so they are refused. A channel whose mean is not positive (all
+    zero, or background-subtracted around zero) has no brightness to even out.
     """
     signal = np.stack([b.astype(np.float64).mean(axis=(1, 2)) for b in blocks])
     means = signal.mean(axis=0)  # (Z, C), every sampled tile weighted alike
     stack_mean = means.mean(axis=0)
-    blank = stack_mean <= 0  # a channel without signal (all zero) stays as it is
+    blank = stack_mean <= 0  # such a channel stays as it is
     with np.errstate(divide="ignore", invalid="ignore"):
         gains = np.where(blank, 1.0, stack_mean / np.where(blank, 1.0, means))
     usable = np.isfinite(gains).all() and (gains > 0).all()

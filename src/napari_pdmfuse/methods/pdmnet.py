@@ -48,7 +48,7 @@ class PDMNetMethod:
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         n, height, width = lum.shape
-        with torch.inference_mode(), ieee_float32():
+        with torch.inference_mode(), ieee_float32(self.device):
             feats = self.model.encode(self._padded(lum), n, CHUNK)
             softmax = StreamingSoftmax(n, self.device)
             for i in range(0, n, CHUNK):

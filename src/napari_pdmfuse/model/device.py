@@ -57,8 +57,9 @@ def describe_devices() -> str:
 
 
 @contextmanager
-def ieee_float32() -> Iterator[None]:
-    """Run float32 convolutions in full float32 on CUDA, where cuDNN defaults to TF32.
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """Run float32 convolutions in full float32 on a CUDA ``device``, where cuDNN defaults to
+    TF32; elsewhere nothing changes (the setting is global to the process).
 
     TF32 keeps 10 bits of mantissa. Emulated on the CPU (inputs and weights of every
     convolution rounded so), it moved the fused image of a 20 × 384² stack by up to 6e-3 of
@@ -66,6 +67,9 @@ def ieee_float32() -> Iterator[None]:
     from the whole image, and cuDNN may choose different algorithms for tiles of different
     shapes. The previous setting comes back afterwards, for other torch code in the process.
     """
+    if device.type != "cuda":
+        yield
+        return
     import torch
 
     cudnn = torch.backends.cudnn

@@ -525,3 +525,24 @@ def test_grouped_planes_stay_within_a_bounded_chunk(tmp_path):
                      rowsperstrip=64, metadata={"axes": "ZYX"})  # fmt: skip
     data = read_hyperstack([path]).data
     assert data.chunksize == (16, 256, 8192)  # 64 MiB
+
+
+def test_a_tiles_window_is_read_alone_not_whole_blocks(tmp_path, monkeypatch):
+    from napari_pdmfuse import io
+    from napari_pdmfuse.stack import as_stack
+
+    path = tmp_path / "tiled.tif"
+    data = np.arange(4 * 600 * 700, dtype=np.uint16).reshape(4, 600, 700)
+    tifffile.imwrite(path, data, tile=(64, 64), metadata={"axes": "ZYX"})
+    stack = as_stack(read_hyperstack([path]).data)  # grey: a channel axis is added
+    asked = []
+    getitem = io._GuardedArray.__getitem__
+    monkeypatch.setattr(
+        io._GuardedArray, "__getitem__", lambda s, k: asked.append(k) or getitem(s, k)
+    )
+    window = np.asarray(stack.window(slice(100, 200), slice(300, 420)))
+    np.testing.assert_array_equal(window[..., 0], data[:, 100:200, 300:420])
+    rows = [k[1] for k in asked if k[1].stop > k[1].start]
+    cols = [k[2] for k in asked if k[2].stop > k[2].start]
+    assert min(r.start for r in rows) >= 100 and max(r.stop for r in rows) <= 200
+    assert min(c.start for c in cols) >= 300 and max(c.stop for c in cols) <= 420

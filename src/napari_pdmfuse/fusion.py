@@ -127,7 +127,7 @@ class FusionPlan:
         total = self.n_tiles
         yield Progress(0, total)
         tiles = list(tile_grid(stack.shape_yx, self.tile_size, method.halo, method.align))
-        fuse_tile = TileFuser(stack.data, self.norm, method)  # checks, GPU-OOM recovery, crop
+        fuse_tile = TileFuser(stack.data, self.norm, method, stack.window)  # checks, OOM, crop
         for done, (tile, result) in enumerate(fuse_tile.each(tiles), 1):
             sink.write(tile, result)
             yield Progress(done, total)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -44,6 +44,9 @@ def flat_mask(lum: np.ndarray, radius: int) -> np.ndarray | None:
     near = ndimage.maximum_filter(edges, size=2 * radius + 1, mode="constant", cval=False)
     return None if near.all() else ~near
 
+
+#: Cuts every plane of a (rows, cols) window out of a stack, lazily.
+Window = Callable[[slice, slice], object]
 
 #: Largest finite float32, the type every method computes in.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -110,14 +113,17 @@ def _area(window: tuple[slice, slice]) -> int:
     return (window[0].stop - window[0].start) * (window[1].stop - window[1].start)
 
 
-def read_window(data: object, tile: Tile, into: np.ndarray | None = None) -> np.ndarray:
+def read_window(
+    data: object, tile: Tile, into: np.ndarray | None = None, window: Window | None = None
+) -> np.ndarray:
     """Every plane of a tile's window, in the data's own dtype, read by the calling thread alone.
 
     Dask's own reader threads gain nothing while the fusion keeps every core busy, and what they
     allocate fragments memory (about 200 MB more peak RSS for a 30 × 4096² stack). A lazy
-    window goes into the front of ``into`` (a flat buffer of the data's dtype) when given.
+    window goes into the front of ``into`` (a flat buffer of the data's dtype) when given;
+    ``window`` cuts the lazy window (e.g. :meth:`Stack.window`) instead of plain indexing.
     """
-    part = data[(slice(None), *tile.read)]  # type: ignore[index]
+    part = window(*tile.read) if window else data[(slice(None), *tile.read)]  # type: ignore[index]
     if not hasattr(part, "compute"):
         return np.asarray(part)
     if into is None:
@@ -136,6 +142,7 @@ class TileFuser:
     data: object  # (Z, Y, X, C) array
     norm: Normalisation
     method: FusionMethod
+    window: Window | None = None  # how to cut a tile's window from ``data``, if not by indexing
     core_limit: int | None = None
     warned: set[str] = field(default_factory=set)
 
@@ -195,17 +202,17 @@ class TileFuser:
             dtype = self.data.dtype  # type: ignore[attr-defined]
             buffers = [np.empty(size, dtype) for _ in buffers]
         with ThreadPoolExecutor(1, thread_name_prefix="pdmfuse-read") as reader:
-            ahead = reader.submit(read_window, self.data, tiles[0], buffers[0])
+            ahead = reader.submit(read_window, self.data, tiles[0], buffers[0], self.window)
             for i, tile in enumerate(tiles):
                 raw = ahead.result()
                 if i + 1 < len(tiles):  # tile i's buffer is reused once tile i is fused
                     after = (tiles[i + 1], buffers[(i + 1) % 2])
-                    ahead = reader.submit(read_window, self.data, *after)
+                    ahead = reader.submit(read_window, self.data, *after, self.window)
                 yield tile, self(tile, raw)
 
     def _fuse(self, tile: Tile, raw: np.ndarray | None = None) -> TileResult:
         if raw is None:
-            raw = read_window(self.data, tile)
+            raw = read_window(self.data, tile, window=self.window)
         with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused below
             block = raw.astype(np.float32, copy=False)
             block = self.norm.corrected(block, owned=block is not raw)

@@ -36,6 +36,17 @@ class Stack:
     dtype: np.dtype
     layout: str  # "grey" (no channel axis), "rgb" (trailing RGB/RGBA axis) or "channels"
     z_spacing: float | None = None
+    planes: object = None  # grey stacks: ``data`` before its channel axis was added
+
+    def window(self, rows: slice, cols: slice) -> object:
+        """Every plane of a window, (Z, y, x, C), as lazy as ``data``.
+
+        A grey stack is sliced before its channel axis is added: dask narrows a read to the
+        window only through plain slicing, and would otherwise decode whole chunks.
+        """
+        if self.planes is None:
+            return self.data[:, rows, cols]  # type: ignore[index]
+        return self.planes[:, rows, cols][..., None]  # type: ignore[index]
 
     @property
     def n_slices(self) -> int:
@@ -114,8 +125,9 @@ def as_stack(
     spatial = [a for a in range(ndim) if a not in (z_axis, channel_axis)]
     order = [z_axis, *spatial] + ([channel_axis] if channel_axis is not None else [])
     arr = data.transpose(order) if order != list(range(ndim)) else data
+    planes = None
     if channel_axis is None:
-        arr = arr[..., None]
+        planes, arr = arr, arr[..., None]
     if 0 in arr.shape:
         raise InputError(
             f"The stack of shape {tuple(data.shape)} has an empty axis; nothing to fuse."
@@ -127,7 +139,7 @@ def as_stack(
         )
     check_sides((int(arr.shape[1]), int(arr.shape[2])))
     layout = "rgb" if rgb else ("channels" if channel_axis is not None else "grey")
-    return Stack(data=arr, dtype=dtype, layout=layout, z_spacing=z_spacing)
+    return Stack(data=arr, dtype=dtype, layout=layout, z_spacing=z_spacing, planes=planes)
 
 
 def stack_planes(planes: list | tuple) -> object:
@@ -220,7 +232,8 @@ def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndar
     grid = int(np.ceil(np.sqrt(n_tiles)))
     ys = np.linspace(0, max(y - side, 0), grid).astype(int)
     xs = np.linspace(0, max(x - side, 0), grid).astype(int)
-    return [np.asarray(stack.data[:, y0 : y0 + side, x0 : x0 + side]) for y0 in ys for x0 in xs]
+    windows = (stack.window(slice(y0, y0 + side), slice(x0, x0 + side)) for y0 in ys for x0 in xs)
+    return [np.asarray(w) for w in windows]
 
 
 def normalisation(

@@ -123,7 +123,7 @@ def run_on_cluster(
     run_id = uuid.uuid4().hex[:12]
     futures = {}
     for index, tile in enumerate(tiles):
-        source = _Lazy(data[(slice(None), *tile.read)]) if is_dask else scattered
+        source = _Lazy(stack.window(*tile.read)) if is_dask else scattered
         future = client.submit(
             fuse_tile_task,
             source,

@@ -22,7 +22,7 @@ from .fusion import FusionPlan, Progress, Sink
 from .guards import TileFuser
 from .methods import get_method
 from .methods.base import FusionMethod, TileResult
-from .stack import Normalisation
+from .stack import Normalisation, is_lazy
 from .tiling import Tile, tile_grid
 
 #: Seconds to wait for a scheduler before giving up.
@@ -118,7 +118,7 @@ def run_on_cluster(
     yield Progress(0, total)
     tiles = list(tile_grid(stack.shape_yx, job.tile_size, method.halo, method.align))
     shape = tuple(int(n) for n in data.shape)
-    is_dask = hasattr(data, "dask") and hasattr(data, "compute")
+    is_dask = is_lazy(data)
     scattered = None if is_dask else client.scatter(np.asarray(data), broadcast=False)
     run_id = uuid.uuid4().hex[:12]
     futures = {}

@@ -18,7 +18,7 @@ from .limits import check_memory, check_tile, min_tile
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import FusionMethod, TileResult
 from .model.device import check_device_name
-from .stack import Normalisation, Stack, as_stack, normalisation, to_dtype
+from .stack import Normalisation, Stack, as_stack, is_lazy, normalisation, to_dtype
 from .tiling import Tile, count_tiles, tile_grid
 
 
@@ -90,8 +90,8 @@ def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> 
     A stack that fits is one tile (no halo work at all); otherwise the plane is cut into the
     fewest equal tiles that fit, so no thin remainder tile pays a full halo.
     """
-    lazy = hasattr(stack.data, "compute")  # only lazy stacks are read into buffers ahead
-    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels if lazy else 0
+    # Lazy stacks are read ahead into two buffers of their own dtype (TileFuser.each).
+    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels if is_lazy(stack.data) else 0
     per_pixel = stack.n_slices * (4 * stack.n_channels + read_ahead + method.bytes_per_voxel)
     window = int(np.sqrt((budget or tile_budget(method)) / per_pixel))
     longest = max(stack.shape_yx)

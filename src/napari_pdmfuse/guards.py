@@ -21,7 +21,7 @@ from scipy import ndimage
 from .errors import PdmFuseWarning
 from .limits import min_tile
 from .methods.base import FusionMethod, TileResult
-from .stack import Normalisation, beyond_float32, non_finite
+from .stack import Normalisation, beyond_float32, is_lazy, non_finite
 from .tiling import Tile
 
 
@@ -124,7 +124,7 @@ def read_window(
     ``window`` cuts the lazy window (e.g. :meth:`Stack.window`) instead of plain indexing.
     """
     part = window(*tile.read) if window else data[(slice(None), *tile.read)]  # type: ignore[index]
-    if not hasattr(part, "compute"):
+    if not is_lazy(part):
         return np.asarray(part)
     if into is None:
         return np.asarray(part.compute(scheduler="synchronous"))
@@ -196,7 +196,7 @@ class TileFuser:
         peak RSS for a 30 × 2048² stack).
         """
         buffers: list[np.ndarray | None] = [None, None]
-        if hasattr(self.data, "compute"):
+        if is_lazy(self.data):
             z, _, _, c = self.data.shape  # type: ignore[attr-defined]
             size = z * c * max(_area(tile.read) for tile in tiles)
             dtype = self.data.dtype  # type: ignore[attr-defined]

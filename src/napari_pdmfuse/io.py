@@ -533,8 +533,8 @@ def _seconds(value: object, unit: object) -> float | None:
 BLOCK = 512
 
 #: Largest chunk when focal planes are grouped: where dask cannot narrow a read to the window
-#: (a grey stack gets its channel axis added), a chunk is decoded whole, and strips as wide as
-#: the image make large chunks.
+#: (channels moved last, a channel picked), a chunk is decoded whole, and strips as wide as the
+#: image make large chunks.
 GROUPED_BYTES = 64 * 2**20
 
 

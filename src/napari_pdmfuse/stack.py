@@ -65,7 +65,8 @@ class Stack:
         return plane[..., 0] if self.layout == "grey" else plane
 
 
-def _is_lazy(data: object) -> bool:
+def is_lazy(data: object) -> bool:
+    """Whether ``data`` is a dask array, read only when computed."""
     return hasattr(data, "dask")
 
 
@@ -168,7 +169,7 @@ def stack_planes(planes: list | tuple) -> object:
             f"The planes have different data types {sorted(map(str, dtypes))}; "
             "convert them to one type."
         )
-    if any(_is_lazy(p) for p in planes):
+    if any(is_lazy(p) for p in planes):
         import dask.array as da
 
         return da.stack(planes)

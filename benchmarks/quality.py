@@ -11,6 +11,7 @@ tool's command line (start-up, reading planes, fusing, writing, OpenFocus' focus
     python benchmarks/quality.py --quick        # two small cases, to check that it works
     python benchmarks/quality.py --cases ihc-steps,real-diatom --methods wavelet,enfuse
     python benchmarks/quality.py --out results.json
+    python benchmarks/quality.py --seeds 3      # each rendered case from 3 seeds (name, name@1, …)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from napari_pdmfuse.io import read_stack
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUICK = {"cases": ("bf-rgb-disk", "real-diatom"), "size": 128}
+SEED_STEP = 1000  # seed offset between the renderings of one case (--seeds)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Case:
     truth: np.ndarray | None = None  # (Y, X[, 3]) data units
     depth: np.ndarray | None = None  # (Y, X) slices
     textured: np.ndarray | None = None  # (Y, X) bool
+    real: bool = False  # a real stack: one only, whatever the seeds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,8 +82,8 @@ def rendered(description: str, sharp, depth, n: int, rng, **optics) -> Case:
     return Case(description, r.stack, r.truth, r.depth, r.textured)
 
 
-def fluo_noisy(size: int) -> Case:
-    rng = np.random.default_rng(20001)
+def fluo_noisy(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20001 + seed)
     sharp = render.fluorescence(rng, (size, size))
     return rendered(
         "fluorescence, N=10, gaussian PSF, 40 photons, 16-bit",
@@ -89,8 +92,8 @@ def fluo_noisy(size: int) -> Case:
     )  # fmt: skip
 
 
-def bf_rgb_disk(size: int) -> Case:
-    rng = np.random.default_rng(20002)
+def bf_rgb_disk(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20002 + seed)
     sharp = render.brightfield(rng, (size, size))
     return rendered(
         "stained brightfield RGB, N=5, disk PSF, 8-bit",
@@ -99,8 +102,8 @@ def bf_rgb_disk(size: int) -> Case:
     )  # fmt: skip
 
 
-def diatom_periodic(size: int) -> Case:
-    rng = np.random.default_rng(20003)
+def diatom_periodic(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20003 + seed)
     sharp = render.periodic(rng, (size, size))
     return rendered(
         "periodic diatom-like, N=20, airy PSF, 12-bit",
@@ -109,8 +112,8 @@ def diatom_periodic(size: int) -> Case:
     )  # fmt: skip
 
 
-def ihc_steps(size: int) -> Case:
-    rng = np.random.default_rng(20004)
+def ihc_steps(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20004 + seed)
     return rendered(
         "immunohistochemistry RGB, N=3, steps, disk PSF, 8-bit",
         crop("immunohistochemistry", size, rng), steps(size, 3, rng), 3, rng,
@@ -118,8 +121,8 @@ def ihc_steps(size: int) -> Case:
     )  # fmt: skip
 
 
-def coins_tilted_drift(size: int) -> Case:
-    rng = np.random.default_rng(20005)
+def coins_tilted_drift(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20005 + seed)
     return rendered(
         "coins, N=30, tilted, gaussian PSF, 3% brightness drift, 16-bit",
         crop("coins", size, rng), tilted(size, 30, rng), 30, rng,
@@ -127,8 +130,8 @@ def coins_tilted_drift(size: int) -> Case:
     )  # fmt: skip
 
 
-def partly_textureless(size: int) -> Case:
-    rng = np.random.default_rng(20006)
+def partly_textureless(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20006 + seed)
     sharp = render.brightfield(rng, (size, size)) @ metrics.LUMA
     keep = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 8) > 0
     keep = ndimage.gaussian_filter(keep.astype(float), 2)
@@ -141,7 +144,9 @@ def partly_textureless(size: int) -> Case:
 
 
 def real(description: str, *paths: str) -> Callable[[int], Case]:
-    return lambda size: Case(description, np.asarray(read_stack([DATA / p for p in paths]).data))
+    return lambda size, seed=0: Case(
+        description, np.asarray(read_stack([DATA / p for p in paths]).data), real=True
+    )
 
 
 CASES: dict[str, Callable[[int], Case]] = {
@@ -244,6 +249,13 @@ def main() -> None:
     parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(common.METHODS)}")
     parser.add_argument("--size", type=int, help="side of the rendered cases (default 256)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="render each synthetic case this many times, from other seeds too (name@k), to see "
+        "how far one rendering decides a ranking (default 1)",
+    )
     parser.add_argument("--out", type=Path, help="write every score to this JSON file")
     args = parser.parse_args()
 
@@ -269,8 +281,15 @@ def main() -> None:
             print(f"Skipping {m}: {why}")
     metrics.self_check()
 
-    for name in names:
-        case = CASES[name](size)
+    instances = [
+        (name if k == 0 else f"{name}@{k}", CASES[name], SEED_STEP * k)
+        for name in names
+        for k in range(args.seeds)
+    ]
+    for name, make, seed in instances:
+        case = make(size, seed)
+        if case.real and seed:
+            continue
         shape = "×".join(map(str, case.stack.shape))
         print(f"\n== {name}: {case.description} — {shape} {case.stack.dtype}")
         results, rows, failures = {}, [], {}
@@ -295,7 +314,8 @@ def main() -> None:
             "failed": failures,
         }
 
-    print(f"\n== Summary over {len(names)} cases: medians, and in how many cases each is best")
+    count = len(report["cases"])
+    print(f"\n== Summary over {count} cases: medians, and in how many cases each is best")
     print(summary(report, runnable))
     if args.out:
         args.out.write_text(json.dumps(finite(report), indent=2) + "\n")

@@ -11,6 +11,7 @@ import torch
 
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
+from napari_pdmfuse.model.pdmnet import PDMNet, focus_from_logits, weights_to_outputs
 from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, sha256
 from napari_pdmfuse.render import demo_stack
 
@@ -20,22 +21,63 @@ def method() -> PDMNetMethod:
     return PDMNetMethod(device="cpu")
 
 
+@pytest.fixture(scope="module")
+def with_focus_head(tmp_path_factory) -> PDMNetMethod:
+    """The shipped network with an (untrained, seeded) focus head, as training can add one."""
+    torch.manual_seed(0)
+    model = load_model()
+    model.focus_head = PDMNet(model.widths, focus_head=True).focus_head
+    path = tmp_path_factory.mktemp("weights") / "with-head.pt"
+    torch.save({"widths": list(model.widths), "state": model.state_dict()}, path)
+    return PDMNetMethod(device="cpu", weights=str(path))
+
+
 @pytest.mark.parametrize("n_slices", [2, 3, 17])
-def test_streamed_fusion_equals_one_softmax_over_all_slices(method, n_slices):
+@pytest.mark.parametrize("head", [False, True])
+def test_streamed_fusion_equals_one_softmax_over_all_slices(
+    method, with_focus_head, n_slices, head
+):
     # 17 slices are decoded in several chunks, the last one partial
+    fuser = with_focus_head if head else method
     rng = np.random.default_rng(n_slices)
     lum = rng.random((n_slices, 48, 64), dtype=np.float32)
     block = np.stack([lum * 100, 5 - 3 * lum], -1)
     with torch.inference_mode():
-        weights = torch.softmax(method.model(torch.from_numpy(lum)[None]), 1)[0].numpy()
+        logits, focus_logits = fuser.model(torch.from_numpy(lum)[None])
+    weights = torch.softmax(logits, 1)[0].numpy()
     assert weights.shape == lum.shape
     assert weights.min() >= 0
     np.testing.assert_allclose(weights.sum(0), 1, atol=1e-5)
-    result = method.fuse_tile(block, lum)
+    if head:  # the focus map from the focus head's own weights, made at half resolution
+        assert focus_logits.shape == (1, n_slices, 24, 32)
+        focus, confidence = (t[0].numpy() for t in focus_from_logits(focus_logits))
+    else:
+        assert focus_logits is None
+        focus, confidence = (
+            t[0].numpy() for t in weights_to_outputs(torch.from_numpy(weights)[None])
+        )
+    result = fuser.fuse_tile(block, lum)
     expected = np.einsum("zyx,zyxc->yxc", weights, block)
     np.testing.assert_allclose(result.fused, expected, rtol=1e-5, atol=1e-4)
-    focus = np.einsum("zyx,z->yx", weights, np.arange(n_slices))
-    np.testing.assert_allclose(result.focus, focus, atol=1e-4)
+    np.testing.assert_allclose(result.focus, focus, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(result.confidence, confidence, rtol=1e-5, atol=1e-4)
+
+
+def test_a_focus_head_changes_the_focus_map_not_the_fused_image(method, with_focus_head):
+    r = demo_stack(6, 64, seed=5)
+    lum = r.stack.astype(np.float32) / r.stack.max()
+    plain = method.fuse_tile(lum[..., None], lum)
+    headed = with_focus_head.fuse_tile(lum[..., None], lum)
+    np.testing.assert_array_equal(headed.fused, plain.fused)
+    assert np.abs(headed.focus - plain.focus).max() > 0.01
+
+
+def test_reversing_the_stack_mirrors_the_focus_map_of_a_focus_head(with_focus_head):
+    lum = demo_stack(6, 64, seed=5).stack.astype(np.float32)
+    lum /= lum.max()
+    forward = with_focus_head.fuse_tile(lum[..., None], lum)
+    backward = with_focus_head.fuse_tile(lum[::-1, ..., None].copy(), lum[::-1].copy())
+    np.testing.assert_allclose(backward.focus, 5 - forward.focus, atol=1e-4)
 
 
 def test_reversing_the_stack_mirrors_the_focus_map():

@@ -3,6 +3,12 @@
 ``python -m napari_pdmfuse.train`` reproduces ``weights/pdmnet.pt``: everything is seeded, the
 training stacks are rendered here from scikit-image's bundled images and procedural specimens,
 and validation content and seeds are disjoint from training. Runs on a GPU when there is one.
+
+The shipped weights have one head: its softmax weights give both the fused image and the focus
+map. Two ways to give the focus map weights of its own are built in, to experiment with: a
+focus head trained with the whole network (``--joint-focus-weight``), or one trained afterwards
+on the frozen network (``--focus-steps``, from existing weights with ``--init``), which reads
+the frozen decoder's features, computed once per training stack, and so costs minutes.
 """
 
 from __future__ import annotations
@@ -12,15 +18,17 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from .model.losses import fusion_loss
-from .model.pdmnet import DEFAULT_WIDTHS, PDMNet, weights_to_outputs
-from .model.weights import WEIGHTS_PATH, save_weights
+from .model.losses import focus_l1, fusion_loss
+from .model.pdmnet import DEFAULT_WIDTHS, PDMNet, focus_from_logits, weights_to_outputs
+from .model.weights import WEIGHTS_PATH, card_path, load_model, save_weights
 from .render import SLICE_COUNTS, TRAIN_IMAGES, VALIDATION_IMAGES, RenderedStack, random_stack
 from .stack import as_stack, normalisation
 
@@ -91,13 +99,12 @@ def evaluate(model: PDMNet, examples: list[Example], device: torch.device) -> di
             torch.from_numpy(np.ascontiguousarray(a))[None].to(device)
             for a in (ex.slices.astype(np.float32), ex.truth, ex.depth, ex.textured)
         )
-        weights = torch.softmax(model(slices), 1)
+        weights, focus = outputs(model, slices)
         _, stats = fusion_loss(weights, slices, truth, depth, textured)
         fused = (weights * slices).sum(1)
         mse = ((fused - truth) ** 2).mean().item()
         psnr.append(10 * math.log10(1 / max(mse, 1e-12)))
         ssim.append(stats["ssim"])
-        focus, _ = weights_to_outputs(weights)
         mae.append((focus - depth).abs()[textured].mean().item())
     model.train()
     return {
@@ -107,15 +114,164 @@ def evaluate(model: PDMNet, examples: list[Example], device: torch.device) -> di
     }
 
 
+def outputs(model: PDMNet, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fusion weights (B, N, H, W) and the focus map (B, H, W)."""
+    logits, focus_logits = model(slices)
+    weights = torch.softmax(logits, 1)
+    if focus_logits is None:
+        return weights, weights_to_outputs(weights)[0]
+    return weights, focus_from_logits(focus_logits)[0]
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
 
 
-def train(args: argparse.Namespace) -> dict:
+class Log:
+    """Running means of the training statistics, printed as JSON lines with validation."""
+
+    def __init__(self, stage: str, steps: int, args: argparse.Namespace, start: float) -> None:
+        self.stage, self.steps, self.every, self.start = stage, steps, args.log_every, start
+        self.running: dict[str, float] = {}
+        self.entries: list[dict] = []
+
+    def step(self, step: int, stats: dict[str, float], validate: Callable[[], dict]) -> None:
+        for key, value in stats.items():
+            self.running[key] = 0.98 * self.running.get(key, value) + 0.02 * value
+        if step % self.every and step != self.steps:
+            return
+        entry = {"stage": self.stage, "step": step}
+        entry["minutes"] = round((time.time() - self.start) / 60, 1)
+        entry.update({k: round(v, 4) for k, v in self.running.items()})
+        if step % (self.every * 5) == 0 or step == self.steps:
+            entry.update({f"val_{k}": round(v, 4) for k, v in validate().items()})
+        self.entries.append(entry)
+        print(json.dumps(entry), flush=True)
+
+
+def train_network(
+    pool: dict[int, list[Example]],
+    val: list[Example],
+    args: argparse.Namespace,
+    device: torch.device,
+    start: float,
+) -> tuple[PDMNet, dict]:
+    """The whole network, for the fusion weights (and the focus head's, when trained jointly)."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
+    joint = args.joint_focus_weight > 0  # the focus head learns with everything else
+    model = PDMNet(DEFAULT_WIDTHS, focus_head=joint).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05
+    )
+    sizes = sorted(pool)
+    log = Log("network", args.steps, args, start)
+    for step in range(1, args.steps + 1):
+        n = sizes[rng.integers(len(sizes))]
+        per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
+        chosen = [pool[n][i] for i in rng.integers(0, len(pool[n]), per_batch)]
+        slices, truth, depth, textured = batch(chosen, rng, device)
+        logits, focus_logits = model(slices)
+        loss, stats = fusion_loss(
+            torch.softmax(logits, 1), slices, truth, depth, textured, focus_weight=args.focus_weight
+        )
+        if joint:
+            head_error = focus_l1(focus_from_logits(focus_logits)[0], depth, textured)
+            loss = loss + args.joint_focus_weight * head_error
+            stats["focus_l1"] = head_error.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        log.step(step, {"loss": loss.item(), **stats}, lambda: evaluate(model, val, device))
+    meta = {
+        "seed": args.seed,
+        "steps": args.steps,
+        "slice_counts": list(args.slice_counts),
+        "focus_weight": args.focus_weight,
+        "joint_focus_weight": args.joint_focus_weight,
+        "minutes": round((time.time() - start) / 60, 1),
+        "validation": log.entries[-1],
+    }
+    return model, meta
+
+
+@torch.no_grad()
+def decoder_features(model: PDMNet, examples: list[Example], device: torch.device) -> list:
+    """What the focus head reads of each stack (the frozen decoder's features at half and
+    quarter resolution), float16 on the CPU."""
+    model.eval()
+    out = []
+    for ex in examples:
+        x = torch.from_numpy(ex.slices.astype(np.float32))[:, None].to(device)
+        out.append(tuple(f.half().cpu() for f in model.decoded(model.encode(x, len(x)))))
+    return out
+
+
+def train_focus_head(
+    model: PDMNet,
+    pool: dict[int, list[Example]],
+    val: list[Example],
+    args: argparse.Namespace,
+    device: torch.device,
+    start: float,
+) -> dict:
+    """A fresh focus head on the frozen network, L1 of the focus index on textured pixels.
+
+    The head sees one slice's features at a time, so the whole model stays exactly
+    equivariant to reversing the stack; the fusion weights are left bit for bit as they were.
+    """
+    torch.manual_seed(args.seed + 2)
+    rng = np.random.default_rng(args.seed + 2)
+    model.requires_grad_(False)
+    head = PDMNet(model.widths, focus_head=True).focus_head
+    # Start from the fusion weights' own focus map: the fine read is the fusion head, the
+    # coarse correction starts at zero, so the head only has to learn what to change.
+    head.fine.load_state_dict(model.head.state_dict())
+    nn.init.zeros_(head.coarse[-1].weight)
+    nn.init.zeros_(head.coarse[-1].bias)
+    model.focus_head = head = head.to(device)
+    features = {n: decoder_features(model, pool[n], device) for n in sorted(pool)}
+    opt = torch.optim.AdamW(head.parameters(), lr=args.focus_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.focus_lr, total_steps=args.focus_steps, pct_start=0.05
+    )
+    sizes = sorted(pool)
+    log = Log("focus head", args.focus_steps, args, start)
+    head.train()
+    for step in range(1, args.focus_steps + 1):
+        n = sizes[rng.integers(len(sizes))]
+        per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
+        chosen = rng.integers(0, len(pool[n]), per_batch)
+        f, quarter = (
+            torch.cat([features[n][i][scale] for i in chosen]).to(device, torch.float32)
+            for scale in (0, 1)
+        )
+        depth, textured = (
+            torch.from_numpy(np.stack([getattr(pool[n][i], key) for i in chosen])).to(device)
+            for key in ("depth", "textured")
+        )
+        logits = head(f, quarter)
+        focus, _ = focus_from_logits(logits.reshape(per_batch, n, *logits.shape[-2:]))
+        loss = focus_l1(focus, depth, textured)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        log.step(step, {"focus_l1": loss.item()}, lambda: evaluate(model, val, device))
+    model.requires_grad_(True)
+    return {
+        "steps": args.focus_steps,
+        "minutes": round((time.time() - start) / 60, 1),
+        "validation": log.entries[-1],
+    }
+
+
+def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = pick_device(args.device)
     start = time.time()
@@ -126,51 +282,27 @@ def train(args: argparse.Namespace) -> dict:
         f"in {time.time() - start:.0f} s",
         flush=True,
     )
-    model = PDMNet(DEFAULT_WIDTHS).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05
-    )
-    sizes = sorted(pool)
-    log: list[dict] = []
-    running: dict[str, float] = {}
-    for step in range(1, args.steps + 1):
-        n = sizes[rng.integers(len(sizes))]
-        per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
-        chosen = [pool[n][i] for i in rng.integers(0, len(pool[n]), per_batch)]
-        slices, truth, depth, textured = batch(chosen, rng, device)
-        weights = torch.softmax(model(slices), 1)
-        loss, stats = fusion_loss(
-            weights, slices, truth, depth, textured, focus_weight=args.focus_weight
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        for key, value in {"loss": loss.item(), **stats}.items():
-            running[key] = 0.98 * running.get(key, value) + 0.02 * value
-        if step % args.log_every == 0 or step == args.steps:
-            entry = {"step": step, "minutes": round((time.time() - start) / 60, 1)}
-            entry.update({k: round(v, 4) for k, v in running.items()})
-            if step % (args.log_every * 5) == 0 or step == args.steps:
-                entry.update(
-                    {f"val_{k}": round(v, 4) for k, v in evaluate(model, val, device).items()}
-                )
-            log.append(entry)
-            print(json.dumps(entry), flush=True)
-    meta = {
-        "widths": list(DEFAULT_WIDTHS),
-        "seed": args.seed,
-        "steps": args.steps,
-        "slice_counts": list(args.slice_counts),
-        "focus_weight": args.focus_weight,
-        "training_minutes": round((time.time() - start) / 60, 1),
-        "device": str(device),
-        "validation": log[-1],
-    }
+    if args.init:
+        model = load_model(args.init).to(device)
+        network_meta = {"init": str(args.init), **_network_record(args.init)}
+    else:
+        model, network_meta = train_network(pool, val, args, device, start)
+    meta = {"widths": list(model.widths), "device": str(device), "network": network_meta}
+    if args.focus_steps:
+        meta["focus_head"] = train_focus_head(model, pool, val, args, device, time.time())
+    meta["training_minutes"] = round((time.time() - start) / 60, 1)
+    meta["validation"] = (meta.get("focus_head") or network_meta).get("validation")
     save_weights(model.cpu(), args.out, meta)
     return meta
+
+
+def _network_record(path: Path) -> dict:
+    """What the card beside ``path`` says of its network training (empty if there is no card)."""
+    card = card_path(path)
+    if not card.is_file():
+        return {}
+    record = json.loads(card.read_text())
+    return record.get("network") or {k: v for k, v in record.items() if k != "sha256"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,12 +332,41 @@ def main(argv: list[str] | None = None) -> None:
         default=0.05,
         help="weight of the focus-index loss (default: %(default)s)",
     )
+    parser.add_argument(
+        "--joint-focus-weight",
+        type=float,
+        default=0.0,
+        help="train a focus head with the whole network, its L1 loss weighted by this "
+        "(default: %(default)s, none)",
+    )
+    parser.add_argument(
+        "--focus-steps",
+        type=int,
+        default=0,
+        help="then train a focus head on the frozen network for this many steps "
+        "(default: %(default)s, none)",
+    )
+    parser.add_argument(
+        "--focus-lr",
+        type=float,
+        default=3e-3,
+        help="peak learning rate of the focus head (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="skip training the network: add a focus head to these weights (a file this "
+        "command wrote); needs --focus-steps",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     parser.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH, help="weights file to write")
-    train(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.init and not args.focus_steps:
+        parser.error("--init only adds a focus head: give --focus-steps too")
+    train(args)
 
 
 if __name__ == "__main__":

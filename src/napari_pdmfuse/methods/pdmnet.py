@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from ..model.device import ieee_float32, resolve_device
-from ..model.pdmnet import channels_last, moments_to_outputs
+from ..model.pdmnet import channels_last, moments_to_outputs, upsampled_outputs
 from ..model.weights import load_model, shipped_model
 from .base import TileResult
 
@@ -50,13 +50,28 @@ class PDMNetMethod:
         n, height, width = lum.shape
         with torch.inference_mode(), ieee_float32(self.device):
             feats = self.model.encode(self._padded(lum), n, CHUNK)
-            softmax = StreamingSoftmax(n, self.device)
+            fusion = StreamingSoftmax(n, self.device)
+            # a model with a focus head weighs slices for the focus map with its own logits,
+            # made at half resolution
+            focusing = (
+                StreamingSoftmax(n, self.device) if self.model.focus_head is not None else None
+            )
             for i in range(0, n, CHUNK):
-                logits = self.model.decode([f[i : i + CHUNK] for f in feats])
+                part = [f[i : i + CHUNK] for f in feats]
                 data = torch.from_numpy(block[i : i + CHUNK]).to(self.device)
-                softmax.add(logits[:, 0, :height, :width], data)
-            fused, mean, mean_square = softmax.result()
-            focus, confidence = moments_to_outputs(mean, mean_square, n)
+                if focusing is None:
+                    fusion.add(self.model.decode(part)[:, 0, :height, :width], data)
+                    continue
+                logits, focus_logits = self.model.decode_both(part)
+                fusion.add(logits[:, 0, :height, :width], data)
+                focusing.add(focus_logits[:, 0])
+            fused, mean, mean_square = fusion.result()
+            if focusing is None:
+                focus, confidence = moments_to_outputs(mean, mean_square, n)
+            else:
+                _, mean, mean_square = focusing.result()
+                focus, confidence = upsampled_outputs(mean[None], mean_square[None], n)
+                focus, confidence = focus[0, :height, :width], confidence[0, :height, :width]
         return TileResult(*(t.cpu().numpy() for t in (fused, focus, confidence)))
 
     def _padded(self, lum: np.ndarray) -> torch.Tensor:
@@ -82,13 +97,14 @@ class StreamingSoftmax:
         self.start = 0
         self.peak = self.total = self.z_sum = self.z2_sum = self.fused = torch.empty(0)
 
-    def add(self, logits: torch.Tensor, data: torch.Tensor) -> None:
-        """Logits (k, y, x) and data (k, y, x, C) of the next k slices."""
+    def add(self, logits: torch.Tensor, data: torch.Tensor | None = None) -> None:
+        """Logits (k, y, x) and data (k, y, x, C) of the next k slices; without data only the
+        moments in z are kept."""
         z = self.z[self.start : self.start + len(logits)]
         if self.start == 0:  # empty sums at the first chunk's maximum: rescaled by exactly 1
             self.peak = logits.amax(0)
             self.total, self.z_sum, self.z2_sum = (torch.zeros_like(self.peak) for _ in range(3))
-            self.fused = data.new_zeros(data.shape[1:])
+            self.fused = data.new_zeros(data.shape[1:]) if data is not None else None
         self.start += len(logits)
         peak = torch.maximum(self.peak, logits.amax(0))
         e = torch.exp(logits - peak)
@@ -97,11 +113,14 @@ class StreamingSoftmax:
         self.total = self.total.mul_(rescale).add_(e.sum(0))
         self.z_sum = self.z_sum.mul_(rescale).add_(torch.einsum("kyx,k->yx", e, z))
         self.z2_sum = self.z2_sum.mul_(rescale).add_(torch.einsum("kyx,k->yx", e, z * z))
-        self.fused = self.fused.mul_(rescale[..., None]).add_(
-            torch.einsum("kyx,kyxc->yxc", e, data)
-        )
+        if data is not None:
+            self.fused = self.fused.mul_(rescale[..., None]).add_(
+                torch.einsum("kyx,kyxc->yxc", e, data)
+            )
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fused (y, x, C), mean and mean square of the slice position (y, x)."""
+    def result(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Fused (y, x, C) (None if fed no data), mean and mean square of the slice position
+        (y, x)."""
         inverse = 1 / self.total
-        return self.fused * inverse[..., None], self.z_sum * inverse, self.z2_sum * inverse
+        fused = None if self.fused is None else self.fused * inverse[..., None]
+        return fused, self.z_sum * inverse, self.z2_sum * inverse

@@ -52,3 +52,9 @@ def fusion_loss(
     ).sum() / mask.sum().clamp_min(1)
     loss = l1 + 0.5 * structure + focus_weight * focus_err
     return loss, {"l1": l1.item(), "ssim": 1 - structure.item(), "focus": focus_err.item()}
+
+
+def focus_l1(focus: torch.Tensor, depth: torch.Tensor, textured: torch.Tensor) -> torch.Tensor:
+    """Mean absolute focus error on textured pixels (B, H, W): what the benchmarks score."""
+    mask = textured.to(focus.dtype)
+    return ((focus - depth).abs() * mask).sum() / mask.sum().clamp_min(1)

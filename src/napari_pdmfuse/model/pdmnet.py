@@ -7,6 +7,11 @@ statistics (mean and max over Z, which work for any N) and, at coarse scales, th
 convolution along Z, since focus changes smoothly through the stack. The decoder gives one logit
 per slice per pixel; a softmax over slices turns them into weights that sum to one.
 
+A model may carry a second, focus head on the same decoder features: its own logits per slice
+give the weights whose mean slice position is the focus map. One set of weights cannot serve
+both outputs well: the fused image wants soft weights where neighbouring planes are about as
+sharp (blending them hides noise), the focus map wants weights peaked on the plane in focus.
+
 There is no normalisation layer and no global pooling over the plane: the output at a pixel
 depends only on a bounded neighbourhood, which is what lets tiles with a halo stitch exactly.
 """
@@ -20,6 +25,8 @@ from torch.nn import functional as F
 from .dwt import DWT
 
 DEFAULT_WIDTHS = (8, 16, 32, 48)
+#: Hidden channels of the focus head.
+FOCUS_WIDTH = 16
 
 
 def conv(cin: int, cout: int, kernel: int = 3) -> nn.Conv2d:
@@ -67,10 +74,11 @@ class CrossSlice(nn.Module):
 class PDMNet(nn.Module):
     """Slices (B, N, H, W), normalised to about [0, 1] → logits (B, N, H, W).
 
-    H and W must be multiples of :attr:`stride`.
+    H and W must be multiples of :attr:`stride`. With ``focus_head`` the model also gives the
+    focus-map logits, at half resolution.
     """
 
-    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS) -> None:
+    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, focus_head: bool = False) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.stride = 2 ** len(widths)
@@ -100,11 +108,17 @@ class PDMNet(nn.Module):
         # commutes with bilinear interpolation) and a 1×1 head keep full-size work minimal.
         self.project = nn.Conv2d(widths[1], widths[0], 1)
         self.head = nn.Conv2d(widths[0], 1, 1)
+        self.focus_head = FocusHead(widths[0], widths[1]) if focus_head else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Slices (B, N, H, W) → fusion logits (B, N, H, W) and focus logits at half
+        resolution (B, N, H/2, W/2), or None without a focus head."""
         b, n, h, w = x.shape
         feats = self.encode(x.reshape(b * n, 1, h, w), n)
-        return self.decode(feats).reshape(b, n, h, w)
+        if self.focus_head is None:
+            return self.decode(feats).reshape(b, n, h, w), None
+        fusion, focus = self.decode_both(feats)
+        return fusion.reshape(b, n, h, w), focus.reshape(b, n, h // 2, w // 2)
 
     def encode(self, x: torch.Tensor, n: int, chunk: int = 0) -> list[torch.Tensor]:
         """Slices (S, 1, H, W) of stacks of ``n`` → features at every scale, finest first.
@@ -137,12 +151,42 @@ class PDMNet(nn.Module):
         return feats
 
     def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Features of some slices (any subset: decoding is per slice) → logits (S, 1, H, W)."""
+        """Features of some slices (any subset: decoding is per slice) → fusion logits
+        (S, 1, H, W)."""
+        return _up(self.head(self.decoded(feats)[0]))
+
+    def decode_both(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fusion logits (S, 1, H, W) and focus logits at half resolution (S, 1, H/2, W/2)."""
+        f, quarter = self.decoded(feats)
+        return _up(self.head(f)), self.focus_head(f, quarter)
+
+    def decoded(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's features at half resolution, which the heads read, and at a quarter,
+        which the focus head reads too."""
         f = feats[-1]
         for decoder, skip in zip(reversed(self.decoders), reversed(feats[1:-1]), strict=True):
             f = decoder(torch.cat([_up(f), skip], 1))
-        f = (_up(self.project(f)) + feats[0]).relu_()
-        return _up(self.head(f))
+        return (_up(self.project(f)) + feats[0]).relu_(), f
+
+
+class FocusHead(nn.Module):
+    """Focus-map logits at half resolution from the decoder's features of one slice.
+
+    The quarter-resolution features (twice the channels, a quarter of the pixels) carry most
+    of what tells the depth, so the head's non-linear part runs there; a linear read of the
+    half-resolution features places it. The focus map is then made at half resolution too
+    and upsampled, so the whole focus path costs a few percent of the network.
+    """
+
+    def __init__(self, half: int, quarter: int) -> None:
+        super().__init__()
+        self.fine = nn.Conv2d(half, 1, 1)
+        self.coarse = nn.Sequential(
+            conv(quarter, FOCUS_WIDTH), nn.ReLU(inplace=True), nn.Conv2d(FOCUS_WIDTH, 1, 1)
+        )
+
+    def forward(self, f: torch.Tensor, quarter: torch.Tensor) -> torch.Tensor:
+        return self.fine(f) + _up(self.coarse(quarter))
 
 
 def _place(out: torch.Tensor, part: torch.Tensor, start: int, total: int) -> torch.Tensor:
@@ -195,6 +239,22 @@ def weights_to_outputs(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     z = torch.arange(n, dtype=weights.dtype, device=weights.device)
     mean = torch.einsum("bnhw,n->bhw", weights, z)
     return moments_to_outputs(mean, torch.einsum("bnhw,n->bhw", weights, z * z), n)
+
+
+def focus_from_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half-resolution focus logits (B, N, h, w) → focus index and confidence (B, 2h, 2w)."""
+    weights = torch.softmax(logits, 1)
+    z = torch.arange(logits.shape[1], dtype=logits.dtype, device=logits.device)
+    mean = torch.einsum("bnhw,n->bhw", weights, z)
+    return upsampled_outputs(mean, torch.einsum("bnhw,n->bhw", weights, z * z), len(z))
+
+
+def upsampled_outputs(
+    mean: torch.Tensor, mean_square: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half-resolution moments (B, h, w) → focus index and confidence at full resolution."""
+    mean, mean_square = _up(torch.stack([mean, mean_square], 1)).unbind(1)
+    return moments_to_outputs(mean, mean_square, n)
 
 
 def moments_to_outputs(

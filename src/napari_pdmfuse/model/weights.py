@@ -92,8 +92,10 @@ def load_model(path: str | Path | None = None) -> PDMNet:
         _check_card(target, card, shipped=shipped)
     try:
         checkpoint = torch.load(target, map_location="cpu", weights_only=True)
-        model = PDMNet(_widths(checkpoint["widths"]))
-        model.load_state_dict(checkpoint["state"])
+        state = checkpoint["state"]
+        focus_head = any(key.startswith("focus_head.") for key in state)
+        model = PDMNet(_widths(checkpoint["widths"]), focus_head=focus_head)
+        model.load_state_dict(state)
     except pickle.UnpicklingError:
         raise InputError(
             f"{target} is not a PDMNet weights file: it holds Python objects that could run "

@@ -1,0 +1,58 @@
+"""The training command: its weights load and fuse, and a focus head added later keeps them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pdmfuse import fuse, train
+from napari_pdmfuse.model.weights import load_model, sha256
+from napari_pdmfuse.render import random_stack
+
+
+@pytest.fixture(autouse=True)
+def small_validation(monkeypatch):
+    rng = np.random.default_rng(1)
+    examples = [train.to_example(random_stack(rng, (64, 64), n)) for n in (3, 5)]
+    monkeypatch.setattr(train, "validation_set", lambda: examples)
+
+
+def run(out, *extra: str) -> dict:
+    tiny = ["--pool", "8", "--size", "64", "--steps", "4", "--log-every", "2", "--threads", "1"]
+    train.main([*tiny, "--out", str(out), *extra])
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+@pytest.mark.parametrize("options", [[], ["--joint-focus-weight", "0.1"]])
+def test_training_writes_verified_weights_that_fuse(tmp_path, options):
+    out = tmp_path / "weights" / "pdmnet.pt"
+    card = run(out, *options)
+    assert card["sha256"] == sha256(out)
+    assert {"val_psnr", "val_ssim", "val_focus_mae"} <= set(card["validation"])
+    assert (load_model(out).focus_head is not None) == bool(options)
+    stack = random_stack(np.random.default_rng(2), (48, 48), 4).stack
+    result = fuse(stack, weights=str(out))
+    assert result.fused.dtype == stack.dtype
+    assert result.focus_map.min() >= 0 and result.focus_map.max() <= 3
+
+
+def test_a_focus_head_added_later_leaves_the_network_as_it_was(tmp_path):
+    first = tmp_path / "fusion.pt"
+    run(first)
+    second = tmp_path / "both.pt"
+    card = run(second, "--init", str(first), "--focus-steps", "4")
+    assert card["network"]["init"] == str(first) and card["focus_head"]["steps"] == 4
+    before, after = load_model(first).state_dict(), load_model(second).state_dict()
+    head = {k for k in after if k.startswith("focus_head.")}
+    assert head and set(after) - head == set(before)
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+
+
+def test_init_without_focus_steps_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--init", str(tmp_path / "any.pt"), "--out", str(tmp_path / "x.pt")])
+    assert "--init only adds a focus head" in capsys.readouterr().err

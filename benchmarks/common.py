@@ -189,14 +189,20 @@ def run_external(name: str, stack: np.ndarray, device: str = "auto") -> Run:
     return Run(fused=fused, focus=focus, seconds=seconds, rss_mb=rss_mb)
 
 
-def run_method(name: str, stack: np.ndarray, device: str = "auto") -> Run:
-    """Fuse ``stack`` (Z, Y, X[, 3]) with one method; raise Skip if it cannot run or fails."""
+def run_method(
+    name: str, stack: np.ndarray, device: str = "auto", weights: str | None = None
+) -> Run:
+    """Fuse ``stack`` (Z, Y, X[, 3]) with one method; raise Skip if it cannot run or fails.
+
+    ``weights``: a PDMNet weights file for the PDMNet methods instead of the shipped one."""
     if name not in BUILTIN and name not in VARIANTS:
         check_available(name, device)
         return run_external(name, stack, device)
     import napari_pdmfuse
 
     method, options = VARIANTS.get(name, (name, {}))
+    if weights and method == "pdmnet":
+        options = {**options, "weights": weights}
     start = time.perf_counter()
     try:
         result = napari_pdmfuse.fuse(stack, method=method, device=device, **options)

@@ -12,6 +12,7 @@ tool's command line (start-up, reading planes, fusing, writing, OpenFocus' focus
     python benchmarks/quality.py --cases ihc-steps,real-diatom --methods wavelet,enfuse
     python benchmarks/quality.py --out results.json
     python benchmarks/quality.py --seeds 3      # each rendered case from 3 seeds (name, name@1, …)
+    python benchmarks/quality.py --methods pdmnet --weights runs/head/pdmnet.pt   # other weights
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ class Case:
     truth: np.ndarray | None = None  # (Y, X[, 3]) data units
     depth: np.ndarray | None = None  # (Y, X) slices
     textured: np.ndarray | None = None  # (Y, X) bool
-    real: bool = False  # a real stack: one only, whatever the seeds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,13 +143,13 @@ def partly_textureless(size: int, seed: int = 0) -> Case:
     )  # fmt: skip
 
 
-def real(description: str, *paths: str) -> Callable[[int], Case]:
+def real(description: str, *paths: str) -> Callable[..., Case]:
     return lambda size, seed=0: Case(
-        description, np.asarray(read_stack([DATA / p for p in paths]).data), real=True
+        description, np.asarray(read_stack([DATA / p for p in paths]).data)
     )
 
 
-CASES: dict[str, Callable[[int], Case]] = {
+CASES: dict[str, Callable[..., Case]] = {  # (size, seed offset) → case
     "fluo-noisy": fluo_noisy,
     "bf-rgb-disk": bf_rgb_disk,
     "diatom-periodic": diatom_periodic,
@@ -256,12 +256,18 @@ def main() -> None:
         help="render each synthetic case this many times, from other seeds too (name@k), to see "
         "how far one rendering decides a ranking (default 1)",
     )
+    parser.add_argument(
+        "--weights",
+        help="a PDMNet weights file for pdmnet and pdmnet-bc instead of the shipped one",
+    )
     parser.add_argument("--out", type=Path, help="write every score to this JSON file")
     args = parser.parse_args()
 
     names = args.cases.split(",") if args.cases else list(QUICK["cases"] if args.quick else CASES)
     size = args.size or (QUICK["size"] if args.quick else 256)
     methods = args.methods.split(",") if args.methods else list(common.METHODS)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     unknown = [n for n in names if n not in CASES] + [m for m in methods if m not in common.METHODS]
     if unknown:
         parser.error(f"unknown case or method: {', '.join(unknown)}")
@@ -284,18 +290,16 @@ def main() -> None:
     instances = [
         (name if k == 0 else f"{name}@{k}", CASES[name], SEED_STEP * k)
         for name in names
-        for k in range(args.seeds)
+        for k in range(1 if name.startswith("real-") else args.seeds)
     ]
     for name, make, seed in instances:
         case = make(size, seed)
-        if case.real and seed:
-            continue
         shape = "×".join(map(str, case.stack.shape))
         print(f"\n== {name}: {case.description} — {shape} {case.stack.dtype}")
         results, rows, failures = {}, [], {}
         for m in runnable:
             try:
-                run = common.run_method(m, case.stack, args.device)
+                run = common.run_method(m, case.stack, args.device, args.weights)
             except common.Skip as why:
                 failures[m] = str(why)
                 continue

@@ -366,6 +366,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.init and not args.focus_steps:
         parser.error("--init only adds a focus head: give --focus-steps too")
+    if args.init and args.joint_focus_weight:
+        parser.error("--joint-focus-weight trains the whole network, which --init skips")
+    if args.focus_steps and args.joint_focus_weight:
+        parser.error("--focus-steps would replace the focus head --joint-focus-weight trains")
+    if (args.joint_focus_weight or args.focus_steps) and args.out == WEIGHTS_PATH:
+        parser.error("weights with a focus head are not the shipped ones: give --out")
     train(args)
 
 

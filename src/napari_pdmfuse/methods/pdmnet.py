@@ -25,6 +25,12 @@ from .base import TileResult
 CHUNK = 4
 
 
+#: A focus head's 3 × 3 convolution at quarter scale reaches further. Measured on 3- and
+#: 12-slice stacks tiled at 176 px: with 96 px its focus map moved by up to 4e-3 slices, with
+#: 112 px by 1.1e-4 (no less with 128), within 1e-4 of the slice range.
+FOCUS_HEAD_HALO = 112
+
+
 class PDMNetMethod:
     name = "pdmnet"
     # The receptive field is 123 px, but what lies beyond 96 px moves the result by less than
@@ -37,6 +43,8 @@ class PDMNetMethod:
         self.custom = channels_last(load_model(weights)) if weights else None
         self.to(self.device)
         self.align = self.model.stride
+        if self.model.focus_head is not None:
+            self.halo = FOCUS_HEAD_HALO
 
     def to(self, device: torch.device | str) -> None:
         """Run on ``device`` from now on (how a GPU out of memory falls back to the CPU)."""

@@ -72,10 +72,10 @@ class CrossSlice(nn.Module):
 
 
 class PDMNet(nn.Module):
-    """Slices (B, N, H, W), normalised to about [0, 1] → logits (B, N, H, W).
+    """Slices (B, N, H, W), normalised to about [0, 1] → fusion logits (B, N, H, W) and, with
+    ``focus_head``, focus-map logits at half resolution (else None).
 
-    H and W must be multiples of :attr:`stride`. With ``focus_head`` the model also gives the
-    focus-map logits, at half resolution.
+    H and W must be multiples of :attr:`stride`.
     """
 
     def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, focus_head: bool = False) -> None:

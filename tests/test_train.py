@@ -42,6 +42,16 @@ def test_training_writes_verified_weights_that_fuse(tmp_path, options):
     assert np.isfinite(result.focus_map).all() and np.isfinite(result.confidence).all()
 
 
+def test_blur_range_reaches_the_rendered_training_stacks(tmp_path):
+    (sharp,) = train.render_pool(1, 0, 64, (8,))[8]
+    (finer,) = train.render_pool(1, 0, 64, (8,), blur_range=(0.2, 0.3))[8]
+    np.testing.assert_array_equal(finer.depth, sharp.depth)  # the same draws up to the blur
+    step = [np.abs(np.diff(ex.slices.astype(np.float32), axis=0)).mean() for ex in (sharp, finer)]
+    assert step[1] < step[0]  # less blur per slice: neighbouring planes differ less
+    card = run(tmp_path / "fine.pt", "--blur-range", "0.4,4")
+    assert card["network"]["blur_range"] == [0.4, 4.0]
+
+
 def test_a_focus_head_added_later_leaves_the_network_as_it_was(tmp_path):
     first = tmp_path / "fusion.pt"
     run(first)

@@ -264,6 +264,8 @@ def render_stack(
 
 
 SLICE_COUNTS = (2, 3, 4, 5, 6, 8, 10, 12, 16)
+#: Range of the blur per slice of defocus (px), before the (1 + 4 / N) that short stacks get.
+BLUR_RANGE = (0.8, 4.0)
 
 
 def random_stack(
@@ -274,6 +276,7 @@ def random_stack(
     images: tuple[str, ...] = TRAIN_IMAGES,
     rgb: bool | None = None,
     slice_counts: tuple[int, ...] = SLICE_COUNTS,
+    blur_range: tuple[float, float] = BLUR_RANGE,
 ) -> RenderedStack:
     """A stack with every rendering parameter drawn from the range the network must handle."""
     n = int(n_slices or rng.choice(slice_counts))
@@ -286,7 +289,7 @@ def random_stack(
         n,
         rng=rng,
         psf_kind=str(rng.choice(PSFS)),
-        blur_per_slice=float(rng.uniform(0.8, 4.0) * (1 + 4 / n)),
+        blur_per_slice=float(rng.uniform(*blur_range) * (1 + 4 / n)),
         depth_of_field=float(rng.uniform(0, 0.4)),
         photons=float(10 ** rng.uniform(1.5, 4)),
         read_noise=float(10 ** rng.uniform(-3.5, -1.7)),

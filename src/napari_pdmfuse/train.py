@@ -29,7 +29,14 @@ from torch import nn
 from .model.losses import focus_l1, fusion_loss
 from .model.pdmnet import DEFAULT_WIDTHS, PDMNet, focus_from_logits, weights_to_outputs
 from .model.weights import WEIGHTS_PATH, card_path, load_model, save_weights
-from .render import SLICE_COUNTS, TRAIN_IMAGES, VALIDATION_IMAGES, RenderedStack, random_stack
+from .render import (
+    BLUR_RANGE,
+    SLICE_COUNTS,
+    TRAIN_IMAGES,
+    VALIDATION_IMAGES,
+    RenderedStack,
+    random_stack,
+)
 from .stack import as_stack, normalisation
 
 VALIDATION_SEED = 10_000
@@ -53,14 +60,19 @@ def to_example(r: RenderedStack) -> Example:
 
 
 def render_pool(
-    n: int, seed: int, size: int, slice_counts: tuple[int, ...]
+    n: int,
+    seed: int,
+    size: int,
+    slice_counts: tuple[int, ...],
+    blur_range: tuple[float, float] = BLUR_RANGE,
 ) -> dict[int, list[Example]]:
     rng = np.random.default_rng(seed)
     pool: dict[int, list[Example]] = {}
     for _ in range(n):
-        ex = to_example(
-            random_stack(rng, (size, size), images=TRAIN_IMAGES, slice_counts=slice_counts)
+        stack = random_stack(
+            rng, (size, size), images=TRAIN_IMAGES, slice_counts=slice_counts, blur_range=blur_range
         )
+        ex = to_example(stack)
         pool.setdefault(ex.slices.shape[0], []).append(ex)
     return pool
 
@@ -192,6 +204,7 @@ def train_network(
         "seed": args.seed,
         "steps": args.steps,
         "slice_counts": list(args.slice_counts),
+        "blur_range": list(args.blur_range),
         "focus_weight": args.focus_weight,
         "joint_focus_weight": args.joint_focus_weight,
         "minutes": round((time.time() - start) / 60, 1),
@@ -275,7 +288,7 @@ def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = pick_device(args.device)
     start = time.time()
-    pool = render_pool(args.pool, args.seed, args.size, args.slice_counts)
+    pool = render_pool(args.pool, args.seed, args.size, args.slice_counts, args.blur_range)
     val = validation_set()
     print(
         f"rendered {args.pool} training and {len(val)} validation stacks "
@@ -325,6 +338,13 @@ def main(argv: list[str] | None = None) -> None:
         type=lambda text: tuple(int(v) for v in text.split(",")),
         default=SLICE_COUNTS,
         help="slice counts the training stacks are drawn from, comma-separated",
+    )
+    parser.add_argument(
+        "--blur-range",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=BLUR_RANGE,
+        help="range of the training stacks' blur per slice in px, before the (1 + 4/N) short "
+        "stacks get, comma-separated (default: %(default)s)",
     )
     parser.add_argument(
         "--focus-weight",

@@ -117,13 +117,23 @@ def evaluate(model: PDMNet, examples: list[Example], device: torch.device) -> di
         mse = ((fused - truth) ** 2).mean().item()
         psnr.append(10 * math.log10(1 / max(mse, 1e-12)))
         ssim.append(stats["ssim"])
-        mae.append((focus - depth).abs()[textured].mean().item())
+        mae.append(focus_l1(focus, depth, textured).item())
     model.train()
     return {
         "psnr": float(np.mean(psnr)),
         "ssim": float(np.mean(ssim)),
         "focus_mae": float(np.mean(mae)),
     }
+
+
+def draw(
+    pool: dict[int, list[Example]], rng: np.random.Generator, args: argparse.Namespace
+) -> tuple[int, np.ndarray]:
+    """A slice count and the indices of a batch of its stacks, about ``args.voxels`` in all."""
+    sizes = sorted(pool)
+    n = sizes[rng.integers(len(sizes))]
+    per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
+    return n, rng.integers(0, len(pool[n]), per_batch)
 
 
 def outputs(model: PDMNet, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,13 +189,10 @@ def train_network(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05
     )
-    sizes = sorted(pool)
     log = Log("network", args.steps, args, start)
     for step in range(1, args.steps + 1):
-        n = sizes[rng.integers(len(sizes))]
-        per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
-        chosen = [pool[n][i] for i in rng.integers(0, len(pool[n]), per_batch)]
-        slices, truth, depth, textured = batch(chosen, rng, device)
+        n, chosen = draw(pool, rng, args)
+        slices, truth, depth, textured = batch([pool[n][i] for i in chosen], rng, device)
         logits, focus_logits = model(slices)
         loss, stats = fusion_loss(
             torch.softmax(logits, 1), slices, truth, depth, textured, focus_weight=args.focus_weight
@@ -253,13 +260,10 @@ def train_focus_head(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.focus_lr, total_steps=args.focus_steps, pct_start=0.05
     )
-    sizes = sorted(pool)
     log = Log("focus head", args.focus_steps, args, start)
     head.train()
     for step in range(1, args.focus_steps + 1):
-        n = sizes[rng.integers(len(sizes))]
-        per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
-        chosen = rng.integers(0, len(pool[n]), per_batch)
+        n, chosen = draw(pool, rng, args)
         f, quarter = (
             torch.cat([features[n][i][scale] for i in chosen]).to(device, torch.float32)
             for scale in (0, 1)
@@ -269,7 +273,7 @@ def train_focus_head(
             for key in ("depth", "textured")
         )
         logits = head(f, quarter)
-        focus, _ = focus_from_logits(logits.reshape(per_batch, n, *logits.shape[-2:]))
+        focus, _ = focus_from_logits(logits.reshape(len(chosen), n, *logits.shape[-2:]))
         loss = focus_l1(focus, depth, textured)
         opt.zero_grad(set_to_none=True)
         loss.backward()

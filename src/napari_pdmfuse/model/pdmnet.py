@@ -235,18 +235,18 @@ def _up(f: torch.Tensor) -> torch.Tensor:
 
 def weights_to_outputs(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel slice weights (B, N, H, W) → focus index and confidence, each (B, H, W)."""
-    n = weights.shape[1]
-    z = torch.arange(n, dtype=weights.dtype, device=weights.device)
-    mean = torch.einsum("bnhw,n->bhw", weights, z)
-    return moments_to_outputs(mean, torch.einsum("bnhw,n->bhw", weights, z * z), n)
+    return moments_to_outputs(*_z_moments(weights), weights.shape[1])
 
 
 def focus_from_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Half-resolution focus logits (B, N, h, w) → focus index and confidence (B, 2h, 2w)."""
-    weights = torch.softmax(logits, 1)
-    z = torch.arange(logits.shape[1], dtype=logits.dtype, device=logits.device)
-    mean = torch.einsum("bnhw,n->bhw", weights, z)
-    return upsampled_outputs(mean, torch.einsum("bnhw,n->bhw", weights, z * z), len(z))
+    return upsampled_outputs(*_z_moments(torch.softmax(logits, 1)), logits.shape[1])
+
+
+def _z_moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and mean square of the slice position under weights (B, N, H, W)."""
+    z = torch.arange(weights.shape[1], dtype=weights.dtype, device=weights.device)
+    return torch.einsum("bnhw,n->bhw", weights, z), torch.einsum("bnhw,n->bhw", weights, z * z)
 
 
 def upsampled_outputs(

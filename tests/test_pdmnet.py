@@ -8,10 +8,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from test_focus_map import run_focus_reference
 
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
-from napari_pdmfuse.model.pdmnet import PDMNet, focus_from_logits, weights_to_outputs
+from napari_pdmfuse.model.pdmnet import PDMNet, upsample
 from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, sha256
 from napari_pdmfuse.render import demo_stack
 
@@ -53,18 +54,19 @@ def test_streamed_fusion_equals_one_softmax_over_all_slices(
     assert weights.shape == lum.shape
     assert weights.min() >= 0
     np.testing.assert_allclose(weights.sum(0), 1, atol=1e-5)
-    if head:  # the focus map from the focus head's own weights, made at half resolution
+    if head:  # the focus map from the focus head's own logits, made at half resolution
         assert focus_logits.shape == (1, n_slices, 24, 32)
-        focus, confidence = (t[0].numpy() for t in focus_from_logits(focus_logits))
+        focus_logits = upsample(focus_logits)
     else:
         assert focus_logits is None
-        focus, confidence = (
-            t[0].numpy() for t in weights_to_outputs(torch.from_numpy(weights)[None])
-        )
+        focus_logits = logits
+    focus, confidence = run_focus_reference(focus_logits[0].numpy())
     result = fuser.fuse_tile(block, lum)
     expected = np.einsum("zyx,zyxc->yxc", weights, block)
     np.testing.assert_allclose(result.fused, expected, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(result.focus, focus, rtol=1e-5, atol=1e-4)
+    # The logits of one forward pass and of inference in chunks differ by float rounding, which
+    # the run's soft end amplifies tenfold (the reference itself is exact: test_focus_map).
+    np.testing.assert_allclose(result.focus, focus, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(result.confidence, confidence, rtol=1e-5, atol=1e-4)
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .model.losses import focus_l1, fusion_loss
-from .model.pdmnet import DEFAULT_WIDTHS, PDMNet, focus_from_logits, weights_to_outputs
+from .model.pdmnet import DEFAULT_WIDTHS, PDMNet, mean_focus, mean_focus_of_logits
 from .model.weights import WEIGHTS_PATH, card_path, load_model, save_weights
 from .render import (
     BLUR_RANGE,
@@ -141,8 +141,8 @@ def outputs(model: PDMNet, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     logits, focus_logits = model(slices)
     weights = torch.softmax(logits, 1)
     if focus_logits is None:
-        return weights, weights_to_outputs(weights)[0]
-    return weights, focus_from_logits(focus_logits)[0]
+        return weights, mean_focus(weights)
+    return weights, mean_focus_of_logits(focus_logits)
 
 
 def pick_device(name: str) -> torch.device:
@@ -198,7 +198,7 @@ def train_network(
             torch.softmax(logits, 1), slices, truth, depth, textured, focus_weight=args.focus_weight
         )
         if joint:
-            head_error = focus_l1(focus_from_logits(focus_logits)[0], depth, textured)
+            head_error = focus_l1(mean_focus_of_logits(focus_logits), depth, textured)
             loss = loss + args.joint_focus_weight * head_error
             stats["focus_l1"] = head_error.item()
         opt.zero_grad(set_to_none=True)
@@ -273,7 +273,7 @@ def train_focus_head(
             for key in ("depth", "textured")
         )
         logits = head(f, quarter)
-        focus, _ = focus_from_logits(logits.reshape(len(chosen), n, *logits.shape[-2:]))
+        focus = mean_focus_of_logits(logits.reshape(len(chosen), n, *logits.shape[-2:]))
         loss = focus_l1(focus, depth, textured)
         opt.zero_grad(set_to_none=True)
         loss.backward()

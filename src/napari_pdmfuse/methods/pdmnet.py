@@ -6,7 +6,9 @@ original channels in data units, so any dtype and channel count fuses without co
 Decoding is per slice, so the weights never exist for all slices at once: a few slices at a
 time are decoded and folded into running sums with a streaming softmax (the running maximum of
 the logits keeps it exact). Memory per voxel is then what the encoder keeps, which lets tiles
-grow larger, and larger tiles spend less time on their halos.
+grow larger, and larger tiles spend less time on their halos. The focus map needs every
+slice's logits at once (model.focus_map): they are kept at half resolution, a quarter of the
+voxels.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 from torch.nn import functional as F
 
 from ..model.device import ieee_float32, resolve_device
-from ..model.pdmnet import channels_last, moments_to_outputs, upsampled_outputs
+from ..model.focus_map import FocusRun
+from ..model.pdmnet import channels_last, upsample
 from ..model.weights import load_model, shipped_model
 from .base import TileResult
 
@@ -58,29 +61,16 @@ class PDMNetMethod:
         n, height, width = lum.shape
         with torch.inference_mode(), ieee_float32(self.device):
             feats = self.model.encode(self._padded(lum), n, CHUNK)
-            fusion = StreamingSoftmax(n, self.device)
-            # a model with a focus head weighs slices for the focus map with its own logits,
-            # made at half resolution
-            focusing = (
-                StreamingSoftmax(n, self.device) if self.model.focus_head is not None else None
-            )
+            fusion, focusing = StreamingSoftmax(), FocusRun(n)
             for i in range(0, n, CHUNK):
-                part = [f[i : i + CHUNK] for f in feats]
-                data = torch.from_numpy(block[i : i + CHUNK]).to(self.device)
-                if focusing is None:
-                    fusion.add(self.model.decode(part)[:, 0, :height, :width], data)
-                    continue
-                logits, focus_logits = self.model.decode_both(part)
-                fusion.add(logits[:, 0, :height, :width], data)
-                focusing.add(focus_logits[:, 0])
-            fused, mean, mean_square = fusion.result()
-            if focusing is None:
-                focus, confidence = moments_to_outputs(mean, mean_square, n)
-            else:
-                _, mean, mean_square = focusing.result()
-                focus, confidence = upsampled_outputs(mean[None], mean_square[None], n)
-                focus, confidence = focus[0, :height, :width], confidence[0, :height, :width]
-        return TileResult(*(t.cpu().numpy() for t in (fused, focus, confidence)))
+                half, focus_half = self.model.half_logits([f[i : i + CHUNK] for f in feats])
+                logits = upsample(half)[:, 0, :height, :width]
+                fusion.add(logits, torch.from_numpy(block[i : i + CHUNK]).to(self.device))
+                if focus_half is not half:  # a focus head: the focus map has logits of its own
+                    logits = upsample(focus_half)[:, 0, :height, :width]
+                focusing.add(logits, focus_half[:, 0])
+            focus, confidence = focusing.result()
+        return TileResult(*(t.cpu().numpy() for t in (fusion.result(), focus, confidence)))
 
     def _padded(self, lum: np.ndarray) -> torch.Tensor:
         """(Z, y, x) luminance → (Z, 1, Y, X) tensor padded to the network's stride."""
@@ -94,41 +84,30 @@ class PDMNetMethod:
 
 
 class StreamingSoftmax:
-    """Σ softmax(logits) · data and the weights' moments in z, fed a few slices at a time.
+    """Σ softmax(logits) · data, fed a few slices at a time.
 
     Sums are kept relative to the running maximum logit and rescaled when it grows, so the
     result equals a softmax over all slices at once up to float rounding.
     """
 
-    def __init__(self, n: int, device: torch.device) -> None:
-        self.z = torch.arange(n, dtype=torch.float32, device=device)
-        self.start = 0
-        self.peak = self.total = self.z_sum = self.z2_sum = self.fused = torch.empty(0)
+    def __init__(self) -> None:
+        self.peak = self.total = self.fused = torch.empty(0)
 
-    def add(self, logits: torch.Tensor, data: torch.Tensor | None = None) -> None:
-        """Logits (k, y, x) and data (k, y, x, C) of the next k slices; without data only the
-        moments in z are kept."""
-        z = self.z[self.start : self.start + len(logits)]
-        if self.start == 0:  # empty sums at the first chunk's maximum: rescaled by exactly 1
+    def add(self, logits: torch.Tensor, data: torch.Tensor) -> None:
+        """Logits (k, y, x) and data (k, y, x, C) of the next k slices."""
+        if self.peak.numel() == 0:  # empty sums at the first chunk's maximum: rescaled by 1
             self.peak = logits.amax(0)
-            self.total, self.z_sum, self.z2_sum = (torch.zeros_like(self.peak) for _ in range(3))
-            self.fused = data.new_zeros(data.shape[1:]) if data is not None else None
-        self.start += len(logits)
+            self.total = torch.zeros_like(self.peak)
+            self.fused = data.new_zeros(data.shape[1:])
         peak = torch.maximum(self.peak, logits.amax(0))
         e = torch.exp(logits - peak)
         rescale = torch.exp(self.peak - peak)
         self.peak = peak
         self.total = self.total.mul_(rescale).add_(e.sum(0))
-        self.z_sum = self.z_sum.mul_(rescale).add_(torch.einsum("kyx,k->yx", e, z))
-        self.z2_sum = self.z2_sum.mul_(rescale).add_(torch.einsum("kyx,k->yx", e, z * z))
-        if data is not None:
-            self.fused = self.fused.mul_(rescale[..., None]).add_(
-                torch.einsum("kyx,kyxc->yxc", e, data)
-            )
+        self.fused = self.fused.mul_(rescale[..., None]).add_(
+            torch.einsum("kyx,kyxc->yxc", e, data)
+        )
 
-    def result(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Fused (y, x, C) (None if fed no data), mean and mean square of the slice position
-        (y, x)."""
-        inverse = 1 / self.total
-        fused = None if self.fused is None else self.fused * inverse[..., None]
-        return fused, self.z_sum * inverse, self.z2_sum * inverse
+    def result(self) -> torch.Tensor:
+        """Fused (y, x, C)."""
+        return self.fused * (1 / self.total)[..., None]

@@ -5,10 +5,11 @@ low-pass image join the features, so the network sees the same multi-scale detai
 fusion would, but learns how to judge it. Slices talk to each other through their stack
 statistics (mean and max over Z, which work for any N) and, at coarse scales, through a small
 convolution along Z, since focus changes smoothly through the stack. The decoder gives one logit
-per slice per pixel; a softmax over slices turns them into weights that sum to one.
+per slice per pixel; a softmax over slices turns them into weights that sum to one, and the
+focus map is read from the same logits (:mod:`.focus_map`).
 
 A model may carry a second, focus head on the same decoder features: its own logits per slice
-give the weights whose mean slice position is the focus map. One set of weights cannot serve
+are then the ones the focus map is read from. One set of weights cannot serve
 both outputs well: the fused image wants soft weights where neighbouring planes are about as
 sharp (blending them hides noise), the focus map wants weights peaked on the plane in focus.
 
@@ -114,11 +115,9 @@ class PDMNet(nn.Module):
         """Slices (B, N, H, W) → fusion logits (B, N, H, W) and focus logits at half
         resolution (B, N, H/2, W/2), or None without a focus head."""
         b, n, h, w = x.shape
-        feats = self.encode(x.reshape(b * n, 1, h, w), n)
-        if self.focus_head is None:
-            return self.decode(feats).reshape(b, n, h, w), None
-        fusion, focus = self.decode_both(feats)
-        return fusion.reshape(b, n, h, w), focus.reshape(b, n, h // 2, w // 2)
+        fusion, focus = self.half_logits(self.encode(x.reshape(b * n, 1, h, w), n))
+        focus = None if self.focus_head is None else focus.reshape(b, n, h // 2, w // 2)
+        return upsample(fusion).reshape(b, n, h, w), focus
 
     def encode(self, x: torch.Tensor, n: int, chunk: int = 0) -> list[torch.Tensor]:
         """Slices (S, 1, H, W) of stacks of ``n`` → features at every scale, finest first.
@@ -150,23 +149,21 @@ class PDMNet(nn.Module):
             feats.append(cross(f, n, chunk))
         return feats
 
-    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Features of some slices (any subset: decoding is per slice) → fusion logits
-        (S, 1, H, W)."""
-        return _up(self.head(self.decoded(feats)[0]))
-
-    def decode_both(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fusion logits (S, 1, H, W) and focus logits at half resolution (S, 1, H/2, W/2)."""
+    def half_logits(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of some slices (any subset: decoding is per slice) → fusion and focus
+        logits at half resolution (S, 1, H/2, W/2), which callers upsample bilinearly to full
+        size. Without a focus head the focus map is read from the fusion logits."""
         f, quarter = self.decoded(feats)
-        return _up(self.head(f)), self.focus_head(f, quarter)
+        fusion = self.head(f)
+        return fusion, fusion if self.focus_head is None else self.focus_head(f, quarter)
 
     def decoded(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's features at half resolution, which the heads read, and at a quarter,
         which the focus head reads too."""
         f = feats[-1]
         for decoder, skip in zip(reversed(self.decoders), reversed(feats[1:-1]), strict=True):
-            f = decoder(torch.cat([_up(f), skip], 1))
-        return (_up(self.project(f)) + feats[0]).relu_(), f
+            f = decoder(torch.cat([upsample(f), skip], 1))
+        return (upsample(self.project(f)) + feats[0]).relu_(), f
 
 
 class FocusHead(nn.Module):
@@ -174,8 +171,8 @@ class FocusHead(nn.Module):
 
     The quarter-resolution features (twice the channels, a quarter of the pixels) carry most
     of what tells the depth, so the head's non-linear part runs there; a linear read of the
-    half-resolution features places it. The focus map is then made at half resolution too
-    and upsampled, so the whole focus path costs a few percent of the network.
+    half-resolution features places it, so the head costs a few percent of the network. Its
+    logits are upsampled to full size like the fusion head's.
     """
 
     def __init__(self, half: int, quarter: int) -> None:
@@ -186,7 +183,7 @@ class FocusHead(nn.Module):
         )
 
     def forward(self, f: torch.Tensor, quarter: torch.Tensor) -> torch.Tensor:
-        return self.fine(f) + _up(self.coarse(quarter))
+        return self.fine(f) + upsample(self.coarse(quarter))
 
 
 def _place(out: torch.Tensor, part: torch.Tensor, start: int, total: int) -> torch.Tensor:
@@ -229,43 +226,20 @@ def channels_last(model: PDMNet) -> PDMNet:
     return model
 
 
-def _up(f: torch.Tensor) -> torch.Tensor:
+def upsample(f: torch.Tensor) -> torch.Tensor:
+    """Bilinear ×2, as the decoder and the heads upsample."""
     return F.interpolate(f, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-def weights_to_outputs(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel slice weights (B, N, H, W) → focus index and confidence, each (B, H, W)."""
-    return moments_to_outputs(*_z_moments(weights), weights.shape[1])
-
-
-def focus_from_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Half-resolution focus logits (B, N, h, w) → focus index and confidence (B, 2h, 2w)."""
-    return upsampled_outputs(*_z_moments(torch.softmax(logits, 1)), logits.shape[1])
-
-
-def _z_moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and mean square of the slice position under weights (B, N, H, W)."""
+def mean_focus(weights: torch.Tensor) -> torch.Tensor:
+    """Slice weights (B, N, H, W) → their mean slice position (B, H, W): the differentiable
+    focus index training optimises. Inference reads it over the run of slices around the
+    best one instead (:mod:`.focus_map`)."""
     z = torch.arange(weights.shape[1], dtype=weights.dtype, device=weights.device)
-    return torch.einsum("bnhw,n->bhw", weights, z), torch.einsum("bnhw,n->bhw", weights, z * z)
+    return torch.einsum("bnhw,n->bhw", weights, z)
 
 
-def upsampled_outputs(
-    mean: torch.Tensor, mean_square: torch.Tensor, n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Half-resolution moments (B, h, w) → focus index and confidence at full resolution."""
-    mean, mean_square = _up(torch.stack([mean, mean_square], 1)).unbind(1)
-    return moments_to_outputs(mean, mean_square, n)
-
-
-def moments_to_outputs(
-    mean: torch.Tensor, mean_square: torch.Tensor, n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weights' first two moments of slice position → focus index and confidence.
-
-    The focus index is the weights' mean slice position. Confidence is one minus the spread of
-    the weights over Z relative to the spread of uniform weights, so a sharp peak (even split
-    between two neighbouring slices) is confident and a flat distribution is not.
-    """
-    spread = (mean_square - mean**2).clamp_min(0).sqrt()
-    uniform = ((n * n - 1) / 12) ** 0.5
-    return mean, (1 - spread / uniform).clamp(0, 1)
+def mean_focus_of_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Focus logits at half resolution (B, N, h, w) → the softmax weights' mean slice
+    position, upsampled to (B, 2h, 2w)."""
+    return upsample(mean_focus(torch.softmax(logits, 1))[:, None])[:, 0]

@@ -1,0 +1,106 @@
+"""The focus map is the mean slice position over the run of slices around the best one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pdmfuse.model.focus_map import RUN_FLOOR, FocusRun
+from napari_pdmfuse.model.pdmnet import upsample
+
+
+def run_focus_reference(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Focus and confidence from full-resolution logits (N, H, W), pixel by pixel: each slice
+    counts with the gates of the slices from the best one out to it multiplied."""
+    n = logits.shape[0]
+    focus = np.empty(logits.shape[1:], np.float32)
+    confidence = np.empty_like(focus)
+    z = np.arange(n)
+    for y, x in np.ndindex(focus.shape):
+        w = np.exp(logits[:, y, x].astype(np.float64) - logits[:, y, x].max())
+        gate = np.clip(w / RUN_FLOOR - 1, 0, 1)
+        best = int(np.argmax(w))
+        counted = np.zeros(n)
+        for side in (range(best, n), range(best, -1, -1)):
+            through = 1.0
+            for k in side:
+                through *= gate[k]
+                counted[k] = w[k] * through
+        focus[y, x] = (counted * z).sum() / counted.sum()
+        w /= w.sum()
+        spread = np.sqrt(max((w * z * z).sum() - (w * z).sum() ** 2, 0))
+        confidence[y, x] = np.clip(1 - spread / np.sqrt((n * n - 1) / 12), 0, 1)
+    return focus, confidence
+
+
+def focus_of(weights: list[float], chunk: int = 4) -> tuple[float, float]:
+    """Focus and confidence of one pixel's slice weights, given as a flat 4 × 4 logit field."""
+    half = torch.log(torch.tensor(weights, dtype=torch.float32))[:, None, None].expand(-1, 2, 2)
+    focusing = FocusRun(len(weights))
+    for start in range(0, len(weights), chunk):
+        part = half[start : start + chunk].contiguous()
+        focusing.add(upsample(part[:, None])[:, 0], part)
+    focus, confidence = focusing.result()
+    for field in (focus, confidence):  # a flat field upsamples flat, up to float rounding
+        torch.testing.assert_close(field, field[:1, :1].expand(4, 4), atol=1e-6, rtol=0)
+    return focus[0, 0].item(), confidence[0, 0].item()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_a_second_mode_does_not_pull_the_focus_between_two_surfaces(chunk):
+    # beside a depth step: most weight on slice 2, a defocused rival around slice 7
+    weights = [0.02, 0.2, 0.45, 0.2, 0.01, 0.02, 0.05, 0.04, 0.01]
+    focus, confidence = focus_of(weights, chunk)
+    assert focus == pytest.approx(2.0, abs=1e-5)  # the mean over all slices would be 2.9
+    z = np.arange(len(weights))
+    w = np.array(weights) / sum(weights)
+    spread = math.sqrt((w * z * z).sum() - (w * z).sum() ** 2)
+    # the rival still lowers the confidence: it is computed from all the weights
+    assert confidence == pytest.approx(1 - spread / math.sqrt((81 - 1) / 12), abs=1e-5)
+
+
+def test_a_plane_at_the_end_of_the_stack_is_not_pulled_inwards():
+    assert focus_of([0.95, 0.05 * RUN_FLOOR, 0.0001, 0.0001])[0] == pytest.approx(0, abs=1e-6)
+
+
+def test_a_single_broad_mode_keeps_the_sub_slice_mean():
+    weights = [0.1, 0.3, 0.4, 0.2]  # every slice above the floor: the plain mean, 1.7
+    assert focus_of(weights)[0] == pytest.approx(1.7, abs=1e-5)
+
+
+def test_equal_weights_give_the_middle_of_the_stack_and_no_confidence():
+    focus, confidence = focus_of([0.2] * 5)
+    assert focus == pytest.approx(2.0, abs=1e-5)
+    assert confidence == pytest.approx(0, abs=1e-6)
+
+
+def test_the_focus_map_has_no_step_where_a_slice_crosses_the_floor():
+    # a neighbour's weight swept through the run's end: the focus moves, but never jumps
+    focus = [
+        focus_of([1.0, ratio, 0.001, 0.001])[0] for ratio in np.linspace(0.5, 3, 251) * RUN_FLOOR
+    ]
+    assert focus[-1] - focus[0] > 0.1  # the neighbour went from not counting to counting
+    assert np.abs(np.diff(focus)).max() < 0.005
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_streamed_focus_map_equals_the_per_pixel_definition(chunk):
+    rng = np.random.default_rng(7)
+    n = 11  # smooth in z, two modes of random heights and widths, and noise
+    z = np.arange(n)[:, None, None]
+    centres = rng.uniform(0, n - 1, (2, 1, 6, 8))
+    widths = rng.uniform(0.5, 3, (2, 1, 6, 8))
+    heights = rng.uniform(-4, 0, (2, 1, 6, 8))
+    modes = heights - 0.5 * ((z - centres) / widths) ** 2
+    half = torch.from_numpy(np.logaddexp(*modes) + rng.normal(0, 0.3, (n, 6, 8))).float()
+    full = upsample(half[:, None])[:, 0]
+    focusing = FocusRun(n)
+    for start in range(0, n, chunk):
+        focusing.add(full[start : start + chunk], half[start : start + chunk])
+    focus, confidence = focusing.result()
+    expected_focus, expected_confidence = run_focus_reference(full.numpy())
+    np.testing.assert_allclose(focus.numpy(), expected_focus, atol=2e-5)
+    np.testing.assert_allclose(confidence.numpy(), expected_confidence, atol=2e-5)

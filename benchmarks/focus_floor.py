@@ -20,23 +20,12 @@ import numpy as np
 
 from napari_pdmfuse import fuse, render
 from napari_pdmfuse.model import focus_map
-from napari_pdmfuse.train import VALIDATION_SEED
+from napari_pdmfuse.train import VALIDATION_SEED, validation_stacks
 
 
 def stacks() -> list[render.RenderedStack]:
-    rng = np.random.default_rng(VALIDATION_SEED)
-    first = [  # as napari_pdmfuse.train.validation_set() draws them, kept in data units
-        render.random_stack(rng, (192, 192), n, images=render.VALIDATION_IMAGES)
-        for n in (3, 5, 8, 12, 20, 30)
-        for _ in range(2)
-    ]
-    rng = np.random.default_rng(VALIDATION_SEED + 1)
-    more = [
-        render.random_stack(rng, (192, 192), n, images=render.VALIDATION_IMAGES)
-        for n in (3, 5, 8, 12, 20, 30)
-        for _ in range(6)
-    ]
-    return first + more
+    """The training's 12 validation stacks, then 36 more from the next seed."""
+    return validation_stacks() + validation_stacks(seed=VALIDATION_SEED + 1, per_count=6)
 
 
 def main() -> None:

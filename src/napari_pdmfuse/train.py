@@ -77,13 +77,21 @@ def render_pool(
     return pool
 
 
-def validation_set(size: int = 192) -> list[Example]:
-    rng = np.random.default_rng(VALIDATION_SEED)
+def validation_stacks(
+    size: int = 192, seed: int = VALIDATION_SEED, per_count: int = 2
+) -> list[RenderedStack]:
+    """Held-out stacks of 3 to 30 slices, ``per_count`` of each, from validation content only;
+    the defaults are the ones training validates on (benchmarks draw more from other seeds)."""
+    rng = np.random.default_rng(seed)
     return [
-        to_example(random_stack(rng, (size, size), n, images=VALIDATION_IMAGES))
+        random_stack(rng, (size, size), n, images=VALIDATION_IMAGES)
         for n in (3, 5, 8, 12, 20, 30)
-        for _ in range(2)
+        for _ in range(per_count)
     ]
+
+
+def validation_set(size: int = 192) -> list[Example]:
+    return [to_example(r) for r in validation_stacks(size)]
 
 
 def batch(examples: list[Example], rng: np.random.Generator, device: torch.device) -> tuple:

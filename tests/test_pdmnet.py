@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_focus_map import run_focus_reference
 
-from napari_pdmfuse import InputError, fuse
+from napari_pdmfuse import InputError, fuse, render
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
 from napari_pdmfuse.model.pdmnet import PDMNet, upsample
 from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, sha256
@@ -134,16 +134,29 @@ def test_full_float32_switch_on_cuda_only_and_restored(monkeypatch, newer_torch)
     assert getattr(owner, name) == previous
 
 
+def weakly_textured_deep_stack(size: int) -> np.ndarray:
+    """30 slices of stained brightfield tissue under a disk PSF: on half of its pixels the
+    confidence is below 0.3 and many slices' weights lie near the focus map's run floor, which
+    amplifies what the halo leaves out (the hardest seams for the focus map found)."""
+    rng = np.random.default_rng(10)
+    sharp = render.brightfield(rng, (size, size))
+    depth = render.depth_map(rng, (size, size), 30)
+    return render.render_stack(sharp, depth, 30, rng=rng, psf_kind="disk", blur_per_slice=2.0).stack
+
+
+@pytest.mark.parametrize(
+    "deep", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["3 slices", "30 slices"]
+)
 @pytest.mark.parametrize("focus_head", [False, True])
-def test_tiles_stitch_to_the_whole_image_result(head_weights, focus_head):
+def test_tiles_stitch_to_the_whole_image_result(head_weights, focus_head, deep):
     # 520 px: larger than a tile with its halo, not a multiple of the tile or of the stride
-    r = demo_stack(3, 520, seed=8)
+    stack = weakly_textured_deep_stack(520) if deep else demo_stack(3, 520, seed=8).stack
+    stack = stack.astype(np.float32)
     options = {"method": "pdmnet", "weights": head_weights if focus_head else None}
-    whole = fuse(r.stack.astype(np.float32), tile=4096, **options)
-    tiled = fuse(r.stack.astype(np.float32), tile=176, **options)
-    span = float(np.ptp(r.stack))
-    assert np.abs(tiled.fused - whole.fused).max() <= 1e-4 * span
-    assert np.abs(tiled.focus_map - whole.focus_map).max() <= 1e-4 * 2
+    whole = fuse(stack, tile=4096, **options)
+    tiled = fuse(stack, tile=176, **options)
+    assert np.abs(tiled.fused - whole.fused).max() <= 1e-4 * float(np.ptp(stack))
+    assert np.abs(tiled.focus_map - whole.focus_map).max() <= 2e-4 * (len(stack) - 1)
 
 
 def test_shipped_weights_match_their_checksum():

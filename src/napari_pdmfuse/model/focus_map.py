@@ -8,7 +8,10 @@ competes with the plane in focus) and towards the middle at the ends of the stac
 weight a plane leaves on its neighbours has nothing on the other side to balance it. Within
 the run the mean keeps its sub-slice precision. The run's end is soft, so the focus map stays
 a continuous function of the logits: no steps in a height map where a slice's weight crosses
-the floor, and tiles stitch as the logits do.
+the floor. Tiles stitch within 2e-4 of the slice range: the read-out amplifies the tiny
+differences the halo leaves in the logits where many slices' weights lie near the floor
+(4.7e-3 slices at most on a weakly textured 30-slice stack, against 6e-4 for the mean over
+all slices and 4e-6 of the data range for the fused image).
 
 On 48 held-out rendered stacks (2–30 slices, every optics and noise the renderer draws) this
 lowered the mean focus MAE from 0.242 to 0.224 slices, mostly on deep stacks, with the median

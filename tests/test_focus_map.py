@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pdmfuse.model.focus_map import RUN_FLOOR, FocusRun
+from napari_pdmfuse.model.focus_map import RUN_FLOOR, FocusRun, run_focus
 from napari_pdmfuse.model.pdmnet import upsample
 
 
@@ -104,3 +104,14 @@ def test_streamed_focus_map_equals_the_per_pixel_definition(chunk):
     expected_focus, expected_confidence = run_focus_reference(full.numpy())
     np.testing.assert_allclose(focus.numpy(), expected_focus, atol=2e-5)
     np.testing.assert_allclose(confidence.numpy(), expected_confidence, atol=2e-5)
+
+
+def test_training_scores_the_focus_map_inference_reads_and_can_learn_from_it():
+    rng = np.random.default_rng(8)
+    logits = torch.from_numpy(rng.normal(0, 2, (2, 9, 5, 6))).float().requires_grad_(True)
+    focus = run_focus(torch.softmax(logits, 1))
+    for b in range(2):
+        expected, _ = run_focus_reference(logits[b].detach().numpy())
+        np.testing.assert_allclose(focus[b].detach().numpy(), expected, atol=2e-5)
+    focus.sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0

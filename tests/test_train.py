@@ -25,21 +25,38 @@ def small_validation(monkeypatch):
 
 def run(out, *extra: str) -> dict:
     tiny = ["--pool", "8", "--size", "64", "--steps", "4", "--log-every", "2", "--threads", "1"]
+    tiny += ["--refine-steps", "4", "--terraces", "4"]
     train.main([*tiny, "--out", str(out), *extra])
     return json.loads(out.with_suffix(".json").read_text())
 
 
-@pytest.mark.parametrize("options", [[], ["--joint-focus-weight", "0.1"]])
-def test_training_writes_verified_weights_that_fuse(tmp_path, options):
+@pytest.mark.parametrize(
+    ("options", "head"),
+    [
+        ([], "fine"),  # the shipped recipe: the second stage adds a fine focus head
+        (["--refine-steps", "0"], None),
+        (["--joint-focus-weight", "0.1", "--refine-steps", "0"], "coarse"),
+    ],
+)
+def test_training_writes_verified_weights_that_fuse(tmp_path, options, head):
     out = tmp_path / "weights" / "pdmnet.pt"
     card = run(out, *options)
     assert card["sha256"] == sha256(out)
-    assert {"val_psnr", "val_ssim", "val_focus_mae"} <= set(card["validation"])
-    assert (load_model(out).focus_head is not None) == bool(options)
+    assert {"val_psnr", "val_ssim", "val_focus_mae", "val_run_focus_mae"} <= set(card["validation"])
+    model = load_model(out)
+    kind = model.focus_head and ("coarse" if model.focus_head.coarse else "fine")
+    assert kind == head and ("refine" in card) == (head == "fine")
     stack = random_stack(np.random.default_rng(2), (48, 48), 4).stack
     result = fuse(stack, weights=str(out))
     assert result.fused.dtype == stack.dtype and result.fused.shape == stack.shape[1:]
     assert np.isfinite(result.focus_map).all() and np.isfinite(result.confidence).all()
+
+
+def test_the_second_stage_adds_whole_slice_terraces_to_the_pool():
+    (terrace,) = train.render_pool(1, 0, 64, (5,), depth_kinds=("terraces",))[5]
+    assert set(np.unique(terrace.depth)) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+    (surface,) = train.render_pool(1, 0, 64, (5,))[5]
+    assert not np.array_equal(surface.depth, np.round(surface.depth))
 
 
 def test_blur_range_reaches_the_rendered_training_stacks(tmp_path):
@@ -54,9 +71,9 @@ def test_blur_range_reaches_the_rendered_training_stacks(tmp_path):
 
 def test_a_focus_head_added_later_leaves_the_network_as_it_was(tmp_path):
     first = tmp_path / "fusion.pt"
-    run(first)
+    run(first, "--refine-steps", "0")
     second = tmp_path / "both.pt"
-    card = run(second, "--init", str(first), "--focus-steps", "4")
+    card = run(second, "--init", str(first), "--focus-steps", "4", "--refine-steps", "0")
     assert card["network"]["init"] == str(first) and card["focus_head"]["steps"] == 4
     before, after = load_model(first).state_dict(), load_model(second).state_dict()
     head = {k for k in after if k.startswith("focus_head.")}
@@ -68,10 +85,21 @@ def test_a_focus_head_added_later_leaves_the_network_as_it_was(tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--init", "any.pt"], "--init only adds a focus head"),
-        (["--init", "any.pt", "--focus-steps", "3", "--joint-focus-weight", "0.1"], "which --init"),
-        (["--focus-steps", "3", "--joint-focus-weight", "0.1"], "would replace the focus head"),
-        (["--joint-focus-weight", "0.1"], "not the shipped ones: give --out"),
+        (["--init", "any.pt", "--refine-steps", "0"], "--init skips the first stage"),
+        (["--focus-steps", "3"], "give --refine-steps 0"),
+        (["--joint-focus-weight", "0.1"], "which the second stage would replace"),
+        (
+            [
+                *("--init", "any.pt", "--focus-steps", "3"),
+                *("--joint-focus-weight", "0.1", "--refine-steps", "0"),
+            ],
+            "which --init",
+        ),
+        (
+            ["--focus-steps", "3", "--joint-focus-weight", "0.1", "--refine-steps", "0"],
+            "would replace the focus head",
+        ),
+        (["--joint-focus-weight", "0.1", "--refine-steps", "0"], "not the shipped ones"),
     ],
 )
 def test_contradictory_options_are_refused(capsys, options, message):

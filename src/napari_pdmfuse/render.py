@@ -149,11 +149,27 @@ def content(
 # Depth maps
 
 
-def depth_map(rng: np.random.Generator, shape: tuple[int, int], n_slices: int) -> np.ndarray:
-    """Smooth, tilted and stepped surfaces, mapped into the stack's slice range."""
+#: The kinds of surface :func:`depth_map` draws from by default.
+DEPTH_KINDS = ("smooth", "tilted", "steps", "mixed")
+
+
+def depth_map(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    n_slices: int,
+    kinds: tuple[str, ...] = DEPTH_KINDS,
+) -> np.ndarray:
+    """Smooth, tilted and stepped surfaces, mapped into the stack's slice range, or with
+    ``kinds=("terraces",)`` flat terraces at whole slices: the classic multi-focus case, where
+    each region is in focus in exactly one plane and the focus map should be an integer."""
     h, w = shape
     yy, xx = np.mgrid[:h, :w] / max(shape)
-    kind = rng.choice(["smooth", "tilted", "steps", "mixed"])
+    kind = rng.choice(list(kinds))
+    if kind == "terraces":
+        depth = np.full(shape, float(rng.integers(n_slices)))
+        for _ in range(rng.integers(1, 6)):
+            depth[_ellipse(rng, yy, xx, shape)] = rng.integers(n_slices)
+        return depth.astype(np.float32)
     depth = np.zeros(shape)
     if kind in ("smooth", "mixed"):
         depth += _smooth_noise(rng, shape, rng.uniform(0.08, 0.3) * max(shape))
@@ -163,19 +179,27 @@ def depth_map(rng: np.random.Generator, shape: tuple[int, int], n_slices: int) -
     if kind in ("steps", "mixed") or np.ptp(depth) == 0:
         base = depth.copy() if kind == "mixed" else np.full(shape, rng.random())
         for _ in range(rng.integers(1, 6)):
-            cy, cx = rng.uniform(0, 1, 2) * (h / max(shape), w / max(shape))
-            ry, rx = rng.uniform(0.05, 0.4, 2)
-            theta = rng.uniform(0, np.pi)
-            dy, dx = yy - cy, xx - cx
-            u = (np.cos(theta) * dx + np.sin(theta) * dy) / rx
-            v = (-np.sin(theta) * dx + np.cos(theta) * dy) / ry
-            inside = u**2 + v**2 < 1
+            inside = _ellipse(rng, yy, xx, shape)
             base[inside] = rng.random() + 0.2 * (base[inside] - base[inside].mean())
         depth = base
     depth = (depth - depth.min()) / max(np.ptp(depth), 1e-12)
     span = rng.uniform(0.5, 1.0)
     low = rng.uniform(0, 1 - span)
     return ((low + span * depth) * (n_slices - 1)).astype(np.float32)
+
+
+def _ellipse(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """A random elliptical region of the plane (coordinates scaled by its longer side)."""
+    h, w = shape
+    cy, cx = rng.uniform(0, 1, 2) * (h / max(shape), w / max(shape))
+    ry, rx = rng.uniform(0.05, 0.4, 2)
+    theta = rng.uniform(0, np.pi)
+    dy, dx = yy - cy, xx - cx
+    u = (np.cos(theta) * dx + np.sin(theta) * dy) / rx
+    v = (-np.sin(theta) * dx + np.cos(theta) * dy) / ry
+    return u**2 + v**2 < 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,12 +301,13 @@ def random_stack(
     rgb: bool | None = None,
     slice_counts: tuple[int, ...] = SLICE_COUNTS,
     blur_range: tuple[float, float] = BLUR_RANGE,
+    depth_kinds: tuple[str, ...] = DEPTH_KINDS,
 ) -> RenderedStack:
     """A stack with every rendering parameter drawn from the range the network must handle."""
     n = int(n_slices or rng.choice(slice_counts))
     rgb = bool(rng.random() < 0.3) if rgb is None else rgb
     sharp = content(rng, shape, images, rgb)
-    depth = depth_map(rng, shape, n)
+    depth = depth_map(rng, shape, n, depth_kinds)
     return render_stack(
         sharp,
         depth,

@@ -79,7 +79,9 @@ class PDMNet(nn.Module):
     H and W must be multiples of :attr:`stride`.
     """
 
-    def __init__(self, widths: tuple[int, ...] = DEFAULT_WIDTHS, focus_head: bool = False) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = DEFAULT_WIDTHS, focus_head: str | None = None
+    ) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.stride = 2 ** len(widths)
@@ -109,7 +111,9 @@ class PDMNet(nn.Module):
         # commutes with bilinear interpolation) and a 1×1 head keep full-size work minimal.
         self.project = nn.Conv2d(widths[1], widths[0], 1)
         self.head = nn.Conv2d(widths[0], 1, 1)
-        self.focus_head = FocusHead(widths[0], widths[1]) if focus_head else None
+        self.focus_head = (
+            FocusHead(widths[0], widths[1], coarse=focus_head == "coarse") if focus_head else None
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Slices (B, N, H, W) → fusion logits (B, N, H, W) and focus logits at half
@@ -169,20 +173,28 @@ class PDMNet(nn.Module):
 class FocusHead(nn.Module):
     """Focus-map logits at half resolution from the decoder's features of one slice.
 
-    The quarter-resolution features (twice the channels, a quarter of the pixels) carry most
-    of what tells the depth, so the head's non-linear part runs there; a linear read of the
-    half-resolution features places it, so the head costs a few percent of the network. Its
-    logits are upsampled to full size like the fusion head's.
+    The shipped head (``coarse=False``) is a second 1 × 1 read of the half-resolution features
+    beside the fusion head's: sub-slice focus wants weight on the neighbours of the sharpest
+    slice, which the fused image does not, and one read cannot serve both. It costs a few
+    multiply-adds per voxel and reaches no further than the fusion head. With ``coarse``, a
+    non-linear part at quarter resolution, where the features carry most of what tells the
+    depth, is added; it reaches further (a wider halo) and costs 8 % of the network.
     """
 
-    def __init__(self, half: int, quarter: int) -> None:
+    def __init__(self, half: int, quarter: int, coarse: bool = False) -> None:
         super().__init__()
         self.fine = nn.Conv2d(half, 1, 1)
-        self.coarse = nn.Sequential(
-            conv(quarter, FOCUS_WIDTH), nn.ReLU(inplace=True), nn.Conv2d(FOCUS_WIDTH, 1, 1)
+        self.coarse = (
+            nn.Sequential(
+                conv(quarter, FOCUS_WIDTH), nn.ReLU(inplace=True), nn.Conv2d(FOCUS_WIDTH, 1, 1)
+            )
+            if coarse
+            else None
         )
 
     def forward(self, f: torch.Tensor, quarter: torch.Tensor) -> torch.Tensor:
+        if self.coarse is None:
+            return self.fine(f)
         return self.fine(f) + upsample(self.coarse(quarter))
 
 

@@ -48,6 +48,13 @@ def _widths(value: object) -> tuple[int, ...]:
     return widths
 
 
+def _focus_head(state: dict) -> str | None:
+    """The kind of focus head a state dict holds: "coarse", "fine" or none."""
+    if any(key.startswith("focus_head.coarse.") for key in state):
+        return "coarse"
+    return "fine" if any(key.startswith("focus_head.") for key in state) else None
+
+
 def card_path(path: Path) -> Path:
     """The JSON card :func:`save_weights` writes beside ``path``: model.pt → model.json."""
     return path.with_suffix(".json")
@@ -93,8 +100,7 @@ def load_model(path: str | Path | None = None) -> PDMNet:
     try:
         checkpoint = torch.load(target, map_location="cpu", weights_only=True)
         state = checkpoint["state"]
-        focus_head = any(key.startswith("focus_head.") for key in state)
-        model = PDMNet(_widths(checkpoint["widths"]), focus_head=focus_head)
+        model = PDMNet(_widths(checkpoint["widths"]), focus_head=_focus_head(state))
         model.load_state_dict(state)
     except pickle.UnpicklingError:
         raise InputError(

@@ -5,13 +5,13 @@ low-pass image join the features, so the network sees the same multi-scale detai
 fusion would, but learns how to judge it. Slices talk to each other through their stack
 statistics (mean and max over Z, which work for any N) and, at coarse scales, through a small
 convolution along Z, since focus changes smoothly through the stack. The decoder gives one logit
-per slice per pixel; a softmax over slices turns them into weights that sum to one, and the
-focus map is read from the same logits (:mod:`.focus_map`).
+per slice per pixel; a softmax over slices turns them into weights that sum to one.
 
-A model may carry a second, focus head on the same decoder features: its own logits per slice
-are then the ones the focus map is read from. One set of weights cannot serve
-both outputs well: the fused image wants soft weights where neighbouring planes are about as
-sharp (blending them hides noise), the focus map wants weights peaked on the plane in focus.
+The shipped model carries a second, focus head on the same decoder features: its own logits
+per slice are the ones the focus map is read from (:mod:`.focus_map`; without a head, from the
+fusion logits). One set of weights cannot serve both outputs well where neighbouring planes
+are nearly as sharp: the fused image wants whatever blend of them looks sharpest and least
+noisy, the focus map wants weights whose mean lands on the sub-slice depth.
 
 There is no normalisation layer and no global pooling over the plane: the output at a pixel
 depends only on a bounded neighbourhood, which is what lets tiles with a halo stitch exactly.
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from .dwt import DWT
 
 DEFAULT_WIDTHS = (8, 16, 32, 48)
-#: Hidden channels of the focus head.
+#: Hidden channels of the coarse focus head.
 FOCUS_WIDTH = 16
 
 

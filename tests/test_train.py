@@ -25,7 +25,7 @@ def small_validation(monkeypatch):
 
 def run(out, *extra: str) -> dict:
     tiny = ["--pool", "8", "--size", "64", "--steps", "4", "--log-every", "2", "--threads", "1"]
-    tiny += ["--refine-steps", "4", "--terraces", "4"]
+    tiny += ["--refine-steps", "4", "--terraces", "4", "--deep-stacks", "2"]
     train.main([*tiny, "--out", str(out), *extra])
     return json.loads(out.with_suffix(".json").read_text())
 
@@ -57,6 +57,23 @@ def test_the_second_stage_adds_whole_slice_terraces_to_the_pool():
     assert set(np.unique(terrace.depth)) <= {0.0, 1.0, 2.0, 3.0, 4.0}
     (surface,) = train.render_pool(1, 0, 64, (5,))[5]
     assert not np.array_equal(surface.depth, np.round(surface.depth))
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_the_second_stage_draws_its_share_of_batches_from_deep_stacks(tmp_path, monkeypatch, share):
+    drawn = []  # the fewest slices of the pool each batch is drawn from
+
+    def recording_draw(pool, rng, args):
+        drawn.append(min(pool))
+        return draw(pool, rng, args)
+
+    draw = train.draw
+    monkeypatch.setattr(train, "draw", recording_draw)
+    card = run(tmp_path / "deep.pt", "--deep-share", str(share))
+    assert card["refine"]["deep_share"] == share and card["refine"]["deep_stacks"] == 2
+    first, second = drawn[:4], drawn[4:]
+    assert len(second) == 4 and max(first) < min(train.DEEP_SLICE_COUNTS)
+    assert all((n >= min(train.DEEP_SLICE_COUNTS)) == bool(share) for n in second)
 
 
 def test_blur_range_reaches_the_rendered_training_stacks(tmp_path):

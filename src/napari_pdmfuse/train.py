@@ -8,7 +8,8 @@ Training has two stages. The first trains the whole network on the fusion loss w
 focus term. The second gives the focus map a head of its own (a second 1 × 1 read of the
 half-resolution features) and trains it with the whole network on L1 of the focus map as
 inference reads it (the run around the best slice), on the pool plus stacks whose depth is
-terraces at whole slices, with the fused image held to the first stage's.
+terraces at whole slices, with the fused image held to the first stage's; a quarter of its
+batches come from deep stacks sampled finely in z, where the sub-slice read matters most.
 
 Two heavier focus heads, which also read the quarter-resolution features, are built in to
 experiment with: one trained with the whole network from the start (``--joint-focus-weight``),
@@ -56,6 +57,10 @@ from .render import (
 from .stack import as_stack, normalisation
 
 VALIDATION_SEED = 10_000
+# The second stage's deep stacks: 17 to 32 slices, each at most 2.5 px out of focus from
+# the next, so a surface spans several slices that all carry signal.
+DEEP_SLICE_COUNTS = tuple(range(17, 33))
+DEEP_BLUR_RANGE = (0.5, 2.5)
 
 
 @dataclass
@@ -266,7 +271,9 @@ def refine_network(
 ) -> dict:
     """The second stage: a focus head of its own, trained with the whole network on L1 of
     the focus map as inference reads it, on the pool plus stacks of terraces at whole slices,
-    with the fused image held to the first stage's.
+    with the fused image held to the first stage's. A share of the batches (``--deep-share``)
+    comes from deep stacks sampled finely in z, which the pool has few of: they teach the head
+    the sub-slice read between neighbours that are nearly equally sharp.
 
     The fusion loss prefers the sharpest slice; sub-slice focus wants weight on its
     neighbours, so one set of weights cannot serve both, and training the shared features
@@ -279,6 +286,10 @@ def refine_network(
         args.terraces, args.seed + 1, args.size, args.slice_counts, args.blur_range, ("terraces",)
     )
     pool = {n: pool.get(n, []) + terraces.get(n, []) for n in sorted(set(pool) | set(terraces))}
+    deep = render_pool(
+        args.deep_stacks, args.seed + 7, args.size, DEEP_SLICE_COUNTS, DEEP_BLUR_RANGE
+    )
+    deep_rng = np.random.default_rng(args.seed + 11)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     # The head starts as the fusion head's own read, so it only has to learn what to change.
     model.focus_head = FocusHead(model.widths[0], model.widths[1]).to(device)
@@ -290,8 +301,11 @@ def refine_network(
     log = Log("refine", args.refine_steps, args, start)
     model.train()
     for step in range(1, args.refine_steps + 1):
-        n, chosen = draw(pool, rng, args)
-        slices, truth, depth, textured = batch([pool[n][i] for i in chosen], rng, device)
+        source, source_rng = pool, rng
+        if deep and deep_rng.random() < args.deep_share:
+            source, source_rng = deep, deep_rng
+        n, chosen = draw(source, source_rng, args)
+        slices, truth, depth, textured = batch([source[n][i] for i in chosen], rng, device)
         weights, focus_weights = outputs(model, slices)
         with torch.no_grad():
             held = (torch.softmax(teacher(slices)[0], 1) * slices).sum(1)
@@ -314,6 +328,8 @@ def refine_network(
         "focus_weight": args.refine_focus_weight,
         "hold": args.refine_hold,
         "terraces": args.terraces,
+        "deep_stacks": args.deep_stacks,
+        "deep_share": args.deep_share,
         "minutes": round((time.time() - start) / 60, 1),
         "validation": log.entries[-1],
     }
@@ -500,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--refine-hold",
         type=float,
-        default=2.0,
+        default=1.0,
         help="weight of the second stage's L1 between its fused image and the first "
         "stage's (default: %(default)s)",
     )
@@ -509,6 +525,19 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=800,
         help="stacks of terraces at whole slices the second stage adds to the pool "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--deep-stacks",
+        type=int,
+        default=240,
+        help="deep stacks sampled finely in z the second stage renders (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--deep-share",
+        type=float,
+        default=0.25,
+        help="share of the second stage's batches drawn from the deep stacks "
         "(default: %(default)s)",
     )
     parser.add_argument(

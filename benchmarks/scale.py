@@ -64,8 +64,8 @@ def crop_difference(stack: Path, fused: Path, method: str, side: int = 512) -> f
     """Largest difference, as a fraction of the data range, between the command's output and
     the in-memory result on a central crop: one tile read with the method's full halo, with
     the normalisation planned from the whole stack exactly as the command plans it."""
+    from napari_pdmfuse.executing import TileFuser
     from napari_pdmfuse.fusion import plan
-    from napari_pdmfuse.guards import TileFuser
     from napari_pdmfuse.io import read_stack
     from napari_pdmfuse.stack import to_dtype
     from napari_pdmfuse.tiling import Tile

@@ -29,7 +29,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_pdmfuse import InputError, PdmFuseError, fuse, limits
+from napari_pdmfuse import InputError, PdmFuseError, fuse, sizes
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.model.weights import WEIGHTS_PATH
 
@@ -439,8 +439,8 @@ def scratch() -> Iterator[Path]:
         os.chdir(tmp)
         try:
             with (
-                mock.patch.object(limits, "free_disk", lambda folder: FREE_DISK),
-                mock.patch.object(limits, "available_memory", lambda: FREE_MEMORY),
+                mock.patch.object(sizes, "free_disk", lambda folder: FREE_DISK),
+                mock.patch.object(sizes, "available_memory", lambda: FREE_MEMORY),
             ):
                 yield Path(tmp)
         finally:

@@ -10,7 +10,7 @@ import tifffile
 
 from napari_pdmfuse import FusionResult, InputError, OutputError, ReadError, render, writing
 from napari_pdmfuse.io import natural_key, read_hyperstack, read_stack
-from napari_pdmfuse.writing import Scale, check_outputs, write_outputs, write_tiff
+from napari_pdmfuse.writing import Scale, atomic, check_outputs, write_outputs, write_tiff
 
 
 def stack_of(dtype: type, rgb: bool = False, n: int = 5) -> np.ndarray:
@@ -431,16 +431,16 @@ def test_ome_zarr_output_has_a_pyramid_napari_opens(tmp_path):
 def test_temp_names_carry_pid_and_host(tmp_path):
     import os
 
-    temp = writing.temp_name(tmp_path / "fused.tif")
-    match = writing.TEMP_PATTERN.match(temp.name)
+    temp = atomic.temp_name(tmp_path / "fused.tif")
+    match = atomic.TEMP_PATTERN.match(temp.name)
     assert match and match["name"] == "fused.tif" and int(match["pid"]) == os.getpid()
-    assert match["host"] == writing.HOST and temp.parent == tmp_path
+    assert match["host"] == atomic.HOST and temp.parent == tmp_path
 
 
 def test_only_stale_temps_of_dead_processes_here_are_removed(tmp_path, monkeypatch):
     import os
 
-    host = writing.HOST
+    host = atomic.HOST
     other = "000000" if host != "000000" else "111111"
     dead, alive = 999_999_999, os.getpid()
     files = {
@@ -453,12 +453,12 @@ def test_only_stale_temps_of_dead_processes_here_are_removed(tmp_path, monkeypat
     }
     for name in files.values():
         (tmp_path / name).write_bytes(b"x")
-    old = writing.STARTED - 60
+    old = atomic.STARTED - 60
     for key in ("dead", "alive", "other-host", "not-ours", "output"):
         os.utime(tmp_path / files[key], (old, old))
     monkeypatch.setattr(writing, "pid_alive", lambda pid: pid != dead)
 
-    removed = writing.clean_stale_temps(tmp_path)
+    removed = atomic.clean_stale_temps(tmp_path)
 
     assert [p.name for p in removed] == [files["dead"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
@@ -471,18 +471,18 @@ def test_pid_alive():
     import subprocess
     import sys
 
-    assert writing.pid_alive(os.getpid())
+    assert atomic.pid_alive(os.getpid())
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    assert not writing.pid_alive(child.pid)
+    assert not atomic.pid_alive(child.pid)
 
 
 def test_atomic_files_clean_stale_temps_first(tmp_path, monkeypatch):
     import os
 
-    stale = tmp_path / f".f.tif.pdmfuse-tmp-999999999-{writing.HOST}-0123abcd"
+    stale = tmp_path / f".f.tif.pdmfuse-tmp-999999999-{atomic.HOST}-0123abcd"
     stale.write_bytes(b"left by a killed run")
-    os.utime(stale, (writing.STARTED - 60, writing.STARTED - 60))
+    os.utime(stale, (atomic.STARTED - 60, atomic.STARTED - 60))
     monkeypatch.setattr(writing, "pid_alive", lambda pid: False)
     write_outputs(_result(np.zeros((4, 4), np.uint8)), tmp_path / "f.tif")
     assert [p.name for p in tmp_path.iterdir()] == ["f.tif"]

@@ -20,7 +20,7 @@ import dask.array as da
 
 from .errors import PdmFuseError
 from .io import LoadedStack, read_stack
-from .omezarr import multiscales, transforms
+from .ngff import multiscales, transforms
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerData]]

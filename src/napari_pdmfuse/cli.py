@@ -343,7 +343,7 @@ def fuse_to_files(
     Raises PdmFuseError, its message naming the input, for anything the user can fix.
     """
     from .io import read_hyperstack
-    from .omezarr import is_zarr_name
+    from .ngff import is_zarr_name
     from .writing import check_outputs
 
     started = time.perf_counter()
@@ -433,7 +433,7 @@ def _fuse_streaming(
         try:
             steps = job.run(sink)
             if getattr(options, "scheduler", None):
-                from .distributed import connect, run_on_cluster
+                from .cluster import connect, run_on_cluster
 
                 client = connect(options.scheduler)
                 steps = run_on_cluster(
@@ -467,9 +467,9 @@ def _fuse_hyperstack(
     import numpy as np
 
     from .hyperstack import HyperstackResult, fuse_hyperstack_iter, parse_axes
-    from .limits import MAP_BYTES, check_disk
-    from .ometiff import is_ome_tiff_name
+    from .sizes import MAP_BYTES, check_disk
     from .writing import Scale, atomic_files, write_failed, write_hyperstack
+    from .writing.ometiff import is_ome_tiff_name
 
     ax = parse_axes(hyper.axes, hyper.data.shape)
     separate = options.channel_mode == "separate"
@@ -571,8 +571,8 @@ def _print_alignment(result: Any, model: str) -> None:
 def check_options(options: argparse.Namespace) -> None:
     """Refuse a bad method, device, weights file, tile size or combination of options before
     any input is read."""
-    from .limits import check_tile
     from .methods import get_method
+    from .sizes import check_tile
 
     method = get_method(options.method, device=options.device, weights=options.weights)
     if options.tile is not None:

@@ -13,11 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
-from .guards import TileFuser
-from .limits import check_memory, check_tile, min_tile
+from .executing import TileFuser
 from .methods import DEFAULT_METHOD, get_method
 from .methods.base import FusionMethod, TileResult
 from .model.device import check_device_name
+from .sizes import check_memory, check_tile, min_tile
 from .stack import Normalisation, Stack, as_stack, is_lazy, normalisation, to_dtype
 from .tiling import Tile, count_tiles, tile_grid
 

@@ -29,7 +29,7 @@ import numpy as np
 from . import align as alignment
 from .errors import InputError
 from .fusion import FusionResult, Progress, fuse_iter
-from .limits import MAP_BYTES, available_memory, gib
+from .sizes import MAP_BYTES, available_memory, gib
 from .stack import as_stack, normalisation
 
 #: The axis letters understood, as in ImageJ / OME / tifffile.

@@ -24,7 +24,7 @@ import tifffile
 import zarr
 
 from .errors import InputError, PdmFuseError, PdmFuseWarning, ReadError
-from .omezarr import is_zarr_store, multiscales, transforms
+from .ngff import is_zarr_store, multiscales, transforms
 
 #: File name suffixes taken as focal planes when the input is a folder.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")

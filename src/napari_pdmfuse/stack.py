@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .limits import check_sides
+from .sizes import check_sides
 
 #: Rec. 709 luma weights, used to reduce RGB planes to the one channel the focus measures see.
 RGB_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)

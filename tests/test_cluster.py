@@ -8,7 +8,7 @@ import tifffile
 
 distributed = pytest.importorskip("distributed")
 
-from napari_pdmfuse import distributed as pdm_distributed  # noqa: E402
+from napari_pdmfuse import cluster as pdm_cluster  # noqa: E402
 from napari_pdmfuse import render  # noqa: E402
 from napari_pdmfuse.cli import main  # noqa: E402
 from napari_pdmfuse.fusion import MemorySink, plan  # noqa: E402
@@ -104,12 +104,10 @@ def test_python_function_matches_and_builds_once_per_worker(lazy, client, stack_
     for _ in job.run(want):
         pass
     got = MemorySink(job.stack)
-    client.run(pdm_distributed.build_counts)  # every worker is up
-    steps = list(
-        pdm_distributed.run_on_cluster(job, got, client, method_name="pdmnet", device="cpu")
-    )
+    client.run(pdm_cluster.build_counts)  # every worker is up
+    steps = list(pdm_cluster.run_on_cluster(job, got, client, method_name="pdmnet", device="cpu"))
     assert steps[0].done == 0 and steps[-1].done == steps[-1].total == job.n_tiles == 4
-    builds = [c.get("pdmnet", 0) for c in client.run(pdm_distributed.build_counts).values()]
+    builds = [c.get("pdmnet", 0) for c in client.run(pdm_cluster.build_counts).values()]
     # each worker builds pdmnet at most once, whatever the number of tiles, runs and inputs
     assert max(builds) == 1, builds
     for g, w in zip(
@@ -147,7 +145,7 @@ def test_compressed_tiff_on_the_cluster(cluster, stack_file, tmp_path, capsys):
 
 
 def test_unreachable_scheduler_is_one_sentence(stack_file, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(pdm_distributed, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(pdm_cluster, "CONNECT_TIMEOUT", 1.0)
     code = main(
         [
             "fuse",
@@ -190,7 +188,7 @@ def _kill_once(flag: str) -> None:
     """On a worker: make the first tile task that sees no ``flag`` file kill its process."""
     import os
 
-    from napari_pdmfuse import distributed as module
+    from napari_pdmfuse import cluster as module
 
     original = module.__dict__.get("_unpatched_cached_method", module.cached_method)
 
@@ -207,7 +205,7 @@ def _kill_once(flag: str) -> None:
 
 
 def _unpatch() -> None:
-    from napari_pdmfuse import distributed as module
+    from napari_pdmfuse import cluster as module
 
     original = module.__dict__.pop("_unpatched_cached_method", None)
     if original is not None:
@@ -228,7 +226,7 @@ def test_lost_worker_is_recomputed_elsewhere(client, stack_file, tmp_path):
     got = MemorySink(job.stack)
     client.run(_kill_once, str(flag))
     try:
-        steps = list(pdm_distributed.run_on_cluster(job, got, client, method_name="wavelet"))
+        steps = list(pdm_cluster.run_on_cluster(job, got, client, method_name="wavelet"))
     finally:
         client.run(_unpatch)
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from napari_pdmfuse import PdmFuseWarning, fuse
+from napari_pdmfuse.executing import flat_mask
 from napari_pdmfuse.fusion import FusionPlan, MemorySink
-from napari_pdmfuse.guards import flat_mask
 from napari_pdmfuse.methods.argmax import ArgmaxMethod
 from napari_pdmfuse.render import demo_stack
 from napari_pdmfuse.stack import as_stack, normalisation

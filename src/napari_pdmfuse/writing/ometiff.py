@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .omezarr import CHUNK, ZarrPixels
+from ..ngff import CHUNK, ZarrPixels
 
 OME_TIFF_SUFFIXES = (".ome.tif", ".ome.tiff")
 
@@ -65,7 +65,7 @@ class OmeTiffPixels:
     def finish(self) -> None:
         import tifffile
 
-        from . import __version__
+        from .. import __version__
 
         self.store.finish()
         levels = self.store.levels

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .executing import TileFuser
 from .fusion import FusionPlan, Progress, Sink
-from .guards import TileFuser
 from .methods import get_method
 from .methods.base import FusionMethod, TileResult
 from .stack import Normalisation, is_lazy

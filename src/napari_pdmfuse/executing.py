@@ -19,8 +19,8 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import PdmFuseWarning
-from .limits import min_tile
 from .methods.base import FusionMethod, TileResult
+from .sizes import min_tile
 from .stack import Normalisation, beyond_float32, is_lazy, non_finite
 from .tiling import Tile
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_pdmfuse import render
-from napari_pdmfuse.io import read_stack
+from napari_pdmfuse.reading import open_image
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUICK = {"cases": ("bf-rgb-disk", "real-diatom"), "size": 128}
@@ -145,7 +145,7 @@ def partly_textureless(size: int, seed: int = 0) -> Case:
 
 def real(description: str, *paths: str) -> Callable[..., Case]:
     return lambda size, seed=0: Case(
-        description, np.asarray(read_stack([DATA / p for p in paths]).data)
+        description, np.asarray(open_image([DATA / p for p in paths]).as_stack().data)
     )
 
 

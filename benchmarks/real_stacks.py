@@ -20,7 +20,7 @@ from napari.utils.colormaps import ensure_colormap
 from skimage.transform import downscale_local_mean
 
 from napari_pdmfuse import fuse
-from napari_pdmfuse.io import read_stack
+from napari_pdmfuse.reading import open_image
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STACKS = {  # the skeleton stack is GPL-licensed: looked at here, its pictures not kept in docs/
@@ -53,7 +53,7 @@ def main() -> None:
         if not inputs[0].exists():
             print(f"skipping {name}: {inputs[0]} not found")
             continue
-        loaded = read_stack(inputs)
+        loaded = open_image(inputs).as_stack()
         stack = np.asarray(loaded.data)
         ours = fuse(stack, method="pdmnet")
         wavelet = fuse(stack, method="wavelet")

@@ -66,11 +66,11 @@ def crop_difference(stack: Path, fused: Path, method: str, side: int = 512) -> f
     the normalisation planned from the whole stack exactly as the command plans it."""
     from napari_pdmfuse.executing import TileFuser
     from napari_pdmfuse.fusion import plan
-    from napari_pdmfuse.io import read_stack
+    from napari_pdmfuse.reading import open_image
     from napari_pdmfuse.stack import to_dtype
     from napari_pdmfuse.tiling import Tile
 
-    job = plan(read_stack([stack]).data, method=method)
+    job = plan(open_image([stack]).as_stack().data, method=method)
     height, width = job.stack.shape_yx
     halo = job.method.halo
     y0, x0 = (height - side) // 2 // 16 * 16, (width - side) // 2 // 16 * 16

@@ -1,6 +1,15 @@
-"""Fusing on a dask.distributed cluster gives what one process gives."""
+"""Fusing on a dask.distributed cluster gives what one process gives, and survives losing it.
+
+The cluster is real: a ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, started
+here, so tasks, their inputs and their results cross process boundaries as on a cluster.
+"""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -8,49 +17,102 @@ import tifffile
 
 distributed = pytest.importorskip("distributed")
 
-from napari_pdmfuse import cluster as pdm_cluster  # noqa: E402
-from napari_pdmfuse import render  # noqa: E402
+from napari_pdmfuse import FuseOptions, cluster, render  # noqa: E402
 from napari_pdmfuse.cli import main  # noqa: E402
-from napari_pdmfuse.fusion import MemorySink, plan  # noqa: E402
-from napari_pdmfuse.io import read_stack  # noqa: E402
+from napari_pdmfuse.methods import build_counts  # noqa: E402
+from napari_pdmfuse.planning import plan_job  # noqa: E402
+from napari_pdmfuse.reading import open_image  # noqa: E402
+from napari_pdmfuse.results import MemoryOutputs  # noqa: E402
+
+DASK = os.path.join(os.path.dirname(sys.executable), "dask")
+
+
+def _start(tmp_path, n_workers: int, nanny: bool) -> tuple[str, list[subprocess.Popen]]:
+    """A scheduler and ``n_workers`` single-threaded workers on 127.0.0.1."""
+    file = tmp_path / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(file),
+            ],
+            **quiet,
+        )
+    ]
+    for _ in range(200):
+        if file.exists() and file.stat().st_size:
+            break
+        time.sleep(0.05)
+    worker = [
+        DASK,
+        "worker",
+        "--scheduler-file",
+        str(file),
+        "--nthreads",
+        "1",
+        "--no-dashboard",
+        "--host",
+        "127.0.0.1",
+        "--nanny" if nanny else "--no-nanny",
+    ]
+    procs += [subprocess.Popen(worker, **quiet) for _ in range(n_workers)]
+    with distributed.Client(scheduler_file=str(file), timeout=30) as client:
+        client.wait_for_workers(n_workers, timeout=60)
+        address = client.scheduler.address
+    return address, procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
-    ) as local:
-        yield local
+def scheduler(tmp_path_factory):
+    address, procs = _start(tmp_path_factory.mktemp("cluster"), 2, nanny=True)
+    yield address
+    _stop(procs)
 
 
 @pytest.fixture(scope="module")
-def client(cluster):
-    with distributed.Client(cluster, set_as_default=False) as c:
+def client(scheduler):
+    with distributed.Client(scheduler, set_as_default=False) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def stack_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dist") / "stack.tif"
-    tifffile.imwrite(path, render.demo_stack(4, 320, seed=3).stack, photometric="minisblack")
-    return path
+def stacks(tmp_path_factory):
+    """A plain stack, a 2-channel OME-TIFF and a time-lapse, as a core facility's folder."""
+    folder = tmp_path_factory.mktemp("stacks")
+    grey = render.demo_stack(4, 200, seed=3).stack
+    tifffile.imwrite(folder / "plain.tif", grey, photometric="minisblack")
+    two = np.stack([grey, grey[:, ::-1] // 3], axis=1)
+    meta = {"axes": "ZCYX", "Channel": {"Name": ["DAPI", "GFP"]}}
+    tifffile.imwrite(folder / "channels.ome.tif", two, ome=True, metadata=meta)
+    lapse = np.stack([grey, grey[:, :, ::-1]])
+    tifffile.imwrite(folder / "lapse.ome.tif", lapse, ome=True, metadata={"axes": "TZYX"})
+    return [folder / n for n in ("plain.tif", "channels.ome.tif", "lapse.ome.tif")]
 
 
-def fuse_files(capsys, stack_file, out, method, *extra):
+def _batch(capsys, stacks, out, *extra) -> dict[str, np.ndarray]:
     code = main(
         [
-            "fuse",
-            str(stack_file),
-            "-o",
-            str(out / "fused.tif"),
+            "batch",
+            *map(str, stacks),
+            "--out-dir",
+            str(out),
             "--focus-map",
-            str(out / "focus.tif"),
-            "--confidence",
-            str(out / "conf.tif"),
             "--method",
-            method,
-            "--device",
-            "cpu",
+            "wavelet",
             "--tile",
             "160",
             "-q",
@@ -59,57 +121,52 @@ def fuse_files(capsys, stack_file, out, method, *extra):
     )
     err = capsys.readouterr().err
     assert code == 0, err
-    return [tifffile.imread(out / name) for name in ("fused.tif", "focus.tif", "conf.tif")]
+    return {p.name: tifffile.imread(p) for p in sorted(out.iterdir())}
 
 
-def assert_close(method, got, want):
-    for g, w in zip(got, want, strict=True):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        if method == "wavelet":
-            assert np.array_equal(g, w)
-        else:
-            span = float(np.ptp(w.astype(np.float64))) or 1.0
-            diff = np.abs(g.astype(np.float64) - w.astype(np.float64)).max()
-            assert diff <= 1e-4 * span
+def test_batch_on_a_cluster_equals_the_local_batch(scheduler, stacks, tmp_path, capsys):
+    want = _batch(capsys, stacks, tmp_path / "local")
+    got = _batch(capsys, stacks, tmp_path / "remote", "--scheduler", scheduler)
+    assert sorted(got) == sorted(want) and len(got) == 6
+    for name, pixels in want.items():
+        assert got[name].dtype == pixels.dtype and np.array_equal(got[name], pixels), name
 
 
-@pytest.mark.parametrize("method", ["wavelet", "pdmnet"])
-def test_cli_scheduler_matches_single_process(method, cluster, stack_file, tmp_path, capsys):
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    local.mkdir()
-    remote.mkdir()
-    want = fuse_files(capsys, stack_file, local, method)
-    got = fuse_files(capsys, stack_file, remote, method, "--scheduler", cluster.scheduler_address)
-    assert_close(method, got, want)
-
-
-def test_environment_variable_names_the_scheduler(
-    cluster, stack_file, tmp_path, capsys, monkeypatch
-):
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    local.mkdir()
-    remote.mkdir()
-    want = fuse_files(capsys, stack_file, local, "wavelet")
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
-    got = fuse_files(capsys, stack_file, remote, "wavelet")
-    assert_close("wavelet", got, want)
+def test_environment_variable_names_the_scheduler(scheduler, stacks, tmp_path, capsys, monkeypatch):
+    local = _batch(capsys, stacks[1:2], tmp_path / "local")
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", scheduler)
+    code = main(
+        [
+            "fuse",
+            str(stacks[1]),
+            "-o",
+            str(tmp_path / "f.tif"),
+            "--method",
+            "wavelet",
+            "--tile",
+            "160",
+            "-q",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert np.array_equal(tifffile.imread(tmp_path / "f.tif"), local["channels_fused.tif"])
 
 
 @pytest.mark.parametrize("lazy", [True, False], ids=["files", "numpy"])
-def test_python_function_matches_and_builds_once_per_worker(lazy, client, stack_file):
-    loaded = read_stack([stack_file])
-    data = loaded.data if lazy else np.asarray(loaded.data)
-    job = plan(data, method="pdmnet", tile=160, device="cpu")
-    want = MemorySink(job.stack)
+def test_pdmnet_matches_and_builds_once_per_worker(lazy, client, stacks):
+    image = open_image([stacks[0]])
+    if not lazy:
+        image = type(image)(data=np.asarray(image.data), axes=image.axes)
+    job = plan_job(image, FuseOptions(method="pdmnet", tile=96, device="cpu"))
+    want = MemoryOutputs(job)
     for _ in job.run(want):
         pass
-    got = MemorySink(job.stack)
-    client.run(pdm_cluster.build_counts)  # every worker is up
-    steps = list(pdm_cluster.run_on_cluster(job, got, client, method_name="pdmnet", device="cpu"))
-    assert steps[0].done == 0 and steps[-1].done == steps[-1].total == job.n_tiles == 4
-    builds = [c.get("pdmnet", 0) for c in client.run(pdm_cluster.build_counts).values()]
-    # each worker builds pdmnet at most once, whatever the number of tiles, runs and inputs
-    assert max(builds) == 1, builds
+    got = MemoryOutputs(job)
+    client.run(build_counts)  # every worker is up
+    steps = list(cluster.run_on_cluster(job, got, client))
+    assert steps[0].done == 0 and steps[-1].done == steps[-1].total == job.n_tiles == 9
+    builds = [c.get("pdmnet", 0) for c in client.run(build_counts).values()]
+    assert max(builds) == 1, builds  # at most once per worker, whatever the tiles and runs
     for g, w in zip(
         (got.fused, got.focus, got.confidence),
         (want.fused, want.focus, want.confidence),
@@ -119,37 +176,50 @@ def test_python_function_matches_and_builds_once_per_worker(lazy, client, stack_
         assert np.abs(g.astype(np.float64) - w.astype(np.float64)).max() <= 1e-4 * span
 
 
+def test_aligned_time_lapse_on_the_cluster(scheduler, stacks, tmp_path, capsys):
+    args = [
+        "fuse",
+        str(stacks[2]),
+        "-o",
+        "{}/f.ome.zarr",
+        "--coverage",
+        "{}/c.tif",
+        "--align",
+        "translation",
+        "--method",
+        "argmax",
+        "--tile",
+        "64",
+        "-q",
+    ]
+    results = []
+    for where, extra in (("local", []), ("remote", ["--scheduler", scheduler])):
+        out = tmp_path / where
+        out.mkdir()
+        assert main([a.format(out) for a in args] + extra) == 0, capsys.readouterr().err
+        results.append(tifffile.imread(out / "c.tif"))
+    assert np.array_equal(*results)
+
+
 @pytest.mark.parametrize("compression", [None, "zlib"], ids=["memmap", "zlib-tiles"])
-def test_file_backed_block_is_sent_as_a_small_graph(compression, stack_file, tmp_path):
+def test_file_backed_block_is_sent_as_a_small_graph(compression, stacks, tmp_path):
     import pickle
 
     path = tmp_path / "stack.tif"
-    pixels = tifffile.imread(stack_file)
+    pixels = tifffile.imread(stacks[0])
     tifffile.imwrite(path, pixels, photometric="minisblack", compression=compression, tile=(64, 64))
-    block = read_stack([path]).data[:, 50:90, 70:130]
+    block = open_image([path]).data[:, 50:90, 70:130]
     sent = pickle.dumps(block)
     assert len(sent) < 20_000  # the file travels as its name and layout, not its pixels
     assert np.array_equal(pickle.loads(sent).compute(), pixels[:, 50:90, 70:130])
 
 
-def test_compressed_tiff_on_the_cluster(cluster, stack_file, tmp_path, capsys):
-    packed = tmp_path / "packed.tif"
-    pixels = tifffile.imread(stack_file)
-    tifffile.imwrite(packed, pixels, photometric="minisblack", compression="zlib", tile=(64, 64))
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    local.mkdir()
-    remote.mkdir()
-    want = fuse_files(capsys, stack_file, local, "wavelet")
-    got = fuse_files(capsys, packed, remote, "wavelet", "--scheduler", cluster.scheduler_address)
-    assert_close("wavelet", got, want)
-
-
-def test_unreachable_scheduler_is_one_sentence(stack_file, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(pdm_cluster, "CONNECT_TIMEOUT", 1.0)
+def test_unreachable_scheduler_is_one_sentence(stacks, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 1.0)
     code = main(
         [
             "fuse",
-            str(stack_file),
+            str(stacks[0]),
             "-o",
             str(tmp_path / "f.tif"),
             "--method",
@@ -162,32 +232,11 @@ def test_unreachable_scheduler_is_one_sentence(stack_file, tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("pdmfuse: error:") and "scheduler" in err and err.count("\n") == 1
-    assert not (tmp_path / "f.tif").exists()
     assert list(tmp_path.iterdir()) == []
 
 
-def test_scheduler_refused_with_hyperstack_options(stack_file, tmp_path, capsys):
-    code = main(
-        [
-            "fuse",
-            str(stack_file),
-            "-o",
-            str(tmp_path / "f.tif"),
-            "--axes",
-            "ZYX",
-            "--scheduler",
-            "tcp://127.0.0.1:9",
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 2 and "--scheduler" in err
-    assert list(tmp_path.iterdir()) == []
-
-
-def _kill_once(flag: str) -> None:
-    """On a worker: make the first tile task that sees no ``flag`` file kill its process."""
-    import os
-
+def _die_on_first_task(flag: str) -> None:
+    """On a worker: the first tile task that finds no ``flag`` file kills its process."""
     from napari_pdmfuse import cluster as module
 
     original = module.__dict__.get("_unpatched_cached_method", module.cached_method)
@@ -212,21 +261,19 @@ def _unpatch() -> None:
         module.cached_method = original
 
 
-def test_lost_worker_is_recomputed_elsewhere(client, stack_file, tmp_path):
-    import sys
-
+def test_lost_worker_is_recomputed_elsewhere(client, stacks, tmp_path):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     flag = tmp_path / "killed"
-    job = plan(read_stack([stack_file]).data, method="wavelet", tile=160)
-    want = MemorySink(job.stack)
+    job = plan_job(open_image([stacks[1]]), FuseOptions(method="wavelet", tile=160))
+    want = MemoryOutputs(job)
     for _ in job.run(want):
         pass
-    got = MemorySink(job.stack)
-    client.run(_kill_once, str(flag))
+    got = MemoryOutputs(job)
+    client.run(_die_on_first_task, str(flag))
     try:
-        steps = list(pdm_cluster.run_on_cluster(job, got, client, method_name="wavelet"))
+        steps = list(cluster.run_on_cluster(job, got, client))
     finally:
         client.run(_unpatch)
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
@@ -234,4 +281,39 @@ def test_lost_worker_is_recomputed_elsewhere(client, stack_file, tmp_path):
     assert steps[-1].done == steps[-1].total == 4
     assert np.array_equal(got.fused, want.fused)
     assert np.array_equal(got.focus, want.focus)
-    assert np.array_equal(got.confidence, want.confidence)
+
+
+def test_no_worker_left_is_one_sentence(stacks, tmp_path, capsys, monkeypatch):
+    import cloudpickle
+
+    address, procs = _start(tmp_path, 1, nanny=False)
+    monkeypatch.setattr(cluster, "NO_WORKER_TIMEOUT", 2.0)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with distributed.Client(address, set_as_default=False) as c:
+            c.run(_die_on_first_task, str(tmp_path / "killed"))
+        out = tmp_path / "out"
+        out.mkdir()
+        started = time.monotonic()
+        code = main(
+            [
+                "fuse",
+                str(stacks[0]),
+                "-o",
+                str(out / "f.tif"),
+                "--method",
+                "wavelet",
+                "--tile",
+                "160",
+                "-q",
+                "--scheduler",
+                address,
+            ]
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        _stop(procs)
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - started < 30
+    assert err.startswith("pdmfuse: error:") and "no worker" in err and err.count("\n") == 1
+    assert list(out.iterdir()) == []

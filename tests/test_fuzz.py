@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from napari_pdmfuse import METHODS, InputError, PdmFuseError, ReadError, fuse
 from napari_pdmfuse.cli import main
-from napari_pdmfuse.io import read_stack
+from napari_pdmfuse.reading import read_stack
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.float32, np.float64]
 

@@ -19,8 +19,9 @@ from typing import Any
 import dask.array as da
 
 from .errors import PdmFuseError
-from .io import LoadedStack, read_stack
 from .ngff import multiscales, transforms
+from .reading import Image, open_image
+from .reading.image import stem
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerData]]
@@ -31,14 +32,9 @@ ZARR_SUFFIXES = (".zarr",)
 #: napari's unit for axes without a physical size.
 _PIXEL = "pixel"
 
-
-def layer_name(path: Path) -> str:
-    """The file name without its (possibly double) suffix: ``stack.ome.tif`` → ``stack``."""
-    name = path.name.rstrip("/")
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or name
-    return name
+#: The order layers show an image's axes in: napari displays the last two (or three, with RGB
+#: samples) axes, and the widget finds the channels in front of Y and X.
+_LAYER_ORDER = "TZCYXS"
 
 
 def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
@@ -51,10 +47,10 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
     name = p.name.lower().rstrip("/")
     if name.endswith(TIFF_SUFFIXES) and p.is_file():
         try:
-            loaded = read_stack([p])
+            image = open_image([p], for_viewing=True)
         except PdmFuseError:
             return None  # a 2-D image or a layout that is not one stack: napari's reader opens it
-        return lambda _path: [tiff_layer(loaded, p)]
+        return lambda _path: [tiff_layer(image)]
     if name.endswith(ZARR_SUFFIXES) and p.is_dir():
         try:
             layer = zarr_layer(p)
@@ -70,41 +66,34 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
 # TIFF
 
 
-def tiff_layer(loaded: LoadedStack, path: Path) -> LayerData:
-    """One image layer for a TIFF stack: Z first, channels (if any) second, as napari shows them.
-
-    ``read_stack`` puts a channel axis last (Z, Y, X, C); napari displays the last two axes, so
-    channels move in front of Y and X, where the widget finds them as its channel axis.
-    """
-    data = loaded.data
-    has_channels = loaded.channel_axis is not None
-    if has_channels:
-        data = data.transpose(0, 3, 1, 2)
-    py, px = loaded.pixel_size or (1.0, 1.0)
-    scale = [loaded.z_spacing or 1.0, *([1.0] if has_channels else []), py, px]
-    labels = ["z", *(["c"] if has_channels else []), "y", "x"]
+def tiff_layer(image: Image) -> LayerData:
+    """One image layer for a TIFF: its axes in T, Z, C, Y, X order (RGB samples last), labelled,
+    scaled by the file's Z step and pixel size, with their units when the file gives them."""
+    image = image.ordered("".join(a for a in _LAYER_ORDER if a in image.axes))
+    shown = image.axes.replace("S", "")
+    py, px = image.pixel_size or (1.0, 1.0)
+    sizes = {"Z": image.z_spacing or 1.0, "Y": py, "X": px}
     kwargs: dict[str, Any] = {
-        "name": layer_name(path),
-        "rgb": loaded.rgb,
-        "axis_labels": tuple(labels),
-        "scale": tuple(float(s) for s in scale),
+        "name": image.name,
+        "rgb": image.rgb,
+        "axis_labels": tuple(a.lower() for a in shown),
+        "scale": tuple(float(sizes.get(a, 1.0)) for a in shown),
         "metadata": {
-            "source": str(path),
-            "axes": loaded.axes,
-            "z_spacing": loaded.z_spacing,
-            "pixel_size": loaded.pixel_size,
-            "unit": loaded.unit,
+            "source": str(image.sources[0]),
+            "axes": image.axes,
+            "z_spacing": image.z_spacing,
+            "pixel_size": image.pixel_size,
+            "unit": image.unit,
+            "channel_names": image.channel_names,
+            "time_interval": image.time_interval,
         },
     }
-    if loaded.unit == "um":
+    if image.unit == "um":
         um = "micrometer"
-        kwargs["units"] = (
-            um if loaded.z_spacing else _PIXEL,
-            *([_PIXEL] if has_channels else []),
-            um if loaded.pixel_size else _PIXEL,
-            um if loaded.pixel_size else _PIXEL,
-        )
-    return data, kwargs, "image"
+        known = {"Z": image.z_spacing is not None, "Y": image.pixel_size is not None}
+        known["X"] = known["Y"]
+        kwargs["units"] = tuple(um if known.get(a) else _PIXEL for a in shown)
+    return image.data, kwargs, "image"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +116,7 @@ def zarr_layer(path: Path) -> LayerData | None:
     import zarr
 
     node = zarr.open(str(path), mode="r")
-    name = layer_name(path)
+    name = stem(path)
     if isinstance(node, zarr.Array):
         if node.ndim < 3:
             return None

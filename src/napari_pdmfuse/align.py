@@ -19,9 +19,9 @@ cubic-spline interpolation, which brings the error to hundredths of a pixel on t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage, optimize
@@ -30,7 +30,7 @@ from skimage.registration import phase_cross_correlation
 from skimage.transform import downscale_local_mean
 
 from .errors import InputError
-from .stack import to_dtype
+from .stack import is_lazy, to_dtype
 
 Model = Literal["translation", "similarity"]
 MODELS: tuple[str, ...] = ("translation", "similarity")
@@ -86,6 +86,17 @@ class Transform:
         """Reference coordinates (..., 2) → this plane's coordinates."""
         return centre + self.scale * (points - centre) + np.array([self.dy, self.dx])
 
+    def recentred(self, old: np.ndarray, new: np.ndarray) -> Transform:
+        """The same motion written about centre ``new`` instead of ``old`` (one frame for both).
+
+        ``old + s·(p − old) + d = new + s·(p − new) + d′`` for every p gives
+        ``d′ = d + (1 − s)·(old − new)``: a magnification about another point adds a shift.
+        """
+        shift = np.array([self.dy, self.dx]) + (1 - self.scale) * (
+            np.asarray(old, np.float64) - np.asarray(new, np.float64)
+        )
+        return Transform(dy=float(shift[0]), dx=float(shift[1]), scale=self.scale)
+
 
 def check_model(model: str) -> Model:
     if model not in MODELS:
@@ -103,7 +114,8 @@ def band_pass(plane: np.ndarray, band: tuple[float, float] = BAND) -> np.ndarray
     return dog / spread
 
 
-def _centre(shape: tuple[int, ...]) -> np.ndarray:
+def image_centre(shape: tuple[int, ...]) -> np.ndarray:
+    """The (y, x) centre of an image of this shape (Y, X, ...), which transforms are about."""
     return (np.array(shape[:2], dtype=np.float64) - 1) / 2
 
 
@@ -135,7 +147,7 @@ def _coarse_scale(fixed: np.ndarray, moving: np.ndarray) -> float:
 
 def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
     """``image`` magnified by ``scale`` about its centre (values at q = c + scale·(p − c))."""
-    centre = _centre(image.shape)
+    centre = image_centre(image.shape)
     return ndimage.affine_transform(
         image, np.full(2, scale), offset=centre - scale * centre, order=1, mode="nearest"
     )
@@ -147,7 +159,7 @@ def _refine(fixed: np.ndarray, moving: np.ndarray, start: Transform, model: Mode
     A gain absorbs the change in contrast between planes focused at different depths.
     """
     height, width = fixed.shape
-    centre = _centre(fixed.shape)
+    centre = image_centre(fixed.shape)
     coeffs = ndimage.spline_filter(moving, order=3)
     stride = max(1, int(np.ceil(np.sqrt((height - 2 * EDGE) * (width - 2 * EDGE) / FIT_POINTS))))
     yy, xx = np.mgrid[EDGE : height - EDGE : stride, EDGE : width - EDGE : stride]
@@ -208,31 +220,110 @@ def estimate_transforms(
     ``reference`` defaults to the middle plane, which keeps the chains of neighbour
     registrations (and their errors) shortest; its own transform is the identity.
     """
-    lum = np.asarray(stack_lum, dtype=np.float64)
+    model = check_model(model)
+    lum = np.asarray(stack_lum)
     if lum.ndim != 3 or lum.shape[0] < 1:
         raise InputError(
             f"Alignment needs a (Z, Y, X) luminance stack, not an array of shape {lum.shape}."
         )
-    n = lum.shape[0]
+    ref = _reference(lum.shape[0], reference)
+    _check_sides(lum.shape[1:])
+    return _chain(lambda k: lum[k], lum.shape[0], ref, model)
+
+
+#: Largest side (px) of the central view of the planes that transforms are estimated on. The
+#: registration reaches hundredths of a pixel on a few hundred pixels of texture; a larger view
+#: only adds reading time and memory, bounded here (a few planes of 2048² float64 at once)
+#: whatever the size of the image.
+VIEW_SIDE = 1024
+
+
+def central_view(shape_yx: tuple[int, int], max_side: int = VIEW_SIDE) -> tuple[slice, slice]:
+    """The (rows, cols) of the middle ``max_side`` × ``max_side`` px of a plane (or all of it)."""
+    return tuple(  # type: ignore[return-value]
+        slice((n - min(n, max_side)) // 2, (n - min(n, max_side)) // 2 + min(n, max_side))
+        for n in shape_yx
+    )
+
+
+def estimate_from_centre(
+    data: Any,
+    luminance: Callable[[np.ndarray], np.ndarray],
+    model: str = "translation",
+    *,
+    reference: int | None = None,
+    max_side: int = VIEW_SIDE,
+) -> list[Transform]:
+    """One :class:`Transform` per plane of a (Z, Y, X, C) stack, in the whole image's frame.
+
+    Drift and focus breathing move the whole field alike, so they are measured on the central
+    view of at most ``max_side`` px a side (:func:`central_view`): a stack of any size is
+    aligned on bounded memory. The view of each plane is read alone from ``data`` (numpy or
+    dask), as float32, and reduced by ``luminance`` ((1, y, x, C) → (1, y, x), e.g.
+    :meth:`.Normalisation.luminance`), so that only the two planes being registered (and the
+    reference) are held at once. The transforms found about the view's centre are rewritten
+    about the image's centre, where :func:`apply_transforms` and the aligned reader apply them.
+    """
+    model = check_model(model)
+    shape = tuple(int(n) for n in data.shape)
+    if len(shape) != 4 or shape[0] < 1:
+        raise InputError(f"Alignment needs a (Z, Y, X, C) stack, not an array of shape {shape}.")
+    if max_side < 4 * EDGE:
+        raise InputError(
+            f"A view of {max_side} px a side is too small to align on; give at least {4 * EDGE} px."
+        )
+    ref = _reference(shape[0], reference)
+    _check_sides(shape[1:3])
+    rows, cols = central_view(shape[1:3], max_side)
+
+    def plane(k: int) -> np.ndarray:
+        part = data[k : k + 1, rows, cols]
+        if is_lazy(part):
+            part = part.compute(scheduler="synchronous")  # no dask threads for one small read
+        return luminance(np.asarray(part, dtype=np.float32))[0]
+
+    in_view = _chain(plane, shape[0], ref, model)
+    view_centre = np.array([rows.start, cols.start]) + image_centre(
+        (rows.stop - rows.start, cols.stop - cols.start)
+    )
+    full_centre = image_centre(shape[1:3])
+    return [t.recentred(view_centre, full_centre) for t in in_view]
+
+
+def _reference(n: int, reference: int | None) -> int:
     ref = n // 2 if reference is None else reference
     if not -n <= ref < n:
         raise InputError(f"Reference plane {ref} does not exist in a stack of {n} planes.")
-    ref %= n
-    if min(lum.shape[1:]) < 4 * EDGE:
+    return ref % n
+
+
+def _check_sides(shape_yx: tuple[int, ...]) -> None:
+    if min(shape_yx) < 4 * EDGE:
         raise InputError(
-            f"Planes of {lum.shape[1]}×{lum.shape[2]} px are too small to align; alignment "
+            f"Planes of {shape_yx[0]}×{shape_yx[1]} px are too small to align; alignment "
             f"needs at least {4 * EDGE} px a side."
         )
+
+
+def _chain(plane: Callable[[int], np.ndarray], n: int, ref: int, model: Model) -> list[Transform]:
+    """Register each plane to its neighbour towards ``ref`` and chain the transforms to it.
+
+    ``plane(k)`` gives plane k's (Y, X) luminance; each is asked for once, in order outwards
+    from the reference, so at most three planes are held at a time.
+    """
     transforms: list[Transform] = [Transform()] * n
+    first = plane(ref)
     for step in (1, -1):
+        previous = first
         for k in range(ref + step, n if step > 0 else -1, step):
-            pair = register_pair(lum[k - step], lum[k], model)
-            transforms[k] = transforms[k - step].then(pair)
+            current = plane(k)
+            transforms[k] = transforms[k - step].then(register_pair(previous, current, model))
+            previous = current
     return transforms
 
 
 def _resample(plane: np.ndarray, t: Transform, order: int) -> np.ndarray:
-    centre = _centre(plane.shape)
+    centre = image_centre(plane.shape)
     offset = centre - t.scale * centre + np.array([t.dy, t.dx])
     return ndimage.affine_transform(
         np.asarray(plane, dtype=np.float32),
@@ -243,17 +334,30 @@ def _resample(plane: np.ndarray, t: Transform, order: int) -> np.ndarray:
     )
 
 
-def coverage(shape_yx: tuple[int, int], transforms: Sequence[Transform]) -> np.ndarray:
-    """(Y, X) bool: the reference pixels that every plane saw (no padding in any plane)."""
-    centre = _centre(shape_yx)
-    yy, xx = np.mgrid[: shape_yx[0], : shape_yx[1]]
-    points = np.stack([yy, xx], axis=-1).astype(np.float64)
-    limit = np.array(shape_yx, dtype=np.float64) - 1
-    covered = np.ones(shape_yx, dtype=bool)
-    for t in transforms:
-        q = t.map(points, centre)
-        covered &= ((q >= -1e-6) & (q <= limit + 1e-6)).all(axis=-1)
-    return covered
+def coverage(
+    shape_yx: tuple[int, int],
+    transforms: Sequence[Transform],
+    rows: slice | None = None,
+    cols: slice | None = None,
+) -> np.ndarray:
+    """(Y, X) bool: the reference pixels that every plane saw (no padding in any plane).
+
+    ``rows`` and ``cols`` restrict it to a window of the image, computed alone (same values).
+    A transform moves rows and columns independently, so the mask is an outer product.
+    """
+    centre = image_centre(shape_yx)
+    spans = [
+        range(*(s or slice(None)).indices(n)) for s, n in zip((rows, cols), shape_yx, strict=True)
+    ]
+    seen = []
+    for axis, span in enumerate(spans):
+        p = np.arange(span.start, span.stop, dtype=np.float64)
+        ok = np.ones(p.shape, dtype=bool)
+        for t in transforms:
+            q = centre[axis] + t.scale * (p - centre[axis]) + (t.dy, t.dx)[axis]
+            ok &= (q >= -1e-6) & (q <= shape_yx[axis] - 1 + 1e-6)
+        seen.append(ok)
+    return seen[0][:, None] & seen[1][None, :]
 
 
 def apply_transforms(

@@ -1,55 +1,44 @@
-"""Fuse on an existing dask.distributed cluster: one task per tile, results stitched here.
+"""Run a job on an existing dask.distributed cluster: one task per tile, results written here.
 
-The client plans the job as usual; each tile becomes a task that reads its haloed block on the
-worker (a small graph over the input files, or a slice of an array scattered once), fuses it
-with a method built once per worker process, and returns the cropped core. Results are written
-into the sink as they arrive, so memory on the client stays one tile deep. Tasks lost with a
-worker are recomputed elsewhere by the scheduler, and failed tasks are retried twice.
+The client plans the job as on one machine; each tile of each part becomes a task that reads
+its haloed block on the worker (a small graph over the input files; an aligned part's reader
+or an in-memory stack is sent once per part), fuses it with a method built once per worker
+process, and returns the cropped core. At most a few tasks per worker thread are in flight, and
+results are written into the sink as they arrive, so the client's memory stays a few tiles
+deep. Tasks lost with a worker are recomputed elsewhere by the scheduler, failed tasks are
+retried twice, and a cluster left without any worker for :data:`NO_WORKER_TIMEOUT` seconds ends
+the run with one sentence instead of waiting forever.
 """
 
 from __future__ import annotations
 
-import threading
+import os
+import time
 import uuid
-from collections.abc import Generator
-from pathlib import Path
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ClusterError
 from .executing import TileFuser
-from .fusion import FusionPlan, Progress, Sink
-from .methods import get_method
-from .methods.base import FusionMethod, TileResult
+from .methods import cached_method
+from .methods.base import TileResult
+from .planning import FusionPlan, Job, Part, PartSink, Progress
 from .stack import Normalisation, is_lazy
-from .tiling import Tile, tile_grid
+from .tiling import Tile
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 10.0
 
-#: Methods built on this process, by (name, device, weights): each worker loads a model once.
-_METHODS: dict[tuple[str, str, str | None], FusionMethod] = {}
-_LOCK = threading.Lock()
-_BUILDS: dict[str, int] = {}
+#: Seconds a run waits, with tiles still to fuse, for a cluster that has no worker left.
+NO_WORKER_TIMEOUT = float(os.environ.get("PDMFUSE_NO_WORKER_TIMEOUT", "60"))
 
+#: Tasks in flight per worker thread: enough to keep every worker busy between results.
+IN_FLIGHT_PER_THREAD = 2
 
-def build_counts() -> dict[str, int]:
-    """How many times this process built each method, by name (see ``client.run``)."""
-    return dict(_BUILDS)
-
-
-def cached_method(name: str, device: str, weights: str | None) -> FusionMethod:
-    """The method ``name``, built on the first call in this process and reused after."""
-    key = (name, device, weights)
-    with _LOCK:
-        method = _METHODS.get(key)
-        if method is None:
-            method = get_method(name, device=device, weights=weights)
-            _METHODS[key] = method
-            _BUILDS[name] = _BUILDS.get(name, 0) + 1
-    return method
-
+#: Seconds between looks for finished tasks while none has arrived.
+POLL_SECONDS = 0.02
 
 class _Lazy:
     """A dask array slice carried as an opaque object, so the task computes it on the worker."""
@@ -85,89 +74,134 @@ def fuse_tile_task(
     tile: Tile,
     shape: tuple[int, ...],
     norm: Normalisation,
-    method_name: str,
-    device: str,
-    weights: str | None,
+    method: tuple[str, str, str | None],
 ) -> TileResult:
     """Run on a worker: read the tile's block, fuse it as on one machine, return the core."""
     if isinstance(source, _Lazy):
         block = source.load()
-    else:  # the whole stack, scattered once
+    elif hasattr(source, "window"):  # an aligned part's reader, sent once
+        block = np.asarray(source.window(*tile.read))
+    else:  # an in-memory stack, sent once
         block = np.asarray(source[(slice(None), *tile.read)])
-    method = cached_method(method_name, device, weights)
     window = _Window(block, (tile.read[0].start, tile.read[1].start), shape)
-    return TileFuser(window, norm, method)(tile)
+    return TileFuser(window, norm, cached_method(*method))(tile)
 
 
-def run_on_cluster(
-    job: FusionPlan,
-    sink: Sink,
-    client: Any,
-    *,
-    method_name: str,
-    device: str = "auto",
-    weights: str | Path | None = None,
-) -> Generator[Progress, None, None]:
+def _tasks(job: Job, client: Any, run_id: str) -> Iterator[tuple[Any, Part, FusionPlan, Tile]]:
+    """Submit each tile of each part in turn, lazily: parts are planned when reached."""
+    opts = job.options
+    method = (opts.method, opts.device, None if opts.weights is None else str(opts.weights))
+    index = 0
+    for part, plan in job.plans():
+        shape = tuple(int(n) for n in plan.stack.data.shape)
+        shared = _shared_source(plan, client)
+        for tile in plan.tiles():
+            source = shared if shared is not None else _Lazy(plan.window(*tile.read))
+            future = client.submit(
+                fuse_tile_task,
+                source,
+                tile,
+                shape,
+                plan.norm,
+                method,
+                key=f"pdmfuse-tile-{run_id}-{index}",
+                pure=False,
+                retries=2,
+            )
+            index += 1
+            yield future, part, plan, tile
+
+
+def _shared_source(plan: FusionPlan, client: Any) -> Any:
+    """What tasks of this part read from, sent to the cluster once: an aligned reader or an
+    in-memory stack; None when each task carries its own small graph over the files."""
+    if plan.reader is not None:
+        return client.scatter(plan.reader, broadcast=False, hash=False)
+    if not is_lazy(plan.stack.data):
+        return client.scatter(np.asarray(plan.stack.data), broadcast=False, hash=False)
+    return None
+
+
+def _n_threads(client: Any) -> int:
+    workers = client.scheduler_info().get("workers", {})
+    return sum(int(w.get("nthreads", 1)) for w in workers.values())
+
+
+def run_on_cluster(job: Job, sink: Any, client: Any) -> Generator[Progress, None, None]:
     """Fuse every tile of ``job`` on ``client``'s cluster into ``sink``, yielding progress."""
     from distributed import as_completed
 
-    stack, method = job.stack, job.method
-    data = stack.data
-    weights = None if weights is None else str(weights)
     total = job.n_tiles
     yield Progress(0, total)
-    tiles = list(tile_grid(stack.shape_yx, job.tile_size, method.halo, method.align))
-    shape = tuple(int(n) for n in data.shape)
-    is_dask = is_lazy(data)
-    scattered = None if is_dask else client.scatter(np.asarray(data), broadcast=False)
-    run_id = uuid.uuid4().hex[:12]
-    futures = {}
-    for index, tile in enumerate(tiles):
-        source = _Lazy(stack.window(*tile.read)) if is_dask else scattered
-        future = client.submit(
-            fuse_tile_task,
-            source,
-            tile,
-            shape,
-            job.norm,
-            method_name,
-            device,
-            weights,
-            key=f"pdmfuse-tile-{run_id}-{index}",
-            pure=False,
-            retries=2,
-        )
-        futures[future.key] = (future, tile)
-    pending = dict(futures)
+    tasks = _tasks(job, client, uuid.uuid4().hex[:12])
+    pending: dict[str, tuple[Any, Part, Tile]] = {}
+    sinks: dict[Part, PartSink] = {}
+    arrivals = as_completed([], loop=client.loop)
+    done, exhausted = 0, False
+    no_workers_since: float | None = None
+    last_check = time.monotonic()
     try:
-        arrivals = as_completed([f for f, _ in futures.values()], loop=client.loop)
-        for done, future in enumerate(arrivals, 1):
-            result = future.result()
-            _, tile = pending.pop(future.key)
-            sink.write(tile, result)
-            future.release()
-            yield Progress(done, total)
+        while pending or not exhausted:
+            limit = max(4, IN_FLIGHT_PER_THREAD * _n_threads(client))
+            while not exhausted and len(pending) < limit:
+                try:
+                    future, part, plan, tile = next(tasks)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if part not in sinks:
+                    sinks[part] = PartSink(sink, part, plan, job.alignments)
+                pending[future.key] = (future, part, tile)
+                arrivals.add(future)
+            finished = arrivals.next_batch(block=False) if pending else []
+            if not finished:
+                if time.monotonic() - last_check >= 1.0:
+                    last_check = time.monotonic()
+                    no_workers_since = _check_workers(client, no_workers_since)
+                time.sleep(POLL_SECONDS)
+                continue
+            no_workers_since = None
+            for future in finished:
+                _, part, tile = pending.pop(future.key)
+                sinks[part].write(tile, future.result())
+                future.release()
+                done += 1
+                yield Progress(done, total)
     finally:
         if pending:  # stopped early: drop what is still queued
-            client.cancel([f for f, _ in pending.values()])
-        if scattered is not None:
-            client.cancel([scattered])
+            client.cancel([f for f, _, _ in pending.values()])
+
+
+def _check_workers(client: Any, since: float | None) -> float | None:
+    """When the cluster has had no worker for too long, say so in one sentence."""
+    if client.scheduler_info().get("workers"):
+        return None
+    now = time.monotonic()
+    if since is None:
+        return now
+    if now - since >= NO_WORKER_TIMEOUT:
+        raise ClusterError(
+            f"The dask cluster has had no worker for {NO_WORKER_TIMEOUT:g} s, so the remaining "
+            "tiles cannot be fused; start workers (dask worker ADDRESS) and run again."
+        )
+    return since
 
 
 def connect(address: str, timeout: float | None = None) -> Any:
-    """A client of the scheduler at ``address``, or InputError in one sentence."""
+    """A client of the scheduler at ``address``, or a one-sentence error."""
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
     try:
         from distributed import Client
     except ImportError:  # pragma: no cover - a dependency
-        raise InputError(
-            "--scheduler needs the 'distributed' package; install it with pip install distributed."
+        raise ClusterError(
+            "Fusing on a cluster needs the 'distributed' package; install it with "
+            "pip install distributed."
         ) from None
     try:
         return Client(address, timeout=timeout, set_as_default=False)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(
+        raise ClusterError(
             f"Cannot reach the dask scheduler at {address} within {timeout:g} s ({reason}); "
             "check the address and that the scheduler is running."
         ) from None

@@ -25,3 +25,20 @@ class OutputError(PdmFuseError, OSError):
 
 class PdmFuseWarning(UserWarning):
     """Something the user should know that did not stop the fusion (e.g. a fallback to the CPU)."""
+
+
+class ClusterError(PdmFuseError):
+    """The dask cluster cannot be reached, or has no worker left to run the job."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that temporary files are removed on the way
+    out."""
+
+
+#: Exit statuses of the ``pdmfuse`` command.
+EXIT_OK = 0
+EXIT_FAILED = 1  # batch: a stack failed for a reason that is not the input's (a bug)
+EXIT_ERROR = 2  # bad input or options, or an output that cannot be written
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143

@@ -57,7 +57,12 @@ def check_sides(shape_yx: tuple[int, int]) -> None:
 
 
 def gib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:.1f} GiB"
+    """A size for a message, in the largest unit that keeps it at least 1 (1.5 GiB, 12.0 MiB,
+    3.0 KiB, 200 bytes), so small sizes never all read "0.0 GiB"."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n_bytes) >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{int(n_bytes)} bytes"
 
 
 def result_bytes(shape_yx: tuple[int, int], n_channels: int, dtype: np.dtype) -> int:
@@ -113,8 +118,9 @@ def check_disk(outputs: Sequence[tuple[Path, int]]) -> None:
     for folder, total in needs.values():
         free = free_disk(folder)
         if free is not None and total + DISK_MARGIN > free:
+            # The margin is part of the need, or a tiny output on a full disk reads as fitting.
             where = "the current folder" if str(folder) in ("", ".") else str(folder)
             raise OutputError(
-                f"The outputs need {gib(total)} but only {gib(free)} is free in {where}; free "
-                "some space, write them to another disk, or crop the stack."
+                f"The outputs need {gib(total + DISK_MARGIN)} but only {gib(free)} is free in "
+                f"{where}; free some space, write them to another disk, or crop the stack."
             )

@@ -323,8 +323,44 @@ def non_finite() -> InputError:
 
 
 def to_dtype(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Convert a float result back to the input dtype: rounded and clipped for integers."""
+    """Convert a float result back to the input dtype, saturating at the type's limits.
+
+    Integers are rounded; values at or beyond the type's maximum become exactly that maximum
+    (and likewise the minimum). Clipping in float alone is not enough: float32 cannot hold
+    2**32 - 1 or 2**63 - 1, rounds them up past the range, and the cast then wraps a saturated
+    pixel round to the type's minimum. Floats narrower than the result saturate at their largest
+    finite value instead of overflowing to infinity. NaN, which no integer holds, becomes 0.
+    """
+    dtype = np.dtype(dtype)
+    plane = np.asarray(plane)
     if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(plane), info.min, info.max).astype(dtype)
+        return _to_integer(plane, dtype)
+    if dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = plane.astype(dtype)
+        info = np.finfo(dtype)
+        return np.clip(out, info.min, info.max, out=out)
     return plane.astype(dtype)
+
+
+def _to_integer(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and saturate to an integer type exactly, without RuntimeWarnings.
+
+    The limits are compared in the plane's own float type: ``high`` is the type's maximum as
+    that float holds it (possibly rounded up past it), so every value below ``high`` casts
+    within range and every value at or above it is set to the maximum afterwards.
+    """
+    info = np.iinfo(dtype)
+    if plane.dtype.kind not in "fc":
+        plane = plane.astype(np.float64)  # integer or bool input: compare in a float type
+    values = np.rint(plane.real)
+    ftype = values.dtype.type
+    with np.errstate(over="ignore"):
+        high, low = ftype(info.max), ftype(info.min)
+    with np.errstate(invalid="ignore"):
+        out = np.clip(values, low, high).astype(dtype)
+    out[values >= high] = info.max
+    out[values <= low] = info.min
+    if values.dtype.kind == "f":
+        out[np.isnan(values)] = 0
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from ..errors import InputError
 from .base import FusionMethod, TileResult
 
@@ -35,4 +37,36 @@ def get_method(name: str, device: str = "auto", weights: str | None = None) -> F
     raise InputError(f"Unknown method {name!r}; choose one of {', '.join(METHODS)}.")
 
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "FusionMethod", "TileResult", "get_method"]
+#: Methods built in this process, by (name, device, weights): a model is loaded once, so the
+#: widget's second fusion, a batch's next stack and a cluster worker's next tile start at once.
+_BUILT: dict[tuple[str, str, str | None], FusionMethod] = {}
+_LOCK = threading.Lock()
+_BUILDS: dict[str, int] = {}
+
+
+def cached_method(name: str, device: str = "auto", weights: str | None = None) -> FusionMethod:
+    """The method ``name``, built on the first call in this process and reused after."""
+    key = (name, device, None if weights is None else str(weights))
+    with _LOCK:
+        method = _BUILT.get(key)
+        if method is None:
+            method = get_method(name, device=device, weights=weights)
+            _BUILT[key] = method
+            _BUILDS[name] = _BUILDS.get(name, 0) + 1
+    return method
+
+
+def build_counts() -> dict[str, int]:
+    """How many times this process built each method, by name."""
+    return dict(_BUILDS)
+
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "FusionMethod",
+    "TileResult",
+    "build_counts",
+    "cached_method",
+    "get_method",
+]

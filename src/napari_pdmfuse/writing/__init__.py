@@ -1,25 +1,21 @@
-"""Write fusion results tile by tile: plain or ImageJ TIFFs, tiled OME-TIFFs and OME-Zarr.
+"""Writing results: streamed tile by tile into OME-Zarr stores, tiled pyramidal OME-TIFFs and
+ImageJ hyperstacks (:func:`open_output`), or whole arrays at once (:func:`write_outputs`).
 
-``FileSink`` streams tiles into their places in temporary outputs (see :mod:`.atomic`), so
-results larger than memory can be written.
+Every output is written under a temporary name and moved into place only when complete (see
+:mod:`.atomic`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from ..fusion import FusionResult
-from ..methods.base import TileResult
-from ..ngff import ZarrPixels, is_zarr_name
 from ..sizes import MAP_BYTES, check_disk
-from ..stack import Stack, to_dtype
-from ..tiling import Tile
+from ..stack import Stack
 from .atomic import (
     atomic_files,
     check_outputs,
@@ -27,26 +23,36 @@ from .atomic import (
     temp_name,
     write_failed,
 )
-from .ometiff import OmeTiffPixels, is_ome_tiff_name
+from .filesink import FileSink, open_pixels
+from .meta import CLASSIC_TIFF_BYTES, IMAGEJ_DTYPES, NO_SCALE, OutputMeta, Pixels, Scale
+from .output import open_output
 
-#: Bytes a TIFF may hold before it needs BigTIFF, which ImageJ cannot read.
-CLASSIC_TIFF_BYTES = 2**32 - 2**25
-
-#: Data types ImageJ opens natively; anything else is written as a plain TIFF.
-IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
-
-
-@dataclass(frozen=True)
-class Scale:
-    """Physical pixel size, recorded in the outputs so measurements keep working downstream."""
-
-    pixel_size: tuple[float, float] | None = None  # (y, x)
-    unit: str | None = None  # "um" for micrometres
-    time_interval: float | None = None  # seconds between time points
+__all__ = [
+    "CLASSIC_TIFF_BYTES",
+    "IMAGEJ_DTYPES",
+    "FileSink",
+    "OutputMeta",
+    "Pixels",
+    "Scale",
+    "atomic_files",
+    "check_outputs",
+    "check_space",
+    "hyperstack_layout",
+    "open_output",
+    "open_pixels",
+    "output_name",
+    "output_sizes",
+    "temp_name",
+    "tiff_layout",
+    "write_failed",
+    "write_hyperstack",
+    "write_outputs",
+    "write_tiff",
+]
 
 
 def tiff_layout(
-    shape: tuple[int, ...], dtype: np.dtype, *, rgb: bool = False, scale: Scale = Scale()
+    shape: tuple[int, ...], dtype: np.dtype, *, rgb: bool = False, scale: Scale = NO_SCALE
 ) -> tuple[tuple[int, ...], dict[str, object]]:
     """Shape on disk and ``tifffile.imwrite`` keywords for a (Y, X[, C]) image.
 
@@ -84,7 +90,7 @@ def tiff_layout(
     return shape, {"imagej": imagej, "metadata": metadata, **kwargs}
 
 
-def write_tiff(path: Path, data: np.ndarray, *, rgb: bool = False, scale: Scale = Scale()) -> None:
+def write_tiff(path: Path, data: np.ndarray, *, rgb: bool = False, scale: Scale = NO_SCALE) -> None:
     """Write one 2-D image (grey, RGB(A) or (Y, X, C) channels) as a TIFF; see tiff_layout."""
     data = np.asarray(data)
     _, kwargs = tiff_layout(data.shape, data.dtype, rgb=rgb, scale=scale)
@@ -100,7 +106,7 @@ def write_outputs(
     focus_map: str | Path | None = None,
     confidence: str | Path | None = None,
     rgb: bool | None = None,
-    scale: Scale = Scale(),
+    scale: Scale = NO_SCALE,
     inputs: Sequence[str | Path] = (),
     overwrite: bool = False,
 ) -> list[Path]:
@@ -141,145 +147,6 @@ def check_space(stack: Stack, paths: Sequence[Path], *, focus_map: bool, confide
     check_disk(list(zip(paths, sizes, strict=True)))
 
 
-class TiffPixels:
-    """The pixels of a new uncompressed TIFF, written in place with positioned writes.
-
-    tifffile lays out the file (header, tags, contiguous pixels); tiles then go straight to
-    their byte offsets. Unlike a memory map, written pages never count toward this process's
-    resident memory, so streaming a result larger than memory keeps the process small.
-    """
-
-    def __init__(
-        self, path: Path, shape: tuple[int, ...], dtype: np.dtype, *, rgb: bool, scale: Scale
-    ) -> None:
-        disk_shape, kwargs = tiff_layout(shape, dtype, rgb=rgb, scale=scale)
-        layout = tifffile.memmap(path, shape=disk_shape, dtype=dtype, **kwargs)
-        self.offset, self.shape, self.dtype = int(layout.offset), layout.shape, layout.dtype
-        del layout
-        self.rgb = rgb
-        self.strides = np.cumprod((1, *self.shape[:0:-1]))[::-1] * self.dtype.itemsize
-        self.fd: int | None = os.open(path, os.O_RDWR)
-
-    def write(self, y: int, x: int, values: np.ndarray) -> None:
-        """A tile's core, (h, w) or (h, w, C), at (y, x)."""
-        if values.ndim == 2 or self.rgb:
-            self._put((y, x, 0), values)
-        else:
-            self._put((0, y, x), np.moveaxis(values, -1, 0))  # channels are planes on disk
-
-    def _put(self, starts: tuple[int, ...], values: np.ndarray) -> None:
-        if self.fd is None:
-            raise ValueError("the TIFF is closed")
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        # Trailing axes the block spans completely merge into one contiguous run per write.
-        axis = values.ndim - 1
-        while axis > 0 and values.shape[axis] == self.shape[axis]:
-            axis -= 1
-        base = self.offset + int(np.dot(starts[: axis + 1], self.strides[: axis + 1]))
-        for index in np.ndindex(*values.shape[:axis]):
-            position = base + int(np.dot(index, self.strides[:axis]))
-            os.pwrite(self.fd, memoryview(values[index]).cast("B"), position)
-
-    def finish(self) -> None:
-        """Nothing left to add: the layout was complete from the start."""
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def open_pixels(
-    path: Path,
-    shape_yx: tuple[int, int],
-    channels: int | None,
-    dtype: np.dtype,
-    *,
-    rgb: bool = False,
-    scale: Scale = Scale(),
-    attributes: dict[str, object] | None = None,
-) -> TiffPixels | ZarrPixels | OmeTiffPixels:
-    """A tile-by-tile writer for one output, by the name it will have: OME-Zarr (``.zarr``),
-    tiled pyramidal OME-TIFF (``.ome.tif``) or a plain TIFF that ImageJ opens when it can.
-
-    ``channels`` is None for a single-plane image; ``attributes`` (what the values mean) are
-    kept in OME-Zarr outputs.
-    """
-    name = Path(output_name(path))
-    pixel_size = scale.pixel_size if scale.unit == "um" else None
-    if is_zarr_name(name):
-        return ZarrPixels(
-            path, shape_yx, channels, dtype, pixel_size=pixel_size, attributes=attributes
-        )
-    if is_ome_tiff_name(name):
-        scratch = temp_name(path.with_name(name.name))
-        return OmeTiffPixels(
-            path, scratch, shape_yx, channels, dtype, rgb=rgb, pixel_size=pixel_size
-        )
-    shape = shape_yx if channels is None else (*shape_yx, channels)
-    return TiffPixels(path, shape, dtype, rgb=rgb, scale=scale)
-
-
-class FileSink:
-    """A fusion sink that writes each tile core straight into its place in the output files.
-
-    Used with :func:`atomic_files`: the paths are temporary, moved into place only once every
-    tile is written and :meth:`finish` has completed them (OME-Zarr pyramids); memory use
-    stays at one tile. ``focus_scale`` (the physical Z step, µm) writes the focus map in
-    physical units instead of slices.
-    """
-
-    def __init__(
-        self,
-        stack: Stack,
-        fused: Path,
-        *,
-        focus_map: Path | None = None,
-        confidence: Path | None = None,
-        scale: Scale = Scale(),
-        focus_scale: float | None = None,
-    ) -> None:
-        self.dtype = stack.dtype
-        self.focus_scale = None if focus_scale is None else np.float32(focus_scale)
-        self.grey = stack.layout == "grey"
-        channels = None if self.grey else stack.n_channels
-        self.fused = open_pixels(
-            fused, stack.shape_yx, channels, stack.dtype, rgb=stack.layout == "rgb", scale=scale
-        )
-        focus_unit = "slice" if focus_scale is None else "micrometer"
-        meanings = (
-            {"pdmfuse": {"values": "focus position", "unit": focus_unit}},
-            {"pdmfuse": {"values": "confidence", "unit": "0 to 1"}},
-        )
-        f32 = np.dtype(np.float32)
-        self.maps = [
-            open_pixels(path, stack.shape_yx, None, f32, scale=scale, attributes=meaning)
-            if path is not None
-            else None
-            for path, meaning in zip((focus_map, confidence), meanings, strict=True)
-        ]
-        self.outputs = [p for p in (self.fused, *self.maps) if p is not None]
-
-    def write(self, tile: Tile, result: TileResult) -> None:
-        y, x = tile.write[0].start, tile.write[1].start
-        fused = to_dtype(result.fused, self.dtype)
-        self.fused.write(y, x, fused[..., 0] if self.grey else fused)
-        focus = result.focus if self.focus_scale is None else result.focus * self.focus_scale
-        for pixels, values in zip(self.maps, (focus, result.confidence), strict=True):
-            if pixels is not None:
-                pixels.write(y, x, values)
-
-    def finish(self) -> None:
-        """Complete every output once all tiles are in (pyramids for OME-Zarr)."""
-        for pixels in self.outputs:
-            pixels.finish()
-
-    def close(self) -> None:
-        """Release the files; :func:`atomic_files` makes them durable and moves them in place."""
-        for pixels in self.outputs:
-            pixels.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # Hyperstacks: time points and channels kept
 
@@ -292,7 +159,7 @@ def hyperstack_layout(
     data: np.ndarray,
     axes: str,
     *,
-    scale: Scale = Scale(),
+    scale: Scale = NO_SCALE,
     channel_names: Sequence[str] | None = None,
     ome: bool = False,
 ) -> tuple[np.ndarray, dict[str, object]]:
@@ -357,7 +224,7 @@ def write_hyperstack(
     data: np.ndarray,
     axes: str,
     *,
-    scale: Scale = Scale(),
+    scale: Scale = NO_SCALE,
     channel_names: Sequence[str] | None = None,
     ome: bool = False,
 ) -> None:

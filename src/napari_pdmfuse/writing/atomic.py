@@ -1,28 +1,37 @@
 """Outputs appear whole or not at all, and never over a file they must not replace.
 
 Every output is first written to a hidden temporary file in its target folder,
-``.NAME.pdmfuse-tmp-PID-HOST-TOKEN``, and moved over the target with :func:`os.replace` only once
-all outputs are complete, so an interrupted or failed run leaves the previous files as they
-were. A run killed outright (SIGKILL, power loss) can leave such a temporary file, never a file
-at the output's name; the next run in that folder removes it once its process is gone. Outputs
-are checked (existing, equal to an input, folder missing, no room) before any work, so a long
-fusion never ends in a refusal.
+``.NAME.pdmfuse-tmp-PID-HOST-TOKEN``, and moved into place only once all outputs are complete, so
+an interrupted or failed run leaves the previous files as they were. Without overwriting, the
+move refuses a target that appeared meanwhile (another run writing the same name) atomically;
+with overwriting, the old targets are set aside first and put back if any move fails, so a
+run's outputs are replaced all together or not at all. A run killed outright (SIGKILL, power
+loss) can leave such a temporary file, never a file at the output's name; the next run in that
+folder removes it once its process is gone. Outputs are checked (existing, equal to an input,
+folder missing, name too long, no room) before any work, so a long fusion never ends in a
+refusal, and a write that fails anyway (disk full, quota, permissions) is one
+:class:`~napari_pdmfuse.errors.OutputError` with nothing left behind.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import re
 import secrets
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-from ..errors import OutputError
+from ..errors import OutputError, PdmFuseError, ReadError
 from ..ngff import is_zarr_name, is_zarr_store
 
 #: Output names taken as TIFF files.
@@ -40,10 +49,44 @@ TEMP_PATTERN = re.compile(
 )
 
 
+#: Longest file name when the file system does not say (Linux, macOS and Windows alike).
+NAME_MAX = 255
+
+#: Output suffixes kept whole in a shortened temporary name: the format is read from them.
+KNOWN_SUFFIXES = (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif")
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system allows."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return NAME_MAX
+
+
+def _suffix(name: str) -> str:
+    """The output's full suffix (``.ome.zarr``, ``.ome.tif``, ``.tif``…), as spelled in ``name``."""
+    lower = name.lower()
+    for suffix in KNOWN_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[-len(suffix) :]
+    return Path(name).suffix[:16]
+
+
 def temp_name(target: Path) -> Path:
-    """A hidden sibling of ``target`` naming this process, so the rename stays on one disk."""
+    """A hidden sibling of ``target`` naming this process, so the rename stays on one disk.
+
+    The tag adds about 40 bytes to the name; when that would pass the file system's limit (an
+    output named with 220 bytes or more), a hash of the name stands for it, keeping the suffix
+    that :func:`output_name` reads the format from.
+    """
     token = secrets.token_hex(4)
-    return target.with_name(f".{target.name}.pdmfuse-tmp-{os.getpid()}-{HOST}-{token}")
+    tail = f".pdmfuse-tmp-{os.getpid()}-{HOST}-{token}"
+    name = target.name
+    if len(os.fsencode(f".{name}{tail}")) > name_max(target.parent):
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+        name = f"{digest}{_suffix(name)}"
+    return target.with_name(f".{name}{tail}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -155,6 +198,12 @@ def check_outputs(
                 "(--overwrite)."
             )
         folder = path.parent
+        limit = name_max(folder)
+        if len(os.fsencode(path.name)) > limit:
+            raise OutputError(
+                f"The output name {path.name} is longer than the {limit} bytes the file system "
+                "allows; choose a shorter name."
+            )
         if not folder.is_dir():
             raise OutputError(
                 f"The folder {folder} for {path.name} does not exist; create it first."
@@ -168,12 +217,15 @@ def check_outputs(
 
 
 @contextmanager
-def atomic_files(targets: Sequence[Path]) -> Iterator[list[Path]]:
+def atomic_files(targets: Sequence[Path], *, overwrite: bool = False) -> Iterator[list[Path]]:
     """Yield temporary paths for ``targets``; move them into place only if the block succeeds.
 
     On any exception, KeyboardInterrupt included, the temporary files are removed and the
-    targets are left untouched.
+    targets are left untouched. Without ``overwrite`` a target that exists when the outputs are
+    moved in (another run wrote it meanwhile) is never replaced: the run fails instead. Any
+    OSError while writing or moving (disk full, quota, permissions) becomes one OutputError.
     """
+    targets = [Path(target) for target in targets]
     for folder in {target.parent for target in targets}:
         clean_stale_temps(folder)
     temps: list[Path] = []
@@ -189,21 +241,109 @@ def atomic_files(targets: Sequence[Path]) -> Iterator[list[Path]]:
         yield list(temps)
         for temp in temps:
             _fsync_tree(temp)
-        for temp, target in zip(temps, targets, strict=True):
-            _replace(temp, target)
+        _move_in(temps, targets, overwrite=overwrite)
         for folder in {target.parent for target in targets}:
             _fsync_folder(folder)
-    except BaseException:
+    except BaseException as exc:
         for temp in temps:
             _remove(temp)
+        ours = isinstance(exc, OSError) and not isinstance(exc, PdmFuseError)
+        if ours and _about_outputs(exc, targets):
+            raise write_failed(_folder_of(exc, targets), exc) from None
         raise
 
 
+def _named(exc: OSError) -> list[Path]:
+    names: list[Any] = [exc.filename, exc.filename2]
+    return [Path(os.fsdecode(n)) for n in names if isinstance(n, str | bytes | os.PathLike)]
+
+
+def _about_outputs(exc: OSError, targets: Sequence[Path]) -> bool:
+    """Whether an OSError raised while outputs were written is about them.
+
+    Positioned writes, fsync and codecs name no file; an error that names a file that is
+    neither an output nor a temporary one (an input read late) is left as it is.
+    """
+    named = _named(exc)
+    return not named or any(
+        path in targets or any(TEMP_PATTERN.match(part) for part in path.parts) for path in named
+    )
+
+
+def _folder_of(exc: OSError, targets: Sequence[Path]) -> Path:
+    """The output folder an error happened in (the first output's when it names no file)."""
+    folders = {target.parent for target in targets}
+    for path in _named(exc):
+        for parent in path.parents:
+            if parent in folders:
+                return parent
+    return targets[0].parent
+
+
+def appeared(target: Path) -> OutputError:
+    """The message for the loser of two runs writing the same output at once."""
+    return OutputError(
+        f"The output {target} appeared while this run was writing; nothing was replaced and "
+        "nothing was written, so choose another name or run again with --overwrite."
+    )
+
+
+def _move_in(temps: Sequence[Path], targets: Sequence[Path], *, overwrite: bool) -> None:
+    """Move every finished temporary output to its name, all of them or none.
+
+    With ``overwrite`` the existing targets are first set aside under temporary names; if any
+    move fails (or the run is interrupted), the new outputs are removed and every set-aside
+    target is put back, and only once all are in are the old ones deleted. Each move refuses
+    an existing target, so a concurrent run's output is never silently replaced.
+    """
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        if overwrite:
+            for target in targets:
+                if os.path.lexists(target):
+                    spare = temp_name(target)
+                    os.rename(target, spare)
+                    aside.append((target, spare))
+        for temp, target in zip(temps, targets, strict=True):
+            try:
+                rename_noreplace(temp, target)
+            except FileExistsError:
+                raise appeared(target) from None
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            _remove(target)
+        for target, spare in reversed(aside):
+            # If a stranger's output took the name, the spare is cleaned up later as stale.
+            with suppress(OSError):
+                rename_noreplace(spare, target)
+        raise
+    for _, spare in aside:
+        _remove(spare)
+
+
+def write_at(fd: int, data: memoryview, position: int) -> None:
+    """Write all of ``data`` at ``position``, or raise.
+
+    ``os.pwrite`` may write only part (a disk filling up writes what fits and returns the
+    count); the rest is retried, so a full disk ends in ENOSPC, never in a file with a hole of
+    zeros where the pixels should be.
+    """
+    data = data.cast("B")
+    while data:
+        written = os.pwrite(fd, data, position)
+        if written <= 0:  # nothing written and no error: treat as the disk being full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        data, position = data[written:], position + written
+
+
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _fsync_tree(path: Path) -> None:
@@ -219,16 +359,71 @@ def _fsync_tree(path: Path) -> None:
             _fsync_tree(entry)
 
 
-def _replace(temp: Path, target: Path) -> None:
-    """Move ``temp`` over ``target``; a store being replaced is first set aside (a folder
-    cannot be renamed over a full one), so a failure in between leaves only temporary names."""
-    if not temp.is_dir() or not target.is_dir():
-        os.replace(temp, target)
-        return
-    aside = temp_name(target)
-    os.replace(target, aside)
-    os.replace(temp, target)
-    shutil.rmtree(aside, ignore_errors=True)
+#: renameat2's flag that makes the rename fail with EEXIST rather than replace (Linux >= 3.15).
+RENAME_NOREPLACE = 1
+
+#: "Relative to the current folder", for renameat2's folder arguments.
+AT_FDCWD = -100
+
+#: Errors that mean "this file system or kernel cannot do that here", not "it failed".
+UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}
+
+
+@cache
+def _renameat2() -> Any:
+    """glibc's renameat2, or None where there is none (other systems, old or other libcs)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target``, raising FileExistsError if ``target`` exists.
+
+    Atomic with renameat2(RENAME_NOREPLACE) on Linux; elsewhere, files are hard-linked (which
+    fails if the name is taken) and the temporary name unlinked. Folders, and files on file
+    systems without hard links, are renamed after a last check: a folder cannot be renamed over
+    one with files in it, but would silently replace an empty one.
+    """
+    function = _renameat2()
+    if function is not None:
+        if (
+            function(AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE)
+            == 0
+        ):
+            return
+        code = ctypes.get_errno()
+        if code not in UNSUPPORTED:
+            raise OSError(code, os.strerror(code), str(source), None, str(target))
+    if not source.is_dir():
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in UNSUPPORTED | {errno.EMLINK}:
+                raise
+        else:
+            os.unlink(source)
+            return
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        raise
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -247,12 +442,29 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def write_failed(folder: Path, exc: OSError) -> OutputError:
-    """The one message for an output that could not be written (disk full, no permission)."""
-    reason = exc.strerror or str(exc)
+#: What to do about a failed write, by its cause.
+ADVICE = {
+    errno.ENOSPC: "free some space or choose another folder",
+    errno.EDQUOT: "free some of your quota or choose another folder",
+    errno.EACCES: "check the folder's permissions or choose another folder",
+    errno.EPERM: "check the folder's permissions or choose another folder",
+    errno.EROFS: "choose a folder on a writable disk",
+    errno.ENAMETOOLONG: "choose a shorter name or a shorter folder path",
+    errno.EFBIG: "choose a file system that holds larger files",
+}
+
+
+def write_failed(folder: Path, exc: OSError) -> OutputError | ReadError:
+    """The one message for an output that could not be written (disk full, no permission…).
+
+    An error that is already one of ours (an output that appeared meanwhile) is kept as is.
+    """
+    if isinstance(exc, OutputError | ReadError):
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    advice = ADVICE.get(exc.errno or 0, "check the folder or choose another one")
     return OutputError(
-        f"Writing {folder} failed ({reason}); free some space or choose another folder, "
-        "nothing was written."
+        f"Writing to {folder} failed ({reason}); {advice}, nothing was written or replaced."
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_DIR = Path(__file__).parent.parent / "sample"
 
 DIATOM_NAME = "diatom (brightfield, 3 planes)"
 DIATOM_CREDIT = (
@@ -106,7 +106,7 @@ def rendered() -> list[tuple]:
     ``truth depth`` — the in-focus plane of every pixel (in slices, from 0), to compare with
     the focus map (same ``turbo`` colormap and range).
     """
-    from .render import demo_stack
+    from ..render import demo_stack
 
     n_slices = 12
     rendered = demo_stack(n_slices, 256, seed=RENDERED_SEED, rgb=True, bits=8)

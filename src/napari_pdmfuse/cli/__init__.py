@@ -1,0 +1,83 @@
+"""``pdmfuse``: fuse focus stacks from the command line, for batches and headless machines.
+
+The command only parses arguments, prints and maps errors to exit statuses; the work is the
+files-in, files-out job of :mod:`napari_pdmfuse.files`. Errors a user can fix are one line on
+stderr and exit status 2; ``pdmfuse batch`` fuses many stacks and carries on past the bad
+ones.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from ..errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    PdmFuseError,
+    PdmFuseWarning,
+    Terminated,
+)
+from ..terminal import drop_async_leftovers, guarded_stderr, open_std_descriptors, stop_signals
+from .arguments import build_parser
+from .batch import run_batch
+from .fuse import run_fuse
+
+__all__ = ["build_parser", "main"]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    if issubclass(category, PdmFuseWarning):
+        from tqdm import tqdm
+
+        tqdm.write(f"pdmfuse: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+@contextmanager
+def _cli_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while the command runs (main thread
+    only); see :mod:`napari_pdmfuse.terminal`."""
+    with stop_signals(Terminated):
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pdmfuse``; returns the exit status instead of exiting, for tests."""
+    open_std_descriptors()
+    with guarded_stderr():
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version and usage errors: argparse already printed
+            return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+        except KeyboardInterrupt:  # Ctrl-C while starting up: no traceback
+            print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        with warnings.catch_warnings(), _cli_signals():
+            warnings.showwarning = _show_warning
+            try:
+                status = run_batch(args) if args.command == "batch" else run_fuse(args)
+            except PdmFuseError as exc:
+                print(f"pdmfuse: error: {exc}", file=sys.stderr)
+                status = EXIT_ERROR
+            except KeyboardInterrupt:
+                print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
+                status = EXIT_INTERRUPTED
+            except Terminated:
+                print("pdmfuse: terminated; nothing was written.", file=sys.stderr)
+                status = EXIT_TERMINATED
+    if status != EXIT_OK:
+        drop_async_leftovers()  # the error is reported: the reads it cut short are noise
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

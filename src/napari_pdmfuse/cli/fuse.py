@@ -1,0 +1,41 @@
+"""``pdmfuse fuse``: one stack into the files named."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import EXIT_OK
+from ..files import Outputs, fuse_files_iter
+from .arguments import fuse_options, scheduler_address
+from .progress import drive, elapsed, print_alignment, say
+
+
+def connected(address: str | None) -> Any:
+    """A client of the cluster at ``address``, or None to fuse on this machine."""
+    if address is None:
+        return None
+    from ..cluster import connect
+
+    return connect(address)
+
+
+def run_fuse(args: argparse.Namespace) -> int:
+    """Fuse one stack into the files named; raises PdmFuseError on bad input."""
+    options = fuse_options(args)
+    outputs = Outputs(args.output, args.focus_map, args.confidence, args.coverage)
+    client = connected(scheduler_address(args))
+    try:
+        steps = fuse_files_iter(
+            args.inputs, outputs, options, axes=args.axes, overwrite=args.overwrite, client=client
+        )
+        written = drive(steps, "pdmfuse", args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+    if options.align and not args.quiet:
+        print_alignment(written.alignments, options.align)
+    if not args.quiet:
+        names = ", ".join(str(p) for p in written.paths)
+        say(f"fused {written.description} with {options.method} in {elapsed():.1f} s → {names}")
+    return EXIT_OK

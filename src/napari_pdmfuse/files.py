@@ -1,0 +1,158 @@
+"""Files in, files out: the job the command line runs, callable from Python.
+
+:func:`fuse_files_iter` opens the inputs lazily, checks every output (names, inputs never
+written over, free disk space) before any work, plans the job, streams its tiles — on this
+machine or on a dask cluster — into temporary files beside the targets and moves them into
+place only when all are complete. It yields :class:`~napari_pdmfuse.planning.Progress` like
+the in-memory :func:`~napari_pdmfuse.fuse_iter`, and returns what it wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, PdmFuseError
+from .options import FuseOptions
+from .outputs import KINDS, FileOutputs, output_bytes
+from .planning import AlignmentLog, Job, Progress, plan_job
+from .reading import open_image
+from .sizes import check_disk
+from .writing.atomic import atomic_files, check_outputs, write_failed
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The files a run writes: the fused image, and the maps and mask asked for."""
+
+    fused: Path
+    focus_map: Path | None = None
+    confidence: Path | None = None
+    coverage: Path | None = None
+
+    def named(self) -> dict[str, Path]:
+        """The outputs asked for, by kind, in :data:`~napari_pdmfuse.outputs.KINDS` order."""
+        paths = {k: getattr(self, k) for k in KINDS}
+        return {k: Path(p) for k, p in paths.items() if p is not None}
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one run wrote, for summaries."""
+
+    paths: list[Path]
+    shape: tuple[int, ...]
+    description: str
+    seconds: float
+    alignments: AlignmentLog = field(default_factory=AlignmentLog)
+
+
+def describe_inputs(inputs: Sequence[Path]) -> str:
+    return str(inputs[0]) if len(inputs) == 1 else f"{inputs[0]} … {inputs[-1]}"
+
+
+def describe_job(job: Job) -> str:
+    """E.g. "3 time points × 12 planes of 512×512 (2 channels)"."""
+    height, width = job.shape_yx
+    text = f"{job.axis_length('Z')} planes of {height}×{width}"
+    if "T" in job.image.axes:
+        text = f"{job.axis_length('T')} time points × {text}"
+    if job.channel == "C":
+        separate = job.options.channel_mode == "separate"
+        text += f" ({job.n_channels} channels{', each on its own' if separate else ''})"
+    return text
+
+
+def _naming(exc: PdmFuseError, source: str) -> PdmFuseError:
+    """The same error, its message prefixed with the input's name unless it names a file."""
+    message = str(exc)
+    if source in message:
+        return exc
+    return type(exc)(f"{source}: {message}")
+
+
+def _outputs(outputs: Outputs | str | Path) -> Outputs:
+    return outputs if isinstance(outputs, Outputs) else Outputs(fused=Path(outputs))
+
+
+def fuse_files_iter(
+    inputs: Sequence[str | Path] | str | Path,
+    outputs: Outputs | str | Path,
+    options: FuseOptions | None = None,
+    *,
+    axes: str | None = None,
+    overwrite: bool = False,
+    client: Any = None,
+    keep: Sequence[str | Path] = (),
+) -> Generator[Progress, None, Written]:
+    """Fuse a stack on disk into files, yielding progress over all tiles.
+
+    ``inputs`` is a stack file (TIFF, OME-TIFF, OME-Zarr), a folder of planes or a list of
+    plane files; ``outputs`` the files to write (a path is the fused image alone), their names
+    picking the format (.tif, .ome.tif, .ome.zarr); ``axes`` names the input's axes instead of
+    its own labels; ``client`` is a dask.distributed client to fuse on; ``keep`` lists further
+    files never to write over (the other inputs of a batch). Raises
+    :class:`~napari_pdmfuse.PdmFuseError` subclasses, naming the input, for anything the user
+    can fix.
+    """
+    started = time.perf_counter()
+    options = options or FuseOptions()
+    raw = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    if not raw:
+        raise InputError("No input given; name a stack file, a folder of planes or plane files.")
+    targets = _outputs(outputs).named()
+    if "coverage" in targets and options.align is None:
+        raise InputError(
+            "A coverage mask is the region every aligned plane covers, so it needs alignment "
+            "(--align translation or similarity)."
+        )
+    protected = [*raw, *(Path(p) for p in keep)]
+    # Refuse clashing outputs before even opening the inputs, then again against every file read.
+    check_outputs(list(targets.values()), protected, overwrite=overwrite)
+    source = describe_inputs(raw)
+    image = open_image(raw, axes=axes)  # its messages name the file
+    paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=overwrite)
+    try:
+        job = plan_job(image, options, source=source)
+        sizes = output_bytes(job, list(targets))
+        check_disk([(targets[k], sizes[k]) for k in targets])
+        try:
+            with atomic_files(paths) as temps:
+                sink = FileOutputs(job, dict(zip(targets, temps, strict=True)))
+                try:
+                    if client is None:
+                        yield from job.run(sink)
+                    else:
+                        from .cluster import run_on_cluster
+
+                        yield from run_on_cluster(job, sink, client)
+                    sink.finish()
+                finally:
+                    sink.close()
+        except OSError as exc:
+            if isinstance(exc, PdmFuseError):
+                raise
+            raise write_failed(paths[0].parent, exc) from None
+    except PdmFuseError as exc:
+        raise _naming(exc, source) from None
+    seconds = time.perf_counter() - started
+    shape = tuple(int(n) for n in image.data.shape)
+    return Written(paths, shape, describe_job(job), seconds, job.alignments)
+
+
+def fuse_files(
+    inputs: Sequence[str | Path] | str | Path,
+    outputs: Outputs | str | Path,
+    options: FuseOptions | None = None,
+    **keywords: Any,
+) -> Written:
+    """Fuse a stack on disk into files in one call; see :func:`fuse_files_iter`."""
+    gen = fuse_files_iter(inputs, outputs, options, **keywords)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,128 @@
+"""A job's outputs as files, written tile by tile whatever the job's axes.
+
+Every part of a job (a time point; a channel fused on its own) writes its tiles into the same
+files. The fused image keeps the input's dtype, T and C axes (or RGB samples) and channel
+names; the maps are float32 with a C axis only when channels were fused separately; the
+coverage mask of aligned planes is uint8 (255 where every plane saw the pixel). All carry the
+pixel size, time interval, image name and what their values are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .methods.base import TileResult
+from .planning import Job, Part
+from .stack import to_dtype
+from .tiling import Tile
+from .writing import OutputMeta, open_output
+
+#: What a run can write, in the order outputs are named.
+KINDS = ("fused", "focus_map", "confidence", "coverage")
+
+
+def output_specs(job: Job) -> dict[str, tuple[str, tuple[int, ...], np.dtype, OutputMeta]]:
+    """Axes, shape, dtype and metadata of every output ``job`` can write."""
+    image = job.image
+    names = tuple(image.channel_names) if image.channel_names else None
+    base = {
+        "pixel_size": image.pixel_size,
+        "unit": image.unit,
+        "time_interval": image.time_interval,
+        "name": image.name,
+    }
+    map_names = names if "C" in job.map_axes else None
+    unit = "slice" if job.focus_scale is None else "micrometer"
+    cover_axes = ("T" if "T" in job.fused_axes else "") + "YX"
+    f32 = np.dtype(np.float32)
+    return {
+        "fused": (
+            job.fused_axes,
+            job.shape(job.fused_axes),
+            np.dtype(image.data.dtype),
+            OutputMeta(channel_names=names if "C" in job.fused_axes else None, **base),
+        ),
+        "focus_map": (
+            job.map_axes,
+            job.shape(job.map_axes),
+            f32,
+            OutputMeta(channel_names=map_names, values="focus position", value_unit=unit, **base),
+        ),
+        "confidence": (
+            job.map_axes,
+            job.shape(job.map_axes),
+            f32,
+            OutputMeta(channel_names=map_names, values="confidence", value_unit="0 to 1", **base),
+        ),
+        "coverage": (
+            cover_axes,
+            job.shape(cover_axes),
+            np.dtype(np.uint8),
+            OutputMeta(values="coverage", value_unit="255 where every plane saw the pixel", **base),
+        ),
+    }
+
+
+def output_bytes(job: Job, kinds: list[str]) -> dict[str, int]:
+    """Bytes of each output's pixels, for the disk-space check."""
+    specs = output_specs(job)
+    return {k: int(np.prod(specs[k][1])) * specs[k][2].itemsize for k in kinds}
+
+
+class FileOutputs:
+    """A job sink writing each tile core into its place in the output files (``paths`` by
+    kind, usually temporary names that :func:`~napari_pdmfuse.writing.atomic.atomic_files`
+    moves into place once :meth:`finish` has completed them)."""
+
+    def __init__(self, job: Job, paths: dict[str, Path]) -> None:
+        self.job = job
+        specs = output_specs(job)
+        self.dtype = np.dtype(job.image.data.dtype)
+        self.scale = None if job.focus_scale is None else np.float32(job.focus_scale)
+        self.pixels: dict[str, Any] = {}
+        try:
+            for kind, path in paths.items():
+                axes, shape, dtype, meta = specs[kind]
+                self.pixels[kind] = open_output(path, axes, shape, dtype, meta)
+        except BaseException:
+            self.close()
+            raise
+        self.fused_channels = "C" in job.fused_axes
+
+    def write(self, part: Part, tile: Tile, result: TileResult) -> None:
+        y, x = tile.write[0].start, tile.write[1].start
+        t = () if part.t is None else (part.t,)
+        fused = to_dtype(result.fused, self.dtype)
+        pixels = self.pixels["fused"]
+        if part.c is not None:  # one channel fused on its own
+            pixels.write((*t, part.c), y, x, fused[..., 0])
+        elif self.fused_channels:
+            for c in range(fused.shape[-1]):
+                pixels.write((*t, c), y, x, fused[..., c])
+        elif self.job.channel == "S":
+            pixels.write(t, y, x, fused)
+        else:
+            pixels.write(t, y, x, fused[..., 0])
+        lead = t if part.c is None else (*t, part.c)
+        focus = result.focus if self.scale is None else result.focus * self.scale
+        for kind, values in (("focus_map", focus), ("confidence", result.confidence)):
+            if kind in self.pixels:
+                self.pixels[kind].write(lead, y, x, values)
+
+    def cover(self, part: Part, tile: Tile, mask: np.ndarray) -> None:
+        if "coverage" in self.pixels:
+            t = () if part.t is None else (part.t,)
+            values = mask.astype(np.uint8) * np.uint8(255)
+            self.pixels["coverage"].write(t, tile.write[0].start, tile.write[1].start, values)
+
+    def finish(self) -> None:
+        """Complete every output once all tiles are in (pyramids, OME-TIFF pages)."""
+        for pixels in self.pixels.values():
+            pixels.finish()
+
+    def close(self) -> None:
+        for pixels in self.pixels.values():
+            pixels.close()

@@ -1,0 +1,344 @@
+"""One plan for every job: focus stacks over time points (and channels), tiles with halos.
+
+An :class:`~napari_pdmfuse.reading.Image` holds T, Z, C (or RGB samples), Y and X in any
+order. :func:`plan_job` checks it against the :class:`~napari_pdmfuse.options.FuseOptions`
+once and cuts it into parts: one focus stack per time point, and per channel when channels are
+fused separately. Each part is a :class:`FusionPlan` (its stack, method, normalisation and tile
+size), built only when the part starts, so no time point is read before its turn. Every part
+writes into the same outputs, whose axes are always a subset of ``T C Y X S`` in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .errors import InputError
+from .executing import TileFuser
+from .methods import cached_method
+from .methods.base import FusionMethod, TileResult
+from .options import FuseOptions
+from .sizes import check_tile, min_tile
+from .stack import Normalisation, Stack, as_stack, is_lazy, normalisation
+from .tiling import Tile, count_tiles, tile_grid
+
+if TYPE_CHECKING:
+    from .align import Transform
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+
+
+class Sink(Protocol):
+    """Where one focus stack's stitched tile cores go (see :class:`PartSink`)."""
+
+    def write(self, tile: Tile, result: TileResult) -> None: ...
+
+
+def tile_budget(method: FusionMethod | None = None) -> int:
+    """Working memory for one tile: a quarter of what is free now, between 256 and 768 MiB.
+
+    768 MiB keeps a whole run (libraries, model and allocator slack besides the tile: about
+    0.5 GB) under 1.5 GB however large the stack. A method running on a CUDA GPU keeps its
+    working set there instead, so its tiles take half the free device memory (the host then
+    holds only the tile's data, a quarter of what it has free).
+    """
+    import psutil
+
+    host = psutil.virtual_memory().available // 4
+    device = getattr(method, "device", None)
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(max(256 * 2**20, min(free // 2, host)))
+    return int(np.clip(host, 256 * 2**20, 768 * 2**20))
+
+
+def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> int:
+    """A tile core size whose haloed block fits ``budget`` bytes, splitting the plane evenly.
+
+    A stack that fits is one tile (no halo work at all); otherwise the plane is cut into the
+    fewest equal tiles that fit, so no thin remainder tile pays a full halo.
+    """
+    # Lazy stacks are read ahead into two buffers of their own dtype (TileFuser.each).
+    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels if is_lazy(stack.data) else 0
+    per_pixel = stack.n_slices * (4 * stack.n_channels + read_ahead + method.bytes_per_voxel)
+    window = int(np.sqrt((budget or tile_budget(method)) / per_pixel))
+    longest = max(stack.shape_yx)
+    if window >= longest:
+        return -(-longest // method.align) * method.align
+    smallest = max(4 * method.align, min_tile(method.halo, method.align))
+    core = max(window - 2 * method.halo, smallest)
+    n_tiles = -(-longest // core)
+    core = -(-longest // n_tiles)
+    return max(-(-core // method.align) * method.align, smallest)
+
+
+@dataclass(frozen=True)
+class FusionPlan:
+    """One focus stack, checked and ready: its method, normalisation and tiles.
+
+    ``reader`` cuts a tile's window when plain indexing will not do (aligned planes);
+    running the plan streams tiles into any :class:`Sink`.
+    """
+
+    stack: Stack
+    method: FusionMethod
+    norm: Normalisation
+    tile_size: int
+    reader: Any = None  # (rows, cols) -> (Z, y, x, C) block; None: the stack's own window
+
+    @property
+    def window(self) -> Any:
+        return self.reader if self.reader is not None else self.stack.window
+
+    @property
+    def n_tiles(self) -> int:
+        return count_tiles(self.stack.shape_yx, self.tile_size, self.method.align)
+
+    def tiles(self) -> list[Tile]:
+        return list(
+            tile_grid(self.stack.shape_yx, self.tile_size, self.method.halo, self.method.align)
+        )
+
+    def run(self, sink: Sink) -> Generator[Progress, None, None]:
+        """Fuse every tile into ``sink``, each next one read while this one is fused."""
+        total = self.n_tiles
+        yield Progress(0, total)
+        fuse_tile = TileFuser(self.stack.data, self.norm, self.method, self.window)
+        for done, (tile, result) in enumerate(fuse_tile.each(self.tiles()), 1):
+            sink.write(tile, result)
+            yield Progress(done, total)
+
+
+@dataclass
+class Alignment:
+    """The planes' transforms of one time point and how many pixels every plane covers."""
+
+    transforms: list[Transform]
+    covered: int = 0
+    seen: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.covered / self.seen if self.seen else 1.0
+
+
+@dataclass
+class AlignmentLog:
+    """Alignments by time point (None without a time axis), filled as parts are planned."""
+
+    by_time: dict[int | None, Alignment] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One focus stack of a job: time point ``t`` and, in separate mode, channel ``c``."""
+
+    t: int | None
+    c: int | None
+
+
+class JobSink(Protocol):
+    """Where a job's tiles go: every part writes into the same outputs."""
+
+    def write(self, part: Part, tile: Tile, result: TileResult) -> None: ...
+
+
+class PartSink:
+    """A :class:`Sink` for one part, forwarding its tiles to the job's sink, and for aligned
+    planes the part of each tile that every plane covers (once per time point)."""
+
+    def __init__(self, sink: JobSink, part: Part, plan: FusionPlan, log: AlignmentLog) -> None:
+        self.sink, self.part, self.plan = sink, part, plan
+        aligned = plan.reader is not None and part.c in (None, 0)
+        self.alignment = log.by_time.get(part.t) if aligned else None
+
+    def write(self, tile: Tile, result: TileResult) -> None:
+        self.sink.write(self.part, tile, result)
+        if self.alignment is not None:
+            mask = self.plan.reader.coverage(*tile.write)
+            self.alignment.covered += int(mask.sum())
+            self.alignment.seen += int(mask.size)
+            cover = getattr(self.sink, "cover", None)
+            if cover is not None:
+                cover(self.part, tile, mask)
+
+
+def _axis_letters(image: Any) -> tuple[str, str | None]:
+    """The image's axes, and its channel letter: "C", "S" (RGB samples) or None."""
+    axes = image.axes
+    return axes, ("C" if "C" in axes else "S" if "S" in axes else None)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A whole fusion: the image, the options, the method, the parts and the outputs' axes.
+
+    ``fused_axes`` / ``map_axes`` say what the outputs hold (e.g. "TCYX" and "TYX");
+    ``focus_scale`` turns slices into µm (None: the map stays in slices).
+    """
+
+    image: Any
+    options: FuseOptions
+    method: FusionMethod
+    parts: tuple[Part, ...]
+    tile_size: int
+    fused_axes: str
+    map_axes: str
+    focus_scale: float | None
+    alignments: AlignmentLog = field(default_factory=AlignmentLog, compare=False)
+
+    @property
+    def shape_yx(self) -> tuple[int, int]:
+        axes = self.image.axes
+        shape = self.image.data.shape
+        return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+
+    def axis_length(self, letter: str) -> int:
+        axes = self.image.axes
+        return int(self.image.data.shape[axes.index(letter)]) if letter in axes else 1
+
+    @property
+    def n_channels(self) -> int:
+        """Channels (or RGB samples) of the image; 1 for grey."""
+        return self.axis_length(self.channel) if self.channel else 1
+
+    def shape(self, axes: str) -> tuple[int, ...]:
+        """Shape of an output with these axes (letters of ``T C Y X S``); C counts the
+        channels, or the RGB samples fused separately."""
+        return tuple(self.n_channels if a in "CS" else self.axis_length(a) for a in axes)
+
+    @property
+    def channel(self) -> str | None:
+        return _axis_letters(self.image)[1]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.parts) * count_tiles(self.shape_yx, self.tile_size, self.method.align)
+
+    def stack(self, part: Part) -> Stack:
+        """The (Z, Y, X, C) focus stack of ``part``, as lazy as the image."""
+        axes, channel = _axis_letters(self.image)
+        data = self.image.data
+        if part.t is not None:
+            index = [slice(None)] * len(axes)
+            index[axes.index("T")] = part.t
+            data, axes = data[tuple(index)], axes.replace("T", "")
+        if part.c is not None and channel is not None:
+            index = [slice(None)] * len(axes)
+            index[axes.index(channel)] = part.c
+            data, axes, channel = data[tuple(index)], axes.replace(channel, ""), None
+        letters = "ZYX" + (channel or "")
+        order = [axes.index(a) for a in letters]
+        if order != list(range(len(order))):
+            data = data.transpose(order)
+        if channel is None:
+            return as_stack(data, rgb=False)
+        return as_stack(data, channel_axis=3, rgb=channel == "S")
+
+    def plan(self, part: Part) -> FusionPlan:
+        """The part's plan: its stack, normalisation and (when aligned) its aligned reader."""
+        stack = self.stack(part)
+        opts = self.options
+        norm = normalisation(stack, opts.focus_channel, opts.correct_brightness)
+        reader = None
+        if opts.align is not None:
+            reader = self.aligned_reader(part, stack, norm)
+        return FusionPlan(stack, self.method, norm, self.tile_size, reader)
+
+    def aligned_reader(self, part: Part, stack: Stack, norm: Normalisation) -> Any:
+        """Read through the planes' transforms, estimated once per time point."""
+        from .align import AlignedReader, estimate_from_view
+
+        assert self.options.align is not None
+        known = self.alignments.by_time.get(part.t)
+        if known is None:
+            transforms = estimate_from_view(stack.data, norm.luminance, self.options.align)
+            known = self.alignments.by_time[part.t] = Alignment(list(transforms))
+        return AlignedReader(stack.data, known.transforms)
+
+    def plans(self) -> Iterator[tuple[Part, FusionPlan]]:
+        for part in self.parts:
+            yield part, self.plan(part)
+
+    def run(self, sink: JobSink) -> Generator[Progress, None, None]:
+        """Fuse every part on this machine into ``sink``, yielding progress over all tiles."""
+        total = self.n_tiles
+        yield Progress(0, total)
+        done = 0
+        for part, plan in self.plans():
+            for step in plan.run(PartSink(sink, part, plan, self.alignments)):
+                if step.done:
+                    yield Progress(done + step.done, total)
+            done += plan.n_tiles
+
+
+def focus_scale(image: Any, options: FuseOptions, source: str = "The image") -> float | None:
+    """The Z step the focus map is multiplied by (µm per slice), or None for slices."""
+    if not options.physical_focus:
+        return None
+    if options.z_spacing is not None:
+        return float(options.z_spacing)
+    step = getattr(image, "z_spacing", None)
+    if step and getattr(image, "unit", None) == "um":
+        return float(step)
+    raise InputError(
+        f"{source} records no Z step in micrometres, so the focus map cannot be given in µm; "
+        "give the step (--z-spacing UM)."
+    )
+
+
+def _check_channels(image: Any, options: FuseOptions) -> None:
+    axes, channel = _axis_letters(image)
+    n_channels = int(image.data.shape[axes.index(channel)]) if channel else 1
+    if options.channel_mode == "separate" and channel is None:
+        raise InputError(
+            f"Axes {axes!r} have no channel axis to fuse separately; add C (or S) to the axes "
+            "or use the combined mode."
+        )
+    k = options.focus_channel
+    if k is not None and channel is None:
+        raise InputError(
+            f"Axes {axes!r} have no channel axis, so there is no focus channel to choose."
+        )
+    if k is not None and k >= n_channels:
+        raise InputError(
+            f"Focus channel {k} does not exist; the data has channels 0 to {n_channels - 1}."
+        )
+
+
+def plan_job(image: Any, options: FuseOptions, *, source: str = "The image") -> Job:
+    """Check ``image`` against ``options`` and cut it into parts, without reading pixels
+    (but for the first part's stack checks)."""
+    _check_channels(image, options)
+    scale = focus_scale(image, options, source)
+    axes, channel = _axis_letters(image)
+    separate = options.channel_mode == "separate"
+    n_times = int(image.data.shape[axes.index("T")]) if "T" in axes else None
+    n_channels = int(image.data.shape[axes.index(channel)]) if channel else 1
+    times: list[int | None] = [None] if n_times is None else list(range(n_times))
+    channels: list[int | None] = list(range(n_channels)) if separate else [None]
+    if separate and channel == "S":
+        raise InputError(
+            "The RGB colours of a pixel are fused together so that they stay registered; name "
+            "the axis C (e.g. --axes ZYXC) to fuse each colour on its own."
+        )
+    parts = tuple(Part(t, c) for t in times for c in channels)
+    method = cached_method(options.method, options.device, options.weights)
+    if options.tile is not None:
+        check_tile(options.tile, method.name, method.halo, method.align)
+    t_axis = "T" if n_times is not None else ""
+    fused_axes = t_axis + ("C" if channel == "C" else "") + "YX" + ("S" if channel == "S" else "")
+    map_axes = t_axis + ("C" if separate else "") + "YX"
+    draft = Job(image, options, method, parts, 1, fused_axes, map_axes, scale)
+    first = draft.stack(parts[0])  # checks shape, dtype and sides once
+    tile = options.tile or auto_tile(first, method)
+    return Job(image, options, method, parts, tile, fused_axes, map_axes, scale)

@@ -1,0 +1,91 @@
+"""Open every kind of input as one lazy :class:`Image`: TIFF, OME-TIFF, ImageJ hyperstacks,
+OME-Zarr 0.4/0.5 and zarr arrays, a folder of planes, or a list of plane files.
+
+The command line, the widget's file inputs and the napari reader all start here, so an input is
+checked once, with messages that name the offending file, and nothing is decoded until the
+fusion (or a viewer) asks for a block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import InputError, ReadError
+from ..ngff import is_zarr_store
+from .axes import normalise_axes
+from .image import Image
+from .planes import IMAGE_SUFFIXES, folder_images, natural_key, read_planes
+from .tiff import is_tiff, read_tiff
+from .zarr import read_zarr
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Image",
+    "is_tiff",
+    "natural_key",
+    "normalise_axes",
+    "open_image",
+    "read_hyperstack",
+    "read_stack",
+]
+
+
+def open_image(
+    inputs: Sequence[str | Path], axes: str | None = None, *, for_viewing: bool = False
+) -> Image:
+    """Open a file, a folder of planes or a list of plane files as one lazy image.
+
+    The axes come from the file (ImageJ hyperstack, OME or NGFF metadata; axes of length one
+    dropped); ``axes`` (e.g. "TZCYX") names them instead, one letter per axis of the file's
+    array, with or without its axes of length one. ``for_viewing`` reads one focal plane per
+    chunk, as a viewer shows them, rather than the planes of a tile together, as the fusion
+    reads them. Raises ReadError for missing or unreadable files and InputError for files that
+    do not make a focus stack (one plane, planes of different sizes, an empty folder).
+    """
+    paths = _checked_paths(inputs)
+    path = paths[0]
+    if len(paths) > 1:
+        return read_planes(paths, axes)
+    if is_zarr_store(path):
+        return read_zarr(path, axes)
+    if path.is_dir():
+        return read_planes(folder_images(path), axes, folder=path)
+    if is_tiff(path):
+        return read_tiff(path, axes, planes_together=not for_viewing)
+    # Not a TIFF: a lone PNG/JPEG holds one plane, which read_planes reports clearly.
+    return read_planes(paths, axes)
+
+
+#: The name the command line still uses for :func:`open_image`.
+read_hyperstack = open_image
+
+
+def read_stack(inputs: Sequence[str | Path]) -> Image:
+    """One focus stack, Z first ((Z, Y, X), then C or S), one plane per chunk."""
+    return open_image(inputs, for_viewing=True).as_stack()
+
+
+def _checked_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """The inputs as paths: present, and either one file or folder, or several files."""
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise InputError("No input given; name a multi-page TIFF, a folder of planes or files.")
+    for path in paths:
+        if not path.exists():
+            raise ReadError(f"Input {path} does not exist; check the path.")
+    if len(paths) == 1:
+        return paths
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise InputError(
+            f"{folders[0]} is a folder given together with other inputs; give either one folder "
+            "or a list of image files."
+        )
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        key = path.resolve()
+        if key in seen:
+            raise InputError(f"{path} is given twice; list each focal plane once.")
+        seen[key] = path
+    return paths

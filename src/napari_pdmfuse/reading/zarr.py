@@ -1,0 +1,149 @@
+"""OME-Zarr images (OME-NGFF 0.4 and 0.5) and plain zarr arrays, opened lazily.
+
+The full-resolution level is read, in blocks of the store's own chunks with the focal planes
+grouped for fusing; axes, physical sizes, the time step, channel labels and the image name
+come from the NGFF metadata, checked so that broken metadata is one sentence, not a traceback.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import InputError, ReadError
+from ..ngff import multiscales, transforms
+from .axes import normalise_axes
+from .guarded import GuardedArray, check_dtype, lazy, read_chunks
+from .image import Image, stem
+from .scale import Scale, checked, seconds, unit
+
+#: OME-NGFF axis names and the letters used here.
+NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+
+
+def read_zarr(path: Path, axes: str | None = None) -> Image:
+    """An OME-Zarr image (its full-resolution level) or a plain zarr array, lazily.
+
+    The axes come from the NGFF metadata; a plain array of three axes is taken as (Z, Y, X),
+    anything else needs ``axes``.
+    """
+    try:
+        node = zarr.open(str(path), mode="r")
+        image = None
+        if not isinstance(node, zarr.Array):
+            image = multiscales(dict(node.attrs))[0]  # type: ignore[index]
+        dataset = "" if image is None else str(image["datasets"][0]["path"])
+        array = node[dataset] if dataset else node
+        names = [] if image is None else [str(a.get("name", "")).lower() for a in image["axes"]]
+        shape = tuple(int(n) for n in array.shape)
+    except Exception:
+        raise ReadError(
+            f"{path} is a zarr store without an image pdmfuse can read; give an OME-Zarr image "
+            "or a zarr array."
+        ) from None
+    if axes is not None:
+        file_axes = normalise_axes(axes, shape, str(path))
+    elif names and all(n in NGFF_AXES for n in names):
+        file_axes = "".join(NGFF_AXES[n] for n in names)
+    elif len(shape) == 3:
+        file_axes = "ZYX"
+    else:
+        raise InputError(
+            f"{path} does not say what its {len(shape)} axes hold; name them with --axes "
+            "(e.g. --axes ZCYX)."
+        )
+    if "Z" not in file_axes:
+        raise InputError(f"{path} has no Z axis, so it is one plane, not a focus stack.")
+    check_dtype(path, np.dtype(array.dtype))
+    scale = Scale() if image is None else _scale(image, file_axes, path)
+    itemsize = np.dtype(array.dtype).itemsize
+    chunks = read_chunks(tuple(array.chunks), file_axes, shape, itemsize, planes_together=True)
+    labels = None if image is None else _channel_labels(node, file_axes, shape)
+    return Image(
+        data=lazy(GuardedArray(array, path, dataset), chunks),
+        axes=file_axes,
+        sources=(path,),
+        name=_name(image) or stem(path),
+        z_spacing=scale.z_spacing,
+        pixel_size=scale.pixel_size,
+        unit=scale.unit,
+        channel_names=labels,
+        time_interval=scale.time_interval,
+    )
+
+
+def _scale(image: dict[str, Any], axes: str, path: Path) -> Scale:
+    """Physical sizes from the full-resolution level's scale (times the image's own), in the
+    unit of the X axis converted to micrometres; none when X has no length unit."""
+    ndim = len(axes)
+    lists = [
+        image["datasets"][0].get("coordinateTransformations"),
+        image.get("coordinateTransformations"),
+    ]
+    for items in lists:
+        if items is not None and not _numeric_transforms(items, ndim):
+            raise ReadError(
+                f"{path} has OME-Zarr coordinateTransformations that are not lists of {ndim} "
+                "numbers; fix the image's metadata or export it again."
+            )
+    level, _ = transforms(lists[0], ndim)
+    outer, _ = transforms(lists[1], ndim)
+    size = {a: s * o for a, s, o in zip(axes, level, outer, strict=True)}
+    units = {
+        str(a.get("name", "")).lower(): a.get("unit") for a in image["axes"] if isinstance(a, dict)
+    }
+    unit_name, factor = unit(units.get("x"))
+    interval = seconds(size["T"], units.get("t")) if "T" in size else None
+    if unit_name != "um":
+        return Scale(time_interval=interval)
+    z_unit, z_factor = unit(units.get("z") or units.get("x"))
+    z = size["Z"] * z_factor if z_unit == "um" else None
+    pixel = (size["Y"] * factor, size["X"] * factor)
+    found = Scale(z_spacing=z, pixel_size=pixel, unit="um", time_interval=interval)
+    return checked(found, path)
+
+
+def _numeric_transforms(items: Any, ndim: int) -> bool:
+    """Whether ``items`` is a list of transformations whose scale or translation (if any) is a
+    list of ``ndim`` real numbers."""
+    if not isinstance(items, list):
+        return False
+    for transform in items:
+        if not isinstance(transform, dict):
+            return False
+        kind = transform.get("type")
+        if kind not in ("scale", "translation"):
+            continue
+        values = transform.get(kind)
+        if not isinstance(values, list) or len(values) != ndim:
+            return False
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+            return False
+    return True
+
+
+def _name(image: dict[str, Any] | None) -> str | None:
+    name = None if image is None else image.get("name")
+    return name.strip() if isinstance(name, str) and name.strip() else None
+
+
+def _channel_labels(node: Any, axes: str, shape: tuple[int, ...]) -> tuple[str, ...] | None:
+    """Channel labels from the ``omero`` metadata (top level in 0.4, under ``ome`` in 0.5),
+    one per channel of the C axis; None otherwise."""
+    if "C" not in axes:
+        return None
+    attrs = dict(node.attrs)
+    omero = attrs.get("omero")
+    if omero is None and isinstance(attrs.get("ome"), dict):
+        omero = attrs["ome"].get("omero")
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(channels, list) or len(channels) != shape[axes.index("C")]:
+        return None
+    labels = [c.get("label") if isinstance(c, dict) else None for c in channels]
+    if not all(isinstance(n, str) and n.strip() for n in labels):
+        return None
+    return tuple(str(n) for n in labels)

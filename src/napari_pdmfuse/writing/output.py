@@ -1,0 +1,37 @@
+"""The one entry point for streamed outputs: the format follows the name the output will have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..ngff import is_zarr_name
+from .atomic import output_name, temp_name
+from .meta import OutputMeta, Pixels, check_axes
+from .ometiff import OmeTiffPixels, is_ome_tiff_name
+from .omezarr import ZarrPixels
+from .tiff import TiffPixels
+
+
+def open_output(
+    path: Path, axes: str, shape: tuple[int, ...], dtype: np.dtype, meta: OutputMeta
+) -> Pixels:
+    """A tile-by-tile writer for an image with ``axes`` (an in-order subset of T C Y X S) of
+    ``shape``, at ``path`` (possibly a temporary name, see :func:`.atomic.temp_name`).
+
+    ``.ome.zarr``/``.zarr``: OME-Zarr with a pyramid; ``.ome.tif(f)``: a tiled pyramidal
+    OME-TIFF, built from a scratch store beside it; any other ``.tif(f)``: an ImageJ hyperstack
+    when ImageJ can open it, else an OME-TIFF (BigTIFF when large).
+    """
+    path = Path(path)
+    shape = tuple(int(n) for n in shape)
+    check_axes(axes, shape)
+    dtype = np.dtype(dtype)
+    name = Path(output_name(path))
+    if is_zarr_name(name):
+        return ZarrPixels(path, axes, shape, dtype, meta)
+    if is_ome_tiff_name(name):
+        scratch = temp_name(path.with_name(name.name))
+        return OmeTiffPixels(path, scratch, axes, shape, dtype, meta)
+    return TiffPixels(path, axes, shape, dtype, meta)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_pdmfuse import fusion, render
+from napari_pdmfuse import fusion, planning, render
 from napari_pdmfuse.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -257,11 +257,11 @@ def test_ome_zarr_outputs_replace_a_store_only_when_complete(tmp_path, capsys, m
     before = fused["0"][...]
 
     def interrupted(self, sink):
-        yield fusion.Progress(0, 4)
+        yield planning.Progress(0, 4)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(fusion.FusionPlan, "run", interrupted)
+        patch.setattr(planning.FusionPlan, "run", interrupted)
         code, _, stderr = run(capsys, *args, "--overwrite")
     assert code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -305,14 +305,6 @@ def test_ome_zarr_input_with_its_axes_and_physical_sizes(tmp_path, capsys):
         assert tif.imagej_metadata["unit"] == "um"
 
 
-def test_ome_zarr_is_refused_for_hyperstacks(tmp_path, capsys):
-    data = np.stack([stack_of(np.uint8, n=3), 255 - stack_of(np.uint8, n=3)], 1)  # Z, C, Y, X
-    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, metadata={"axes": "ZCYX"})
-    code, _, stderr = run(capsys, "fuse", tmp_path / "stack.tif", "-o", tmp_path / "f.ome.zarr")
-    assert code == 2 and "name the outputs .ome.tif instead" in stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]
-
-
 def test_existing_output_refused_then_overwritten(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "stack.tif", stack_of(np.uint8, n=3), photometric="minisblack")
     out = tmp_path / "fused.tif"
@@ -350,11 +342,11 @@ def test_interrupt_writes_nothing(tmp_path, capsys, monkeypatch):
     tifffile.imwrite(tmp_path / "stack.tif", stack_of(np.uint8, n=3), photometric="minisblack")
 
     def interrupted(self, sink):
-        yield fusion.Progress(0, 4)
+        yield planning.Progress(0, 4)
         assert len(list(tmp_path.glob(".f.tif.pdmfuse-tmp-*"))) == 1  # streaming into a temp
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fusion.FusionPlan, "run", interrupted)
+    monkeypatch.setattr(planning.FusionPlan, "run", interrupted)
     code, _, stderr = run(capsys, "fuse", tmp_path / "stack.tif", "-o", tmp_path / "f.tif")
     assert code == 130 and "interrupted" in stderr
     assert [p.name for p in tmp_path.iterdir()] == ["stack.tif"]

@@ -12,10 +12,10 @@ import torch
 
 from napari_pdmfuse import PdmFuseWarning, fuse
 from napari_pdmfuse.executing import flat_mask
-from napari_pdmfuse.fusion import FusionPlan, MemorySink
 from napari_pdmfuse.methods.argmax import ArgmaxMethod
+from napari_pdmfuse.planning import FusionPlan
 from napari_pdmfuse.render import demo_stack
-from napari_pdmfuse.stack import as_stack, normalisation
+from napari_pdmfuse.stack import as_stack, normalisation, to_dtype
 
 
 class FakeGPUMethod:
@@ -42,6 +42,21 @@ class FakeGPUMethod:
         if fails:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return ArgmaxMethod().fuse_tile(block, lum)
+
+
+class MemorySink:
+    """One stack's stitched tiles, kept as they arrive."""
+
+    def __init__(self, stack) -> None:
+        height, width = stack.shape_yx
+        self.fused = np.empty((height, width, stack.n_channels), dtype=stack.dtype)
+        self.focus = np.empty((height, width), dtype=np.float32)
+        self.confidence = np.empty((height, width), dtype=np.float32)
+
+    def write(self, tile, result) -> None:
+        self.fused[tile.write] = to_dtype(result.fused, self.fused.dtype)
+        self.focus[tile.write] = result.focus
+        self.confidence[tile.write] = result.confidence
 
 
 def run(method, data: np.ndarray, tile: int):

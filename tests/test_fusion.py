@@ -169,7 +169,7 @@ def test_tiles_are_sized_from_free_memory_on_the_host_or_the_gpu(monkeypatch):
     import psutil
     import torch
 
-    from napari_pdmfuse.fusion import tile_budget
+    from napari_pdmfuse.planning import tile_budget
 
     class Memory:
         available = 64 * 2**30

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from napari_pdmfuse import METHODS, InputError, PdmFuseError, ReadError, fuse
 from napari_pdmfuse.cli import main
-from napari_pdmfuse.reading import read_stack
+from napari_pdmfuse.reading import open_image
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.float32, np.float64]
 
@@ -151,7 +151,7 @@ def mutated(blob: bytes, seed: int) -> dict[str, bytes]:
 
 
 def read_all(path: Path) -> np.ndarray:
-    return np.asarray(read_stack([path]).data)
+    return np.asarray(open_image([path]).as_stack().data)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_pdmfuse.height_view import (
+from napari_pdmfuse.viewer.height_view import (
     MAX_SIDE,
     auto_step,
     colours,

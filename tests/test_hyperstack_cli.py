@@ -12,7 +12,7 @@ import tifffile
 
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.cli import main
-from napari_pdmfuse.reading import read_hyperstack
+from napari_pdmfuse.reading import open_image as read_hyperstack
 from napari_pdmfuse.render import demo_stack
 
 NAMES = ["DAPI", "GFP"]

@@ -95,6 +95,30 @@ def test_rgb_and_multichannel_tiffs(tmp_path):
     assert kwargs["units"] == ("micrometer", "pixel", "micrometer", "micrometer")
 
 
+def test_time_lapse_with_named_channels(tmp_path):
+    path = tmp_path / "lapse.ome.tif"
+    lapse = uint16((2, 3, 2, 16, 20))  # T, Z, C, Y, X
+    metadata = {
+        "axes": "TZCYX",
+        "Name": "embryo",
+        "PhysicalSizeX": 0.5,
+        "PhysicalSizeY": 0.5,
+        "PhysicalSizeZ": 2.0,
+        "Channel": {"Name": ["DAPI", "GFP"]},
+    }
+    tifffile.imwrite(path, lapse, ome=True, photometric="minisblack", metadata=metadata)
+
+    [(data, kwargs, _)] = read(path)
+
+    assert isinstance(data, da.Array) and data.chunksize[:3] == (1, 1, 1)  # one plane a chunk
+    np.testing.assert_array_equal(data.compute(), lapse)
+    assert kwargs["name"] == "embryo"  # the OME image name, not the file's
+    assert kwargs["axis_labels"] == ("t", "z", "c", "y", "x")
+    assert kwargs["scale"] == (1.0, 2.0, 1.0, 0.5, 0.5)
+    assert kwargs["units"] == ("pixel", "micrometer", "pixel", "micrometer", "micrometer")
+    assert kwargs["metadata"]["channel_names"] == ("DAPI", "GFP")
+
+
 def test_reader_passes_on_what_napari_reads_itself(tmp_path):
     flat = tmp_path / "flat.tif"
     tifffile.imwrite(flat, uint16((32, 32)))

@@ -132,4 +132,4 @@ def test_outputs_keep_channel_names_pixel_size_and_name(tmp_path, suffix):
             assert "DAPI" in text and "GFP" in text and "specimen" in text
     got, _ = _read(focus)
     # Separate channels: one map per channel, in micrometres (3 planes: at most 2 steps).
-    assert got.shape[-3] == 2 and 0 <= got.min() and got.max() <= 1.0 + 1e-6
+    assert got.shape[-3] == 2 and got.min() >= 0 and got.max() <= 1.0 + 1e-6

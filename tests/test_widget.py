@@ -1,22 +1,28 @@
 """The napari plugin end to end: manifest, dock widget, worker, result layers, samples, reader.
 
-Runs a real napari viewer under Xvfb (pytest-xvfb); the tests use method="wavelet" for speed,
-except the one that checks the default method, PDMNet, on the diatom sample.
+Runs a real napari viewer under Xvfb (pytest-xvfb); the tests use method="argmax" for speed,
+except the one that checks the default method, PDMNet, on the diatom sample. Every run is
+checked against :func:`napari_pdmfuse.fuse` on the same array.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
 from napari_pdmfuse import Progress, fuse
-from napari_pdmfuse._sample_data import DIATOM_NAME, KEYBOARD_NAME, RENDERED_NAME
-from napari_pdmfuse.height_view import auto_step
+from napari_pdmfuse.options import DEVICES
+from napari_pdmfuse.viewer import jobs
+from napari_pdmfuse.viewer import widget as widget_module
+from napari_pdmfuse.viewer.height_view import auto_step
+from napari_pdmfuse.viewer.samples import DIATOM_NAME, KEYBOARD_NAME, RENDERED_NAME
 
 WORKER_TIMEOUT_MS = 60_000
 
@@ -24,32 +30,28 @@ WORKER_TIMEOUT_MS = 60_000
 @pytest.fixture
 def notifications(monkeypatch):
     """Messages the widget shows with napari's show_error."""
-    from napari_pdmfuse import _widget
-
     shown: list[str] = []
-    original = _widget.show_error
+    original = widget_module.show_error
 
     def record(message: str) -> None:
         shown.append(message)
         original(message)
 
-    monkeypatch.setattr(_widget, "show_error", record)
+    monkeypatch.setattr(widget_module, "show_error", record)
     return shown
 
 
 @pytest.fixture
 def activity(monkeypatch):
     """The napari progress entries (activity dock) the widget opens."""
-    from napari_pdmfuse import _widget
-
     opened = []
 
-    class Recorded(_widget.progress):
+    class Recorded(widget_module.progress):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             opened.append(self)
 
-    monkeypatch.setattr(_widget, "progress", Recorded)
+    monkeypatch.setattr(widget_module, "progress", Recorded)
     return opened
 
 
@@ -62,7 +64,7 @@ def wait(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WORKER_TIMEOUT_MS)
 
 
-def fuse_layer(qtbot, widget, layer, method="wavelet"):
+def fuse_layer(qtbot, widget, layer, method="argmax"):
     widget.mode.value = "stack"
     widget.image.value = layer
     widget.method.value = method
@@ -87,9 +89,10 @@ def names(viewer):
 def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifications, activity):
     viewer = make_napari_viewer()
     widget = dock(viewer)
-    assert widget.method.value == "pdmnet"  # the default, though the tests run wavelet
+    assert widget.method.value == "pdmnet"  # the default, though the tests run argmax
     assert widget.method.choices == ("pdmnet", "wavelet", "pyramid", "argmax")
-    assert widget.device.choices == ("auto", "cpu", "cuda")
+    assert widget.device.choices[:2] == ("auto", "cpu")  # and CUDA or MPS where present
+    assert set(widget.device.choices) <= set(DEVICES)
     assert widget.device_info.value  # describe_devices(): which accelerator exists
     assert not widget.height_button.enabled
     source = viewer.add_image(
@@ -117,11 +120,11 @@ def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifi
     assert focus.colormap.name == "turbo"
     assert not confidence.visible
     assert confidence.data.shape == (64, 64)
-    expected = fuse(source.data, method="wavelet", z_spacing=2.0)
+    expected = fuse(source.data, method="argmax", z_spacing=2.0)
     np.testing.assert_array_equal(fused.data, expected.fused)
     # The layer's Z scale is 2, so the focus map is in its units: 2 × the slice index.
     np.testing.assert_allclose(focus.data, expected.focus_map)
-    np.testing.assert_allclose(focus.data, 2.0 * fuse(source.data, method="wavelet").focus_map)
+    np.testing.assert_allclose(focus.data, 2.0 * fuse(source.data, method="argmax").focus_map)
     assert focus.metadata["focus_unit"] == "z scale units"
     assert tuple(focus.contrast_limits) == (0.0, 8.0)
     assert widget.progress.value == widget.progress.max
@@ -134,7 +137,7 @@ def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifi
     fuse_layer(qtbot, widget, source)
     assert names(viewer) == ["stack", "stack confidence", "stack focus map", "stack fused"]
     assert viewer.layers["stack fused"] is fused
-    np.testing.assert_array_equal(fused.data, fuse(source.data, method="wavelet").fused)
+    np.testing.assert_array_equal(fused.data, fuse(source.data, method="argmax").fused)
 
 
 def test_z_axis_from_labels_and_channel_axis(make_napari_viewer, qtbot, notifications):
@@ -153,7 +156,7 @@ def test_z_axis_from_labels_and_channel_axis(make_napari_viewer, qtbot, notifica
 
     assert notifications == []
     fused = viewer.layers["cells fused"]
-    expected = fuse(data, method="wavelet", z_axis=1, channel_axis=0)
+    expected = fuse(data, method="argmax", z_axis=1, channel_axis=0)
     assert fused.data.shape == (2, 48, 40)  # channels where the source had them
     np.testing.assert_array_equal(fused.data, np.moveaxis(expected.fused, -1, 0))
     np.testing.assert_allclose(fused.scale, (1.0, 0.3, 0.3))
@@ -179,13 +182,13 @@ def test_list_of_2d_layers_as_planes(make_napari_viewer, qtbot, notifications):
     assert [layer.name for layer in widget.planes.choices] == ["unrelated", "p0", "p1", "p2", "p3"]
     chosen = [viewer.layers[f"p{i}"] for i in (2, 0, 3, 1)]  # selection order does not matter
     widget.planes.value = chosen
-    widget.method.value = "wavelet"
+    widget.method.value = "argmax"
     widget.fuse_button.clicked()
     wait(qtbot, widget)
 
     assert notifications == []
     fused = viewer.layers["p0 … p3 fused"]
-    expected = fuse(stack, method="wavelet")
+    expected = fuse(stack, method="argmax")
     np.testing.assert_array_equal(fused.data, expected.fused)  # planes in the listed order
     np.testing.assert_allclose(viewer.layers["p0 … p3 focus map"].data, expected.focus_map)
     np.testing.assert_allclose(fused.scale, (0.5, 0.5))
@@ -248,20 +251,18 @@ def test_core_error_in_worker_shows_error_and_adds_nothing(
 
 
 def test_cancel_leaves_viewer_unchanged(make_napari_viewer, qtbot, monkeypatch, activity):
-    from napari_pdmfuse import _widget
-
-    def slow_fuse_iter(data, **options):
+    def slow_fuse_run(run):
         for done in range(200):
             yield Progress(done, 200)
             time.sleep(0.01)
-        return fuse(data, method="wavelet")
+        return jobs.Failure("not reached")
 
-    monkeypatch.setattr(_widget, "fuse_iter", slow_fuse_iter)
+    monkeypatch.setattr(widget_module, "fuse_run", slow_fuse_run)
     viewer = make_napari_viewer()
     widget = dock(viewer)
     layer = viewer.add_image(uint16_stack(), name="stack")
     widget.image.value = layer
-    widget.method.value = "wavelet"
+    widget.method.value = "argmax"
 
     widget.fuse_button.clicked()
     assert widget.cancel_button.enabled
@@ -394,12 +395,23 @@ def test_manifest_validates():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_core_sample_reader_writer_imports_are_qt_free():
-    modules = "_sample_data, _reader, _writer, height_view"
+@pytest.mark.parametrize(
+    ("modules", "banned"),
+    [
+        # Scripts and headless workers use these without napari.
+        (
+            "_reader, _writer, viewer.height_view, viewer.jobs, viewer.samples, viewer.sources",
+            "napari magicgui vispy qtpy PyQt5 PyQt6 PySide2 PySide6",
+        ),
+        # The result layers need napari, not Qt: they work in a headless viewer model too.
+        ("viewer.layers", "qtpy PyQt5 PyQt6 PySide2 PySide6"),
+    ],
+)
+def test_modules_import_no_gui(modules, banned):
+    imports = "; ".join(f"import napari_pdmfuse.{m}" for m in modules.split(", "))
     code = (
-        f"import sys, napari_pdmfuse; from napari_pdmfuse import {modules}; "
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'napari', 'magicgui', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'vispy'}); "
+        f"import sys; {imports}; "
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {banned.split()!r}); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -441,7 +453,7 @@ def test_time_axis_keeps_t_in_the_results(make_napari_viewer, qtbot, notificatio
     np.testing.assert_allclose(fused.scale, (5.0, 0.5, 0.5))
     assert tuple(fused.axis_labels) == ("t", "y", "x")
     for t in range(2):
-        alone = fuse(data[t], method="wavelet")
+        alone = fuse(data[t], method="argmax")
         np.testing.assert_array_equal(fused.data[t], alone.fused)
         np.testing.assert_array_equal(focus.data[t], alone.focus_map)
     assert "lapse coverage" not in names(viewer)  # not aligned
@@ -449,21 +461,19 @@ def test_time_axis_keeps_t_in_the_results(make_napari_viewer, qtbot, notificatio
     # The height view shows the time point the viewer shows. napari lines layers up by their
     # last axes, so the results' T is the viewer's second-to-last slider here.
     viewer.dims.set_point(viewer.dims.ndim - 3, 5.0)  # t = 1 at the results' T scale of 5
-    source, result = widget.last
-    np.testing.assert_array_equal(
-        widget._shown_time_point(source, result).focus_map, result.focus_map[1]
-    )
+    from napari_pdmfuse.viewer.layers import shown_planes
+
+    focus_map, *_ = shown_planes(viewer, widget.last)
+    np.testing.assert_array_equal(focus_map, widget.last.result.focus_map[1])
     widget.height_button.clicked()
     assert "lapse height view" in names(viewer)
     assert notifications == []
 
 
 def test_align_adds_hidden_coverage_and_reports(make_napari_viewer, qtbot, notifications):
-    from napari_pdmfuse import _widget
-
     infos: list[str] = []
-    original = _widget.show_info
-    _widget.show_info = lambda message: (infos.append(message), original(message))
+    original = widget_module.show_info
+    widget_module.show_info = lambda message: (infos.append(message), original(message))
     try:
         viewer = make_napari_viewer()
         widget = dock(viewer)
@@ -472,7 +482,7 @@ def test_align_adds_hidden_coverage_and_reports(make_napari_viewer, qtbot, notif
         widget.align.value = "similarity"
         fuse_layer(qtbot, widget, layer)
     finally:
-        _widget.show_info = original
+        widget_module.show_info = original
 
     assert notifications == []
     coverage = viewer.layers["lapse coverage"]
@@ -504,7 +514,7 @@ def test_channel_mode_and_focus_channel(make_napari_viewer, qtbot, notifications
     fuse_layer(qtbot, widget, layer)
     assert notifications == []
     np.testing.assert_array_equal(
-        viewer.layers["cells focus map"].data, fuse(data[:, 1], method="wavelet").focus_map
+        viewer.layers["cells focus map"].data, fuse(data[:, 1], method="argmax").focus_map
     )
     assert viewer.layers["cells fused"].data.shape == (2, 64, 64)
 
@@ -513,7 +523,7 @@ def test_channel_mode_and_focus_channel(make_napari_viewer, qtbot, notifications
     fuse_layer(qtbot, widget, layer)
     focus = viewer.layers["cells focus map"]
     assert focus.data.shape == (2, 64, 64) and tuple(focus.axis_labels) == ("c", "y", "x")
-    np.testing.assert_array_equal(focus.data[0], fuse(data[:, 0], method="wavelet").focus_map)
+    np.testing.assert_array_equal(focus.data[0], fuse(data[:, 0], method="argmax").focus_map)
 
 
 def test_brightness_correction_from_the_widget(make_napari_viewer, qtbot, notifications):
@@ -525,6 +535,144 @@ def test_brightness_correction_from_the_widget(make_napari_viewer, qtbot, notifi
     widget.brightness.value = True
     fuse_layer(qtbot, widget, layer)
     assert notifications == []
-    expected = fuse(flickering, method="wavelet", correct_brightness=True).fused
+    expected = fuse(flickering, method="argmax", correct_brightness=True).fused
     np.testing.assert_array_equal(viewer.layers["stack fused"].data, expected)
-    assert not np.array_equal(expected, fuse(flickering, method="wavelet").fused)
+    assert not np.array_equal(expected, fuse(flickering, method="argmax").fused)
+
+
+# ---------------------------------------------------------------------------------------------
+# Axes from labels and shapes; results streamed into OME-Zarr stores
+
+
+def test_length_one_axes_are_skipped_without_touching_any_setting(
+    make_napari_viewer, qtbot, notifications
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    data = uint16_stack((1, 2, 5, 64, 64))  # as a bioio reader opens a CZI: (T=1, C, Z, Y, X)
+    layer = viewer.add_image(data, name="czi", axis_labels=("t", "c", "z", "y", "x"))
+    widget.image.value = layer
+    assert (widget.z_axis.value, widget.channel_axis.value, widget.time_axis.value) == (2, 1, -1)
+
+    fuse_layer(qtbot, widget, layer)
+
+    assert notifications == []
+    fused = viewer.layers["czi fused"]
+    expected = fuse(data[0], axes="CZYX", method="argmax")
+    assert fused.data.shape == (2, 64, 64) and tuple(fused.axis_labels) == ("c", "y", "x")
+    np.testing.assert_array_equal(fused.data, expected.fused)
+    np.testing.assert_array_equal(viewer.layers["czi focus map"].data, expected.focus_map)
+
+    # Without labels, Z is the first axis longer than 1.
+    plain = viewer.add_image(uint16_stack((1, 5, 32, 32)), name="plain")
+    widget.image.value = plain
+    assert widget.z_axis.value == 1 and widget.time_axis.value == -1
+
+
+@pytest.fixture
+def stream_everything(monkeypatch, tmp_path):
+    """Every result streams into OME-Zarr stores, however small, in folders under tmp_path."""
+    monkeypatch.setattr(jobs, "STREAM_BYTES", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_large_result_streams_into_multiscale_layers(
+    make_napari_viewer, qtbot, notifications, stream_everything
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    data = uint16_stack((3, 700, 600))
+    layer = viewer.add_image(data, name="big", scale=(1.0, 0.5, 0.5))
+    widget.tile.value = 256
+    fuse_layer(qtbot, widget, layer)
+
+    assert notifications == []
+    expected = fuse(data, method="argmax")
+    fused, focus = viewer.layers["big fused"], viewer.layers["big focus map"]
+    confidence = viewer.layers["big confidence"]
+    for result_layer in (fused, focus, confidence):
+        assert result_layer.multiscale
+        assert [level.shape for level in result_layer.data] == [(700, 600), (350, 300)]
+        np.testing.assert_allclose(result_layer.scale, (0.5, 0.5))
+    np.testing.assert_array_equal(np.asarray(fused.data[0]), expected.fused)
+    np.testing.assert_array_equal(np.asarray(focus.data[0]), expected.focus_map)
+    np.testing.assert_array_equal(np.asarray(confidence.data[0]), expected.confidence)
+    assert fused.data[0].dtype == np.uint16 and focus.metadata["focus_unit"] == "slices"
+    halved = expected.fused.reshape(350, 2, 300, 2).mean(axis=(1, 3))
+    np.testing.assert_array_equal(np.asarray(fused.data[1]), np.rint(halved))  # the pyramid
+    store = Path(fused.metadata["store"])
+    assert store.name == "fused.ome.zarr" and store.parent.name.startswith("pdmfuse-")
+    assert store.parent.parent == stream_everything  # the system's temporary directory
+    assert str(store.parent) in widget.status.value
+    widget.height_button.clicked()  # drawn from the coarsest level
+    assert "big height view" in names(viewer)
+
+    # Fused again in memory, the layers become plain ones and the stores are deleted.
+    viewer.layers.remove("big height view")
+    jobs.STREAM_BYTES = 2**30
+    fuse_layer(qtbot, widget, layer)
+    assert not viewer.layers["big fused"].multiscale
+    assert not store.parent.exists()
+
+
+def test_streamed_rgb_and_time_lapse(make_napari_viewer, qtbot, notifications, stream_everything):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    rgb = np.random.default_rng(3).integers(0, 255, (4, 64, 80, 3), dtype=np.uint8)
+    layer = viewer.add_image(rgb, name="colour")
+    fuse_layer(qtbot, widget, layer)
+    fused = viewer.layers["colour fused"]
+    assert fused.multiscale and fused.rgb and fused.data[0].shape == (64, 80, 3)
+    np.testing.assert_array_equal(np.asarray(fused.data[0]), fuse(rgb, method="argmax").fused)
+
+    data = time_lapse()
+    lapse = viewer.add_image(data, name="lapse", axis_labels=("t", "z", "y", "x"))
+    fuse_layer(qtbot, widget, lapse)
+    assert notifications == []
+    focus = viewer.layers["lapse focus map"]
+    assert focus.multiscale and tuple(focus.axis_labels) == ("t", "y", "x")
+    for t in range(2):
+        alone = fuse(data[t], method="argmax")
+        np.testing.assert_array_equal(np.asarray(focus.data[0][t]), alone.focus_map)
+
+
+def test_failed_streamed_run_removes_its_layers_and_stores(
+    make_napari_viewer, qtbot, notifications, stream_everything
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    data = uint16_stack((5, 64, 600)).astype(np.float32)
+    data[2, 10, 500] = np.nan  # found in the last tile, after the layers were added
+    layer = viewer.add_image(data, name="nan")
+    widget.tile.value = 256
+    fuse_layer(qtbot, widget, layer)
+    assert len(notifications) == 1 and "NaN" in notifications[0]
+    assert names(viewer) == ["nan"]
+    assert not list(stream_everything.glob("pdmfuse-*"))
+
+
+def test_cancelled_streamed_run_removes_its_layers_and_stores(
+    make_napari_viewer, qtbot, monkeypatch, stream_everything
+):
+    write = jobs.PreviewedOutputs.write
+
+    def slow_write(self, part, tile, result):
+        write(self, part, tile, result)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(jobs.PreviewedOutputs, "write", slow_write)
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    layer = viewer.add_image(uint16_stack((3, 600, 600)), name="stack")
+    widget.image.value = layer
+    widget.method.value = "argmax"
+    widget.tile.value = 256
+    widget.fuse_button.clicked()
+    qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=WORKER_TIMEOUT_MS)
+    assert viewer.layers["stack fused"].multiscale  # shown while it fills in
+    widget.cancel_button.clicked()
+    wait(qtbot, widget)
+    assert names(viewer) == ["stack"]
+    assert "Cancelled" in widget.status.value
+    assert not list(stream_everything.glob("pdmfuse-*"))

@@ -1,7 +1,5 @@
 """``python -m napari_pdmfuse``: the ``pdmfuse`` command, for environments without its script."""
 
-import sys
+from .terminal import launch
 
-from .cli import main
-
-sys.exit(main())
+launch()

@@ -5,9 +5,10 @@ displays them (or as the fusion asks for tiles), so stacks larger than memory op
 Axis labels, physical scale and units come from the file's metadata, so the widget fuses them
 with the right Z axis and writes the focus map in physical units.
 
-The reader claims only what it adds value to — TIFF stacks with a Z axis, OME-Zarr images and
-zarr arrays with three or more axes — and returns None for anything else (a plain 2-D TIFF,
-an unrelated zarr group), so napari's own readers take over. Qt-free.
+The reader claims only what it adds value to — TIFF stacks with a Z axis (time points and
+channels included), OME-Zarr images and zarr arrays with three or more axes — and returns None
+for anything else (a plain 2-D TIFF, an unrelated zarr group), so napari's own readers take
+over. Qt-free.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def write_ome_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         metadata["Name"] = str(meta["name"])
     target = Path(path)
     try:
-        with atomic_files([target]) as (temp,):
+        with atomic_files([target], overwrite=True) as (temp,):  # napari asks first
             tifffile.imwrite(
                 temp,
                 array,

@@ -106,8 +106,8 @@ def fuse_files_iter(
     targets = _outputs(outputs).named()
     if "coverage" in targets and options.align is None:
         raise InputError(
-            "A coverage mask is the region every aligned plane covers, so it needs alignment "
-            "(--align translation or similarity)."
+            "--coverage writes the region that every aligned plane covers, so it needs --align "
+            "translation or similarity."
         )
     protected = [*raw, *(Path(p) for p in keep)]
     # Refuse clashing outputs before even opening the inputs, then again against every file read.
@@ -120,7 +120,7 @@ def fuse_files_iter(
         sizes = output_bytes(job, list(targets))
         check_disk([(targets[k], sizes[k]) for k in targets])
         try:
-            with atomic_files(paths) as temps:
+            with atomic_files(paths, overwrite=overwrite) as temps:
                 sink = FileOutputs(job, dict(zip(targets, temps, strict=True)))
                 try:
                     if client is None:

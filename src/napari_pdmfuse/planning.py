@@ -93,11 +93,12 @@ class FusionPlan:
     method: FusionMethod
     norm: Normalisation
     tile_size: int
-    reader: Any = None  # (rows, cols) -> (Z, y, x, C) block; None: the stack's own window
+    reader: Any = None  # has window(rows, cols) -> (Z, y, x, C) and coverage(rows, cols)
 
     @property
     def window(self) -> Any:
-        return self.reader if self.reader is not None else self.stack.window
+        """How a tile's (Z, y, x, C) window is cut: through the reader, else the stack's own."""
+        return self.reader.window if self.reader is not None else self.stack.window
 
     @property
     def n_tiles(self) -> int:
@@ -256,14 +257,15 @@ class Job:
 
     def aligned_reader(self, part: Part, stack: Stack, norm: Normalisation) -> Any:
         """Read through the planes' transforms, estimated once per time point."""
-        from .align import AlignedReader, estimate_from_view
+        from .align import estimate_from_centre
+        from .aligned_reading import AlignedReader
 
         assert self.options.align is not None
         known = self.alignments.by_time.get(part.t)
         if known is None:
-            transforms = estimate_from_view(stack.data, norm.luminance, self.options.align)
+            transforms = estimate_from_centre(stack.data, norm.luminance, self.options.align)
             known = self.alignments.by_time[part.t] = Alignment(list(transforms))
-        return AlignedReader(stack.data, known.transforms)
+        return AlignedReader(stack.data, tuple(known.transforms), cut=stack.window)
 
     def plans(self) -> Iterator[tuple[Part, FusionPlan]]:
         for part in self.parts:
@@ -292,7 +294,7 @@ def focus_scale(image: Any, options: FuseOptions, source: str = "The image") -> 
         return float(step)
     raise InputError(
         f"{source} records no Z step in micrometres, so the focus map cannot be given in µm; "
-        "give the step (--z-spacing UM)."
+        "pass the step with --z-spacing UM."
     )
 
 
@@ -315,6 +317,15 @@ def _check_channels(image: Any, options: FuseOptions) -> None:
         )
 
 
+def checked_method(options: FuseOptions) -> FusionMethod:
+    """The options' method (built once per process), with the tile size checked against it;
+    front ends call it before reading any input, so that a batch refuses bad options at once."""
+    method = cached_method(options.method, options.device, options.weights)
+    if options.tile is not None:
+        check_tile(options.tile, method.name, method.halo, method.align)
+    return method
+
+
 def plan_job(image: Any, options: FuseOptions, *, source: str = "The image") -> Job:
     """Check ``image`` against ``options`` and cut it into parts, without reading pixels
     (but for the first part's stack checks)."""
@@ -332,9 +343,7 @@ def plan_job(image: Any, options: FuseOptions, *, source: str = "The image") -> 
             "the axis C (e.g. --axes ZYXC) to fuse each colour on its own."
         )
     parts = tuple(Part(t, c) for t in times for c in channels)
-    method = cached_method(options.method, options.device, options.weights)
-    if options.tile is not None:
-        check_tile(options.tile, method.name, method.halo, method.align)
+    method = checked_method(options)
     t_axis = "T" if n_times is not None else ""
     fused_axes = t_axis + ("C" if channel == "C" else "") + "YX" + ("S" if channel == "S" else "")
     map_axes = t_axis + ("C" if separate else "") + "YX"

@@ -351,9 +351,9 @@ def _to_integer(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     within range and every value at or above it is set to the maximum afterwards.
     """
     info = np.iinfo(dtype)
-    if plane.dtype.kind not in "fc":
+    if plane.dtype.kind != "f":
         plane = plane.astype(np.float64)  # integer or bool input: compare in a float type
-    values = np.rint(plane.real)
+    values = np.rint(plane)
     ftype = values.dtype.type
     with np.errstate(over="ignore"):
         high, low = ftype(info.max), ftype(info.min)
@@ -361,6 +361,5 @@ def _to_integer(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
         out = np.clip(values, low, high).astype(dtype)
     out[values >= high] = info.max
     out[values <= low] = info.min
-    if values.dtype.kind == "f":
-        out[np.isnan(values)] = 0
+    out[np.isnan(values)] = 0
     return out

@@ -30,10 +30,32 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, NoReturn
+
+from .errors import EXIT_INTERRUPTED
 
 #: Signals that stop a run from outside; both end it with the same status and message.
 STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def launch() -> NoReturn:
+    """Run the ``pdmfuse`` command as a program (``python -m napari_pdmfuse``, the script).
+
+    Ctrl-C while the command's modules load (seconds on a busy cluster file system), before
+    :func:`napari_pdmfuse.cli.main` can catch it, ends with one line, not with a traceback of
+    the import under way. Only imports made from here on are covered, so this module and the
+    package's ``__init__`` must load nothing heavy.
+    """
+    try:
+        from .cli import main
+
+        status = main()
+    except KeyboardInterrupt:
+        open_std_descriptors()
+        with guarded_stderr():
+            print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    sys.exit(status)
 
 
 class QuietStream:

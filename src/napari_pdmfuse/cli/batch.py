@@ -27,6 +27,7 @@ from ..errors import (
     Terminated,
 )
 from ..files import Outputs, fuse_files_iter
+from ..planning import checked_method
 from .arguments import fuse_options, scheduler_address
 from .fuse import connected
 from .progress import progress_bar, say
@@ -99,13 +100,14 @@ def run_batch(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     out_dir: Path = args.out_dir
     options = fuse_options(args)
+    checked_method(options)
     stems = _targets(inputs, out_dir)
     _out_dir(out_dir)
     fused_count = 0
     failures: list[Failure] = []
     unexpected = False
     client = connected(scheduler_address(args))
-    bar = progress_bar("pdmfuse batch", None, args.quiet)
+    bar = None  # opened at the first tile, so that refusals print no bar
     done_before = 0
     try:
         for number, path in enumerate(inputs, 1):
@@ -117,7 +119,6 @@ def run_batch(args: argparse.Namespace) -> int:
                 named["confidence"] if args.confidence else None,
                 named["coverage"] if args.coverage else None,
             )
-            bar.set_description(f"{number}/{len(inputs)} {name}")
             try:
                 steps = fuse_files_iter(
                     [path],
@@ -134,7 +135,10 @@ def run_batch(args: argparse.Namespace) -> int:
                     except StopIteration as stop:
                         written = stop.value
                         break
+                    if bar is None:
+                        bar = progress_bar("pdmfuse batch", None, args.quiet)
                     if step.done == 0:
+                        bar.set_description(f"{number}/{len(inputs)} {name}")
                         bar.total = done_before + step.total * (len(inputs) - number + 1)
                         bar.refresh()
                     bar.update(done_before + step.done - bar.n)
@@ -161,7 +165,8 @@ def run_batch(args: argparse.Namespace) -> int:
                 names = ", ".join(str(p) for p in written.paths)
                 say(f"fused {path} in {written.seconds:.1f} s → {names}")
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if client is not None:
             client.close()
     if not failures:

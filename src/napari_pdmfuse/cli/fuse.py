@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import EXIT_OK
 from ..files import Outputs, fuse_files_iter
+from ..planning import checked_method
 from .arguments import fuse_options, scheduler_address
 from .progress import drive, elapsed, print_alignment, say
 
@@ -23,6 +24,7 @@ def connected(address: str | None) -> Any:
 def run_fuse(args: argparse.Namespace) -> int:
     """Fuse one stack into the files named; raises PdmFuseError on bad input."""
     options = fuse_options(args)
+    checked_method(options)
     outputs = Outputs(args.output, args.focus_map, args.confidence, args.coverage)
     client = connected(scheduler_address(args))
     try:

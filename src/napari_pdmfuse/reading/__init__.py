@@ -26,8 +26,6 @@ __all__ = [
     "natural_key",
     "normalise_axes",
     "open_image",
-    "read_hyperstack",
-    "read_stack",
 ]
 
 
@@ -55,15 +53,6 @@ def open_image(
         return read_tiff(path, axes, planes_together=not for_viewing)
     # Not a TIFF: a lone PNG/JPEG holds one plane, which read_planes reports clearly.
     return read_planes(paths, axes)
-
-
-#: The name the command line still uses for :func:`open_image`.
-read_hyperstack = open_image
-
-
-def read_stack(inputs: Sequence[str | Path]) -> Image:
-    """One focus stack, Z first ((Z, Y, X), then C or S), one plane per chunk."""
-    return open_image(inputs, for_viewing=True).as_stack()
 
 
 def _checked_paths(inputs: Sequence[str | Path]) -> list[Path]:

@@ -121,11 +121,6 @@ class Image:
         """The Z step in micrometres, None when the file gave none (or not in a length unit)."""
         return self.z_spacing if self.unit == "um" else None
 
-    @property
-    def pixel_size_um(self) -> tuple[float, float] | None:
-        """The (y, x) pixel size in micrometres, None when unknown."""
-        return self.pixel_size if self.unit == "um" else None
-
     def ordered(self, axes: str) -> Image:
         """The same image with its axes in the order ``axes`` (a permutation of its own)."""
         letters = axes.upper()

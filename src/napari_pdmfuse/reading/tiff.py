@@ -82,11 +82,12 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
             axes = series.get_axes(True)
             full_axes = series.get_axes(False)
             full_shape = tuple(int(n) for n in series.get_shape(False))
-            pixels = _ome_pixels(tif)
+            ome = _ome_image(tif)
+            pixels = _ome_pixels(ome)
             scale = _tiff_scale(tif, pixels)
             n_series = len(tif.series)
-            names = _channel_names(tif, full_axes, full_shape)
-            name = _ome_name(tif)
+            names = _channel_names(tif, pixels, full_axes, full_shape)
+            name = _ome_name(ome)
             if series.dataoffset is not None and not series.is_multifile:
                 array: Any = np.memmap(
                     path,
@@ -167,8 +168,8 @@ def _length(data: Any, axes: str) -> int:
     return int(data.shape[axes.upper().index("C")])
 
 
-def _ome_root(tif: tifffile.TiffFile) -> dict[str, Any] | None:
-    """The first image of the file's OME-XML, as a dict, or None."""
+def _ome_image(tif: tifffile.TiffFile) -> dict[str, Any] | None:
+    """The first Image element of the file's OME-XML, as a dict, or None."""
     if not (tif.is_ome and tif.ome_metadata):
         return None
     try:
@@ -179,16 +180,14 @@ def _ome_root(tif: tifffile.TiffFile) -> dict[str, Any] | None:
     return image if isinstance(image, dict) else None
 
 
-def _ome_pixels(tif: tifffile.TiffFile) -> dict[str, Any] | None:
-    """The first image's Pixels element of OME-XML, as a dict, or None."""
-    image = _ome_root(tif)
+def _ome_pixels(image: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Pixels element of an OME Image, as a dict, or None."""
     pixels = None if image is None else image.get("Pixels")
     return pixels if isinstance(pixels, dict) else None
 
 
-def _ome_name(tif: tifffile.TiffFile) -> str | None:
+def _ome_name(image: dict[str, Any] | None) -> str | None:
     """The OME Image Name, unless absent or tifffile's placeholder."""
-    image = _ome_root(tif)
     name = None if image is None else image.get("Name")
     if not isinstance(name, str) or not name.strip() or _PLACEHOLDER_NAME.fullmatch(name):
         return None
@@ -196,7 +195,7 @@ def _ome_name(tif: tifffile.TiffFile) -> str | None:
 
 
 def _channel_names(
-    tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...]
+    tif: tifffile.TiffFile, pixels: dict[str, Any] | None, axes: str, shape: tuple[int, ...]
 ) -> tuple[str, ...] | None:
     """Channel names from OME (``Channel/@Name``) or ImageJ (slice labels that are the same for
     every plane of a channel), one per channel of the C axis; None when the file has none."""
@@ -205,7 +204,6 @@ def _channel_names(
     n_channels = shape[axes.index("C")]
     names: list[object] = []
     try:
-        pixels = _ome_pixels(tif)
         if pixels is not None:
             channels = pixels.get("Channel")
             channels = channels if isinstance(channels, list) else [channels]

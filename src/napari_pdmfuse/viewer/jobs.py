@@ -175,7 +175,8 @@ def fuse_run(run: Run) -> Generator[Progress | Outcome, None, Outcome | Failure]
     :class:`Outcome`; a streamed run first yields its Outcome (``done`` False).
 
     A :class:`PdmFuseError` comes back as a :class:`Failure` (other exceptions are bugs and
-    propagate); a failed streamed run removes its folder.
+    propagate). Once a streamed run has yielded its Outcome, its folder is the caller's: the
+    layers read it, so the caller deletes it (:func:`without_stores`) if the run fails.
     """
     try:
         job = plan_job(run.image, run.options, source=f"Layer {run.source.name!r}")
@@ -186,21 +187,21 @@ def fuse_run(run: Run) -> Generator[Progress | Outcome, None, Outcome | Failure]
         folder, stores = store_paths(job, run)
     except PdmFuseError as err:
         return Failure(str(err))
-    finished = False
+    shown = False
     try:
         sink = FileOutputs(job, stores)
         try:
             yield _outcome(job, run, stores=stores, folder=folder, done=False)
+            shown = True
             yield from job.run(PreviewedOutputs(sink, stores))
             sink.finish()
         finally:
             sink.close()
-        finished = True
         return _outcome(job, run, stores=stores, folder=folder)
     except PdmFuseError as err:
         return Failure(str(err))
     finally:
-        if not finished:
+        if not shown:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -256,4 +257,3 @@ def without_stores(outcome: Outcome) -> None:
     """Delete a streamed outcome's folder (its layers must be gone or replaced first)."""
     if outcome.folder is not None:
         shutil.rmtree(outcome.folder, ignore_errors=True)
-

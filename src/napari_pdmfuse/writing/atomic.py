@@ -15,7 +15,6 @@ refusal, and a write that fails anyway (disk full, quota, permissions) is one
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import os
@@ -23,16 +22,15 @@ import re
 import secrets
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError, PdmFuseError, ReadError
 from ..ngff import is_zarr_name, is_zarr_store
+from .fsops import rename_noreplace
 
 #: Output names taken as TIFF files.
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -171,6 +169,12 @@ def check_outputs(
                 f"The output {path} is not named .tif, .tiff or .ome.zarr; pdmfuse writes TIFF "
                 "files and OME-Zarr stores, so give it one of those names."
             )
+        limit = name_max(path.parent)
+        if len(os.fsencode(path.name)) > limit:
+            raise OutputError(
+                f"The output name {path.name} is longer than the {limit} bytes the file system "
+                "allows; choose a shorter name."
+            )
         if any(_same_file(path, other) for other in checked):
             raise OutputError(f"{path} is named as two outputs; give each output its own name.")
         if any(_same_file(path, src) for src in input_paths):
@@ -198,12 +202,6 @@ def check_outputs(
                 "(--overwrite)."
             )
         folder = path.parent
-        limit = name_max(folder)
-        if len(os.fsencode(path.name)) > limit:
-            raise OutputError(
-                f"The output name {path.name} is longer than the {limit} bytes the file system "
-                "allows; choose a shorter name."
-            )
         if not folder.is_dir():
             raise OutputError(
                 f"The folder {folder} for {path.name} does not exist; create it first."
@@ -323,21 +321,6 @@ def _move_in(temps: Sequence[Path], targets: Sequence[Path], *, overwrite: bool)
         _remove(spare)
 
 
-def write_at(fd: int, data: memoryview, position: int) -> None:
-    """Write all of ``data`` at ``position``, or raise.
-
-    ``os.pwrite`` may write only part (a disk filling up writes what fits and returns the
-    count); the rest is retried, so a full disk ends in ENOSPC, never in a file with a hole of
-    zeros where the pixels should be.
-    """
-    data = data.cast("B")
-    while data:
-        written = os.pwrite(fd, data, position)
-        if written <= 0:  # nothing written and no error: treat as the disk being full
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        data, position = data[written:], position + written
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -357,73 +340,6 @@ def _fsync_tree(path: Path) -> None:
             _fsync_folder(entry)
         else:
             _fsync_tree(entry)
-
-
-#: renameat2's flag that makes the rename fail with EEXIST rather than replace (Linux >= 3.15).
-RENAME_NOREPLACE = 1
-
-#: "Relative to the current folder", for renameat2's folder arguments.
-AT_FDCWD = -100
-
-#: Errors that mean "this file system or kernel cannot do that here", not "it failed".
-UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}
-
-
-@cache
-def _renameat2() -> Any:
-    """glibc's renameat2, or None where there is none (other systems, old or other libcs)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    function.restype = ctypes.c_int
-    return function
-
-
-def rename_noreplace(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, raising FileExistsError if ``target`` exists.
-
-    Atomic with renameat2(RENAME_NOREPLACE) on Linux; elsewhere, files are hard-linked (which
-    fails if the name is taken) and the temporary name unlinked. Folders, and files on file
-    systems without hard links, are renamed after a last check: a folder cannot be renamed over
-    one with files in it, but would silently replace an empty one.
-    """
-    function = _renameat2()
-    if function is not None:
-        if (
-            function(AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE)
-            == 0
-        ):
-            return
-        code = ctypes.get_errno()
-        if code not in UNSUPPORTED:
-            raise OSError(code, os.strerror(code), str(source), None, str(target))
-    if not source.is_dir():
-        try:
-            os.link(source, target, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in UNSUPPORTED | {errno.EMLINK}:
-                raise
-        else:
-            os.unlink(source)
-            return
-    if os.path.lexists(target):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
-        raise
 
 
 def _fsync_folder(folder: Path) -> None:

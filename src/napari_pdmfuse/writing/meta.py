@@ -34,19 +34,6 @@ SAMPLE_NAMES = ("Red", "Green", "Blue", "Alpha")
 
 
 @dataclass(frozen=True)
-class Scale:
-    """Physical pixel size, recorded in the outputs so measurements keep working downstream."""
-
-    pixel_size: tuple[float, float] | None = None  # (y, x)
-    unit: str | None = None  # "um" for micrometres
-    time_interval: float | None = None  # seconds between time points
-
-
-#: No physical scale known.
-NO_SCALE = Scale()
-
-
-@dataclass(frozen=True)
 class OutputMeta:
     """Everything an output records about its pixels, whatever its format."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_at
+from .fsops import write_at
 from .meta import (
     CLASSIC_TIFF_BYTES,
     IMAGEJ_DTYPES,

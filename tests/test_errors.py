@@ -64,6 +64,11 @@ def two_channels(name: str = "zcyx.tif") -> str:
     return tif(name, np.stack([STACK, STACK], axis=1), imagej=True, metadata={"axes": "ZCYX"})
 
 
+def rgb_stack(name: str = "rgb.tif") -> str:
+    rgb = np.repeat(STACK.astype(np.uint8)[..., None], 3, axis=-1)
+    return tif(name, rgb, photometric="rgb")
+
+
 def empty_folder(name: str) -> str:
     os.mkdir(name)
     return name
@@ -323,8 +328,8 @@ CLI_CASES = [
         lambda: fuse_args(good(), out=empty_folder("fused.ome.zarr")),
     ),
     CliCase(
-        "OME-Zarr output for a stack with channels",
-        lambda: fuse_args(two_channels(), out="fused.ome.zarr"),
+        "Channels fused separately on an RGB stack",
+        lambda: [*fuse_args(rgb_stack()), "--channel-mode", "separate"],
     ),
     CliCase(
         "Output named twice", lambda: [*fuse_args(good(), out="f.tif"), "--focus-map", "f.tif"]

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from napari_pdmfuse import InputError, Progress, fuse
-from napari_pdmfuse import fuse_iter
+from napari_pdmfuse import InputError, Progress, fuse, fuse_iter
 from napari_pdmfuse.reading import normalise_axes
 from napari_pdmfuse.render import demo_stack
 

@@ -28,13 +28,19 @@ def _stack_file(folder, data: np.ndarray | None = None, pixel=None):
     if pixel is None:
         tifffile.imwrite(path, data, photometric="minisblack")
     else:
-        tifffile.imwrite(path, data, imagej=True, resolution=(1 / pixel[1], 1 / pixel[0]),
-                         metadata={"axes": "ZYX", "unit": "um"})
+        tifffile.imwrite(
+            path,
+            data,
+            imagej=True,
+            resolution=(1 / pixel[1], 1 / pixel[0]),
+            metadata={"axes": "ZYX", "unit": "um"},
+        )
     return path
 
 
 @pytest.mark.parametrize(
-    "fault", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")],
+    "fault",
+    [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")],
     ids=["interrupted", "disk-full"],
 )
 def test_a_failed_run_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, fault):

@@ -40,6 +40,7 @@ IN_FLIGHT_PER_THREAD = 2
 #: Seconds between looks for finished tasks while none has arrived.
 POLL_SECONDS = 0.02
 
+
 class _Lazy:
     """A dask array slice carried as an opaque object, so the task computes it on the worker."""
 

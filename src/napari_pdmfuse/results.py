@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from . import sizes
 from .align import Transform
+from .errors import InputError
 from .methods.base import TileResult
 from .planning import Job, Part
-from .sizes import MAP_BYTES, available_memory, gib
 from .stack import to_dtype
 from .tiling import Tile
 
@@ -50,19 +51,15 @@ def check_memory(job: Job) -> None:
     times = job.axis_length("T")
     maps = job.n_channels if job.options.channel_mode == "separate" else 1
     itemsize = np.dtype(job.image.data.dtype).itemsize
-    need = times * height * width * (job.n_channels * itemsize + 2 * MAP_BYTES * maps)
-    free = available_memory()
+    need = times * height * width * (job.n_channels * itemsize + 2 * sizes.MAP_BYTES * maps)
+    free = sizes.available_memory()
     if free is not None and need > free:
-        raise_memory(need, free)
-
-
-def raise_memory(need: int, free: int) -> None:
-    from .errors import InputError
-
-    raise InputError(
-        f"The result needs {gib(need)} of memory but only {gib(free)} is available; write it to "
-        "a file instead (pdmfuse fuse, or napari_pdmfuse.fuse_files), or crop the data."
-    )
+        raise InputError(
+            f"The results of a {height}×{width} px stack need {sizes.gib(need)} of memory but "
+            f"only {sizes.gib(free)} is available; fuse it with the pdmfuse command (or "
+            "napari_pdmfuse.fuse_files), which streams the results to disk tile by tile, or "
+            "crop the stack."
+        )
 
 
 class MemoryOutputs:

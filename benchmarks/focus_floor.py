@@ -20,7 +20,7 @@ import numpy as np
 
 from napari_pdmfuse import fuse, render
 from napari_pdmfuse.model import focus_map
-from napari_pdmfuse.train import VALIDATION_SEED, validation_stacks
+from napari_pdmfuse.training_data import VALIDATION_SEED, validation_stacks
 
 
 def stacks() -> list[render.RenderedStack]:

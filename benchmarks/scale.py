@@ -9,8 +9,12 @@ process. Run from the repository root:
     python benchmarks/scale.py                          # all sizes, pdmnet and wavelet
     python benchmarks/scale.py --sizes 2048 --methods wavelet
     python benchmarks/scale.py --local-cluster          # through --scheduler, 2 workers
+    python benchmarks/scale.py --two-channels           # 2-channel OME-TIFF to both OME formats
 
 Each run's output is also compared, on a central 512² crop, with the in-memory result there.
+``--two-channels`` fuses a 2-channel 12 × 8192² uint16 ZCYX OME-TIFF (3.2 GB, 256² zlib tiles)
+and a plain 24 × 8192² stack of the same voxels, stored alike, to ``.ome.zarr`` and
+``.ome.tif``.
 """
 
 from __future__ import annotations
@@ -60,30 +64,110 @@ def stack_path(slices: int, size: int) -> Path:
     return path
 
 
+def channel_stack_path(slices: int, size: int, channels: int) -> Path:
+    """A cached tiled, zlib-compressed OME-TIFF: (Z, C, Y, X) for ``channels`` > 1, else
+    (Z, Y, X); the second channel is the first mirrored and dimmed, so it differs."""
+    kind = f"{slices}x{channels}x{size}x{size}" if channels > 1 else f"{slices}x{size}x{size}"
+    path = common.CACHE / f"scale-{kind}-uint16-zlib.ome.tif"
+    if path.is_file():
+        return path
+    print(f"Writing {path.name} once, tile by tile", flush=True)
+    rng = np.random.default_rng(40000)
+    sharp = render.fluorescence(rng, (512, 512))
+    depth = render.depth_map(rng, (512, 512), slices)
+    small = render.render_stack(sharp, depth, slices, rng=rng, photons=1000, bits=16).stack
+
+    def tiles():
+        for z in range(slices):
+            for c in range(channels):
+                for y in range(0, size, TILE):
+                    for x in range(0, size, TILE):
+                        flip = (y // 512 + x // 512 + c) % 2
+                        block = small[z, y % 512 : y % 512 + TILE, x % 512 : x % 512 + TILE]
+                        block = block[::-1] if flip else block
+                        yield block if c == 0 else block[:, ::-1] // 2
+
+    shape = (slices, channels, size, size) if channels > 1 else (slices, size, size)
+    meta = {"axes": "ZCYX" if channels > 1 else "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2}
+    if channels > 1:
+        meta["Channel"] = {"Name": [f"ch{c}" for c in range(channels)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name("partial-" + path.name)
+    tifffile.imwrite(
+        partial, tiles(), shape=shape, dtype=np.uint16, tile=(TILE, TILE), compression="zlib",
+        bigtiff=True, ome=True, metadata=meta,
+    )  # fmt: skip
+    partial.rename(path)
+    return path
+
+
 def crop_difference(stack: Path, fused: Path, method: str, side: int = 512) -> float:
     """Largest difference, as a fraction of the data range, between the command's output and
-    the in-memory result on a central crop: one tile read with the method's full halo, with
-    the normalisation planned from the whole stack exactly as the command plans it."""
+    the in-memory result on a central crop: the first part's tile read with the method's full
+    halo and normalised exactly as the command plans it, against the output's (channels
+    first) crop."""
+    import zarr
+
+    from napari_pdmfuse import FuseOptions
     from napari_pdmfuse.executing import TileFuser
-    from napari_pdmfuse.fusion import plan
+    from napari_pdmfuse.planning import plan_job
     from napari_pdmfuse.reading import open_image
     from napari_pdmfuse.stack import to_dtype
     from napari_pdmfuse.tiling import Tile
 
-    job = plan(open_image([stack]).as_stack().data, method=method)
-    height, width = job.stack.shape_yx
-    halo = job.method.halo
+    job = plan_job(open_image([stack]), FuseOptions(method=method))
+    plan = job.plan(job.parts[0])
+    height, width = plan.stack.shape_yx
+    halo = plan.method.halo
     y0, x0 = (height - side) // 2 // 16 * 16, (width - side) // 2 // 16 * 16
     tile = Tile(
         read=(slice(y0 - halo, y0 + side + halo), slice(x0 - halo, x0 + side + halo)),
         write=(slice(y0, y0 + side), slice(x0, x0 + side)),
         crop=(slice(halo, halo + side), slice(halo, halo + side)),
     )
-    result = TileFuser(job.stack.data, job.norm, job.method)(tile)
-    memory = to_dtype(result.fused, job.stack.dtype)[..., 0].astype(np.float64)
-    written = tifffile.imread(fused)[tile.write].astype(np.float64)
-    span = float(job.norm.high[0] - job.norm.low[0])
+    result = TileFuser(plan.stack.data, plan.norm, plan.method, plan.window)(tile)
+    memory = np.moveaxis(to_dtype(result.fused, plan.stack.dtype), -1, 0).astype(np.float64)
+    if fused.name.endswith(".zarr"):
+        written = zarr.open_group(str(fused), mode="r")["0"][(..., *tile.write)]
+    else:
+        with tifffile.TiffFile(fused) as tif:
+            written = tif.series[0].levels[0].asarray()[(..., *tile.write)]
+    written = np.asarray(written, dtype=np.float64).reshape(memory.shape)
+    span = float(np.max(plan.norm.high - plan.norm.low))
     return float(np.abs(written - memory).max() / span)
+
+
+def two_channel_rows(methods: list[str], tmp: Path) -> list[dict]:
+    """The 2-channel stack and a plain stack of the same voxels, to both OME formats."""
+    rows = []
+    stacks = {"2 × 12 × 8192² ZCYX": channel_stack_path(12, 8192, 2),
+              "24 × 8192² ZYX": channel_stack_path(24, 8192, 1)}  # fmt: skip
+    voxels = 24 * 8192 * 8192
+    exe = shutil.which("pdmfuse") or "pdmfuse"
+    for method in methods:
+        for label, path in stacks.items():
+            for suffix in (".ome.zarr", ".ome.tif"):
+                fused = tmp / f"fused{suffix}"
+                cmd = [exe, "fuse", str(path), "-o", str(fused), "--method", method, "--quiet"]
+                proc, seconds, rss_mb = common.spawn(cmd)
+                if proc.returncode:
+                    print(f"{method} {label} {suffix}: failed: {proc.stderr.strip()[-300:]}")
+                    continue
+                rows.append(
+                    {"stack": label, "output": suffix, "method": method, "seconds": seconds,
+                     "mp_per_s": voxels / seconds / 1e6, "rss_mb": rss_mb,
+                     "crop_difference": crop_difference(path, fused, method)}
+                )  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+                shutil.rmtree(fused) if fused.is_dir() else fused.unlink()
+    print(f"\n{'method':8s} {'stack':>20s} {'output':>9s} {'seconds':>8s} {'MP/s':>6s} "
+          f"{'RSS MB':>7s} {'crop diff':>9s}")  # fmt: skip
+    for r in rows:
+        print(
+            f"{r['method']:8s} {r['stack']:>20s} {r['output']:>9s} {r['seconds']:8.1f} "
+            f"{r['mp_per_s']:6.1f} {r['rss_mb']:7.0f} {r['crop_difference']:9.1e}"
+        )
+    return rows
 
 
 IN_MEMORY = """import sys, time, tifffile
@@ -144,9 +228,20 @@ def main() -> None:
         "--in-memory-max", type=int, default=2048,
         help="also time the job in memory up to this size (default: %(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--two-channels", action="store_true",
+        help="fuse the 2-channel 12 × 8192² OME-TIFF and a plain stack of the same voxels to "
+        ".ome.zarr and .ome.tif instead",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the measurements to this JSON file")
     args = parser.parse_args()
     print(common.describe_machine(common.machine()))
+    if args.two_channels:
+        with tempfile.TemporaryDirectory(prefix="pdmfuse-scale-") as tmp:
+            rows = two_channel_rows(args.methods.split(","), Path(tmp))
+        if args.out:
+            args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        return
     workers = LocalWorkers() if args.local_cluster else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="pdmfuse-scale-") as tmp:

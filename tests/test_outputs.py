@@ -9,7 +9,11 @@ import pytest
 import tifffile
 
 from napari_pdmfuse import FuseOptions, OutputError, fuse_files, render
+from napari_pdmfuse.cli import main
+from napari_pdmfuse.files import Outputs
 from napari_pdmfuse.outputs import FileOutputs
+from napari_pdmfuse.reading import open_image
+from napari_pdmfuse.version import __version__
 from napari_pdmfuse.writing import atomic, check_outputs
 
 ARGMAX = FuseOptions(method="argmax")
@@ -121,7 +125,8 @@ def test_ome_zarr_output_has_a_pyramid_napari_opens(tmp_path):
     path = tmp_path / "fused.ome.zarr"
     stream_1100x600(path)
     group = zarr.open_group(str(path), mode="r")
-    image = group.attrs["multiscales"][0]
+    assert group.metadata.zarr_format == 3  # OME-Zarr 0.5 unless asked otherwise
+    image = group.attrs["ome"]["multiscales"][0]
     assert [group[d["path"]].shape for d in image["datasets"]] == [
         (1100, 600),
         (550, 300),
@@ -195,3 +200,120 @@ def test_atomic_files_clean_stale_temps_first(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic, "pid_alive", lambda pid: False)
     fuse_files(_stack_file(tmp_path), tmp_path / "f.tif", ARGMAX)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.tif", "stack.tif"]
+
+
+def _annotation(path) -> dict[str, str]:
+    """The key-value pairs an OME-TIFF records for Fiji, QuPath and OMERO (its OME-XML checked
+    against the OME schema first)."""
+    import ome_types
+
+    with tifffile.TiffFile(path) as tif:
+        ome = ome_types.from_xml(tif.ome_metadata, validate=True)
+    (annotation,) = ome.structured_annotations.map_annotations
+    return dict(annotation.value)
+
+
+def test_every_output_records_how_it_was_made(tmp_path):
+    """Fused image, focus map and confidence, one format each, carry the method, the shipped
+    weights' SHA-256 (from their card) and the package version."""
+    import json
+
+    import zarr
+
+    from napari_pdmfuse.model.weights import CARD_PATH
+
+    source = _stack_file(tmp_path)
+    outputs = Outputs(
+        tmp_path / "fused.ome.tif", tmp_path / "focus.ome.zarr", tmp_path / "confidence.tif"
+    )
+    fuse_files(source, outputs, FuseOptions(method="pdmnet", device="cpu"))
+    made = {"software": "napari-pdmfuse", "version": __version__, "method": "pdmnet"}
+    made["weights_sha256"] = json.loads(CARD_PATH.read_text())["sha256"]
+    assert _annotation(outputs.fused) == made
+    attrs = zarr.open_group(str(outputs.focus_map), mode="r").attrs
+    assert attrs["pdmfuse"] == {"values": "focus position", "unit": "slice", "fusion": made}
+    with tifffile.TiffFile(outputs.confidence) as tif:
+        assert (
+            tif.is_imagej
+            and tif.imagej_metadata["Properties"]["weights_sha256"] == made["weights_sha256"]
+        )
+        assert "method: pdmnet" in tif.imagej_metadata["Info"]
+
+
+def test_user_weights_are_recorded_by_their_own_sha256(tmp_path):
+    import hashlib
+
+    from napari_pdmfuse.model.pdmnet import PDMNet
+    from napari_pdmfuse.model.weights import save_weights
+
+    weights = tmp_path / "mine.pt"
+    save_weights(PDMNet((4, 8)), weights, {})
+    options = FuseOptions(method="pdmnet", device="cpu", weights=str(weights))
+    out = tmp_path / "fused.ome.tif"
+    fuse_files(_stack_file(tmp_path), out, options)
+    assert _annotation(out)["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_fusion_choices_are_recorded_beside_the_method(tmp_path):
+    out = tmp_path / "fused.ome.tif"
+    options = FuseOptions(method="argmax", align="translation", correct_brightness=True)
+    fuse_files(_stack_file(tmp_path), out, options)
+    pairs = _annotation(out)
+    assert pairs["method"] == "argmax" and "weights_sha256" not in pairs
+    assert (pairs["align"], pairs["correct_brightness"]) == ("translation", "yes")
+
+
+def _timelapse(folder):
+    """A 2-time-point, 2-channel ImageJ hyperstack with named channels and 0.5 × 0.25 µm pixels."""
+    planes = stack_of(np.uint16)  # Z Y X
+    data = np.stack([np.stack([planes, planes // 2], axis=1)] * 2)  # T Z C Y X
+    path = folder / "timelapse.tif"
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(4, 2),
+        metadata={"axes": "TZCYX", "unit": "um", "Labels": ["DAPI", "GFP"] * 6},
+    )
+    return path
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_ome_zarr_outputs_validate_and_read_back(tmp_path, version):
+    """Both OME-Zarr versions pass ome-zarr-models' validation, with the channel names, and
+    read back through open_image with their pixels, names and pixel size."""
+    import zarr
+    from ome_zarr_models.v04 import Image as Image04
+    from ome_zarr_models.v05 import Image as Image05
+
+    out = tmp_path / "fused.ome.zarr"
+    fuse_files(_timelapse(tmp_path), out, ARGMAX, ome_zarr_version=version)
+    group = zarr.open_group(str(out), mode="r")
+    if version == "0.5":
+        model = Image05.from_zarr(group)
+        omero = model.ome_attributes.model_extra["omero"]
+        labels = [c["label"] for c in omero["channels"]]
+    else:
+        model = Image04.from_zarr(group)
+        labels = [c.label for c in model.attributes.omero.channels]
+    assert labels == ["DAPI", "GFP"]
+    assert [a.name for a in model.ome_attributes.multiscales[0].axes] == list("tcyx")
+    image = open_image([out], axes="ZCYX")  # its time points read as planes
+    assert image.data.shape == (2, 2, 64, 80) and image.data.dtype == np.uint16
+    assert image.channel_names == ("DAPI", "GFP")
+    assert (image.pixel_size, image.unit) == ((0.5, 0.25), "um")
+    np.testing.assert_array_equal(np.asarray(image.data[0]), group["0"][1])
+
+
+def test_cli_writes_the_ome_zarr_version_asked_for(tmp_path, capsys):
+    import zarr
+
+    source = _stack_file(tmp_path)
+    for version, zarr_format in (("0.4", 2), ("0.5", 3)):
+        out = tmp_path / f"v{version}.ome.zarr"
+        args = ["fuse", source, "-o", out, "--method", "argmax", "-q"]
+        assert main([str(a) for a in [*args, "--ome-zarr-version", version]]) == 0
+        assert zarr.open_group(str(out), mode="r").metadata.zarr_format == zarr_format
+    bad = ["fuse", source, "-o", tmp_path / "x.ome.zarr", "--ome-zarr-version", "3"]
+    assert main([str(a) for a in bad]) == 2
+    assert "'3' is not a OME-Zarr version; choose one of 0.5, 0.4" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pdmfuse import fuse, train
+from napari_pdmfuse import fuse, train, training_data, training_focus
 from napari_pdmfuse.model.weights import load_model, sha256
 from napari_pdmfuse.render import random_stack
 
@@ -16,7 +16,7 @@ from napari_pdmfuse.render import random_stack
 @pytest.fixture(autouse=True)
 def small_validation(monkeypatch):
     rng = np.random.default_rng(1)
-    examples = [train.to_example(random_stack(rng, (64, 64), n)) for n in (3, 5)]
+    examples = [training_data.to_example(random_stack(rng, (64, 64), n)) for n in (3, 5)]
     monkeypatch.setattr(train, "validation_set", lambda: examples)
     threads = torch.get_num_threads()
     yield
@@ -53,9 +53,9 @@ def test_training_writes_verified_weights_that_fuse(tmp_path, options, head):
 
 
 def test_the_second_stage_adds_whole_slice_terraces_to_the_pool():
-    (terrace,) = train.render_pool(1, 0, 64, (5,), depth_kinds=("terraces",))[5]
+    (terrace,) = training_data.render_pool(1, 0, 64, (5,), depth_kinds=("terraces",))[5]
     assert set(np.unique(terrace.depth)) <= {0.0, 1.0, 2.0, 3.0, 4.0}
-    (surface,) = train.render_pool(1, 0, 64, (5,))[5]
+    (surface,) = training_data.render_pool(1, 0, 64, (5,))[5]
     assert not np.array_equal(surface.depth, np.round(surface.depth))
 
 
@@ -67,18 +67,19 @@ def test_the_second_stage_draws_its_share_of_batches_from_deep_stacks(tmp_path, 
         drawn.append(min(pool))
         return draw(pool, rng, args)
 
-    draw = train.draw
-    monkeypatch.setattr(train, "draw", recording_draw)
+    draw = training_data.draw
+    monkeypatch.setattr(train, "draw", recording_draw)  # the first stage
+    monkeypatch.setattr(training_focus, "draw", recording_draw)  # the second
     card = run(tmp_path / "deep.pt", "--deep-share", str(share))
     assert card["refine"]["deep_share"] == share and card["refine"]["deep_stacks"] == 2
     first, second = drawn[:4], drawn[4:]
-    assert len(second) == 4 and max(first) < min(train.DEEP_SLICE_COUNTS)
-    assert all((n >= min(train.DEEP_SLICE_COUNTS)) == bool(share) for n in second)
+    assert len(second) == 4 and max(first) < min(training_data.DEEP_SLICE_COUNTS)
+    assert all((n >= min(training_data.DEEP_SLICE_COUNTS)) == bool(share) for n in second)
 
 
 def test_blur_range_reaches_the_rendered_training_stacks(tmp_path):
-    (sharp,) = train.render_pool(1, 0, 64, (8,))[8]
-    (finer,) = train.render_pool(1, 0, 64, (8,), blur_range=(0.2, 0.3))[8]
+    (sharp,) = training_data.render_pool(1, 0, 64, (8,))[8]
+    (finer,) = training_data.render_pool(1, 0, 64, (8,), blur_range=(0.2, 0.3))[8]
     np.testing.assert_array_equal(finer.depth, sharp.depth)  # the same draws up to the blur
     step = [np.abs(np.diff(ex.slices.astype(np.float32), axis=0)).mean() for ex in (sharp, finer)]
     assert step[1] < step[0]  # less blur per slice: neighbouring planes differ less

@@ -1,4 +1,6 @@
-"""Streamed outputs: every axes layout into every format, tile by tile, with its metadata."""
+"""Streamed outputs: every axes layout into every format, tile by tile, with its metadata,
+each file checked by the libraries Fiji, QuPath and OMERO users rely on (ome-types for OME-XML,
+ome-zarr-models for OME-Zarr 0.5 and 0.4)."""
 
 import os
 
@@ -6,11 +8,18 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_pdmfuse.errors import InputError
 from napari_pdmfuse.writing import OutputMeta, open_output
 from napari_pdmfuse.writing.atomic import temp_name
 from napari_pdmfuse.writing.tiff import tiff_options
 
-FORMATS = [".ome.zarr", ".ome.tif", ".tif"]
+#: Output formats: a name suffix, and for OME-Zarr the NGFF version asked for.
+FORMATS = {
+    "zarr-0.5": (".ome.zarr", "0.5"),
+    "zarr-0.4": (".ome.zarr", "0.4"),
+    "ome-tiff": (".ome.tif", None),
+    "tiff": (".tif", None),
+}
 
 CASES = {
     "YX": ((37, 50), np.uint16),
@@ -19,6 +28,9 @@ CASES = {
     "TYX": ((3, 37, 50), np.float32),
     "TCYX": ((2, 2, 37, 50), np.uint16),
 }
+
+FUSION = {"software": "napari-pdmfuse", "version": "1.2.3", "method": "pdmnet"}
+FUSION |= {"weights_sha256": "0f" * 32}
 
 
 def meta_for(axes):
@@ -31,6 +43,7 @@ def meta_for(axes):
         name="sample",
         values="focus position" if axes == "TYX" else None,
         value_unit="micrometer" if axes == "TYX" else None,
+        fusion=FUSION,
     )
 
 
@@ -42,15 +55,16 @@ def random(shape, dtype, seed=0):
     return rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
 
 
-def stream(path, axes, data, meta):
-    """Write ``data`` as the lead will: under a temporary name, 3 × 3 uneven tiles per plane in
+def stream(path, axes, data, meta, version=None):
+    """Write ``data`` as a job does: under a temporary name, 3 × 3 uneven tiles per plane in
     a shuffled order, then move it into place."""
     lead_axes = axes.index("Y")
     height, width = data.shape[lead_axes : lead_axes + 2]
     rows = [0, height // 5, height // 2, height]
     cols = [0, width // 3, width - 7, width]
     temp = temp_name(path)
-    pixels = open_output(temp, axes, data.shape, data.dtype, meta)
+    options = {} if version is None else {"ome_zarr_version": version}
+    pixels = open_output(temp, axes, data.shape, data.dtype, meta, **options)
     tiles = [
         (lead, rows[i], rows[i + 1], cols[j], cols[j + 1])
         for lead in np.ndindex(*data.shape[:lead_axes])
@@ -71,29 +85,49 @@ def zarr_axes(axes):
     return axes.replace("YXS", "CYX").lower()
 
 
-@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("kind", list(FORMATS))
 @pytest.mark.parametrize("axes", list(CASES))
-def test_every_layout_streams_into_every_format(tmp_path, axes, suffix):
+def test_every_layout_streams_into_every_format(tmp_path, axes, kind):
+    suffix, version = FORMATS[kind]
     shape, dtype = CASES[axes]
     data, meta = random(shape, dtype), meta_for(axes)
     path = tmp_path / f"out{suffix}"
-    stream(path, axes, data, meta)
+    stream(path, axes, data, meta, version)
     if suffix == ".ome.zarr":
-        check_zarr(path, axes, data, meta)
+        check_zarr(path, axes, data, meta, version)
     elif suffix == ".ome.tif":
         check_ome_tiff(path, axes, data, meta)
     else:
         check_imagej(path, axes, data, meta)
 
 
-def check_zarr(path, axes, data, meta):
+def ngff(path, version):
+    """The group's NGFF attributes (under "ome" in 0.5) and its other attributes, after
+    ome-zarr-models has validated the group, its arrays and its omero block against the spec."""
     import zarr
+    from ome_zarr_models.common.omero import Omero
+    from ome_zarr_models.v04 import Image as Image04
+    from ome_zarr_models.v05 import Image as Image05
 
     group = zarr.open_group(str(path), mode="r")
+    assert group.metadata.zarr_format == (3 if version == "0.5" else 2)
+    attrs = group.attrs.asdict()
+    if version == "0.5":
+        model = Image05.from_zarr(group)
+        Omero.model_validate(model.ome_attributes.model_extra["omero"])
+        assert attrs["ome"]["version"] == "0.5" and "multiscales" not in attrs
+        return group, attrs["ome"], attrs
+    model = Image04.from_zarr(group)
+    assert model.attributes.omero is not None
+    return group, attrs, attrs
+
+
+def check_zarr(path, axes, data, meta, version):
+    group, ome, attrs = ngff(path, version)
     stored = group["0"][...]
     np.testing.assert_array_equal(np.moveaxis(stored, -3, -1) if "S" in axes else stored, data)
-    image = group.attrs["multiscales"][0]
-    assert image["version"] == "0.4" and image["name"] == "sample"
+    image = ome["multiscales"][0]
+    assert image["name"] == "sample"
     assert "".join(a["name"] for a in image["axes"]) == zarr_axes(axes)
     units = {a["name"]: a.get("unit") for a in image["axes"]}
     assert units["y"] == units["x"] == "micrometer"
@@ -101,14 +135,15 @@ def check_zarr(path, axes, data, meta):
     assert scale[-2:] == [0.5, 0.25]
     if "T" in axes:
         assert units["t"] == "second" and scale[0] == 1.5
-    channels = group.attrs["omero"]["channels"]
+    channels = ome["omero"]["channels"]
+    assert ome["omero"]["name"] == "sample"
     labels = [c["label"] for c in channels]
     if "C" in axes:
         assert labels == ["DAPI", "GFP"]
         assert len({c["color"] for c in channels}) == 2
     elif "S" in axes:
         assert [c["color"] for c in channels] == ["FF0000", "00FF00", "0000FF"]
-        assert group.attrs["pdmfuse"]["rgb"] is True
+        assert attrs["pdmfuse"]["rgb"] is True
     else:
         assert channels[0]["color"] == "FFFFFF"
     window = channels[0]["window"]
@@ -116,13 +151,19 @@ def check_zarr(path, axes, data, meta):
         assert (window["start"], window["end"]) == (0, np.iinfo(data.dtype).max)
     else:
         assert (window["start"], window["end"]) == (float(data.min()), float(data.max()))
+    assert attrs["pdmfuse"]["fusion"] == FUSION
     if meta.values:
         assert labels == ["focus position"]
-        assert group.attrs["pdmfuse"] == {"values": "focus position", "unit": "micrometer"}
+        assert attrs["pdmfuse"]["values"] == "focus position"
+        assert attrs["pdmfuse"]["unit"] == "micrometer"
 
 
 def ome(tif):
-    return tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+    """The OME-XML's one Image, after ome-types has validated the XML against the OME schema."""
+    import ome_types
+
+    ome_types.from_xml(tif.ome_metadata, validate=True)
+    return tifffile.xml2dict(tif.ome_metadata)["OME"]
 
 
 def check_ome_tiff(path, axes, data, meta):
@@ -134,7 +175,8 @@ def check_ome_tiff(path, axes, data, meta):
         check_ome_meta(ome(tif), meta)
 
 
-def check_ome_meta(image, meta):
+def check_ome_meta(xml, meta):
+    image = xml["Image"]
     pixels = image["Pixels"]
     assert image["Name"] == "sample"
     assert (pixels["PhysicalSizeY"], pixels["PhysicalSizeX"]) == (0.5, 0.25)
@@ -143,9 +185,14 @@ def check_ome_meta(image, meta):
         assert (pixels["TimeIncrement"], pixels["TimeIncrementUnit"]) == (1.5, "s")
     if meta.channel_names:
         assert [c["Name"] for c in pixels["Channel"]] == ["DAPI", "GFP"]
+    annotation = xml["StructuredAnnotations"]["MapAnnotation"]
+    assert annotation["Namespace"] == "napari-pdmfuse"
+    pairs = {m["K"]: m["value"] for m in annotation["Value"]["M"]}
+    assert {k: pairs[k] for k in FUSION} == FUSION
     if meta.values:
         assert image["Description"] == "focus position, micrometer"
         assert pixels["Channel"]["Name"] == "focus position"
+        assert (pairs["values"], pairs["unit"]) == ("focus position", "micrometer")
 
 
 def check_imagej(path, axes, data, meta):
@@ -159,6 +206,8 @@ def check_imagej(path, axes, data, meta):
         assert page.tags["XResolution"].value == (4, 1)  # 4 pixels per µm
         assert page.tags["YResolution"].value == (2, 1)
         assert info["Properties"]["Name"] == "sample"
+        assert {k: info["Properties"][k] for k in FUSION} == FUSION
+        assert "method: pdmnet" in info["Info"]
     if meta.time_interval:
         assert info["finterval"] == 1.5
     if meta.channel_names:
@@ -195,15 +244,13 @@ PYRAMIDS = {"TCYX": ((2, 2, 600, 530), np.uint16), "YXS": ((600, 530, 3), np.uin
 @pytest.mark.parametrize("suffix", [".ome.zarr", ".ome.tif"])
 @pytest.mark.parametrize("axes", list(PYRAMIDS))
 def test_pyramid_levels_are_2x2_means(tmp_path, axes, suffix):
-    import zarr
-
     shape, dtype = PYRAMIDS[axes]
     data = random(shape, dtype, seed=2)
     path = tmp_path / f"big{suffix}"
     stream(path, axes, data, meta_for(axes))
     if suffix == ".ome.zarr":
-        group = zarr.open_group(str(path), mode="r")
-        datasets = group.attrs["multiscales"][0]["datasets"]
+        group, ome, _ = ngff(path, "0.5")
+        datasets = ome["multiscales"][0]["datasets"]
         assert [d["coordinateTransformations"][0]["scale"][-1] for d in datasets] == [0.25, 0.5]
         level0, level1 = group["0"][...], group["1"][...]
         if "S" in axes:
@@ -218,3 +265,11 @@ def test_pyramid_levels_are_2x2_means(tmp_path, axes, suffix):
     split = (*shape[:y], 300, 2, 265, 2, *shape[y + 2 :])
     means = data.astype(float).reshape(split).mean(axis=(y + 1, y + 3))
     np.testing.assert_array_equal(level1, np.rint(means).astype(dtype))
+
+
+def test_an_unknown_ome_zarr_version_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"OME-Zarr version '0\.3'.*0\.5, 0\.4"):
+        open_output(
+            tmp_path / "a.ome.zarr", "YX", (4, 4), np.uint8, OutputMeta(), ome_zarr_version="0.3"
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -1,14 +1,45 @@
-"""Fuse microscopy z-stacks into one all-in-focus image, with a focus map and a confidence map."""
+"""Fuse microscopy z-stacks into one all-in-focus image, with a focus map and a confidence map.
 
-from .errors import InputError, OutputError, PdmFuseError, PdmFuseWarning, ReadError
-from .files import Outputs, Written, fuse_files, fuse_files_iter
-from .fusion import fuse, fuse_iter
-from .methods import METHODS
-from .options import FuseOptions
-from .planning import Progress
-from .results import FusionResult
+The names below are loaded on first use, not on ``import napari_pdmfuse``: the package is also
+imported by napari's plugin discovery and by the ``pdmfuse`` command before every run, and
+eagerly importing all of it (SciPy's signal and optimisation code, scikit-image, dask) would
+cost a second each time for names most runs never touch.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .version import __version__
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
+    from .errors import InputError, OutputError, PdmFuseError, PdmFuseWarning, ReadError
+    from .files import Outputs, Written, fuse_files, fuse_files_iter
+    from .fusion import fuse, fuse_iter
+    from .methods import METHODS
+    from .options import FuseOptions
+    from .planning import Progress
+    from .results import FusionResult
+
+#: Public name → the module that defines it.
+_LAZY = {
+    "InputError": "errors",
+    "OutputError": "errors",
+    "PdmFuseError": "errors",
+    "PdmFuseWarning": "errors",
+    "ReadError": "errors",
+    "Outputs": "files",
+    "Written": "files",
+    "fuse_files": "files",
+    "fuse_files_iter": "files",
+    "fuse": "fusion",
+    "fuse_iter": "fusion",
+    "METHODS": "methods",
+    "FuseOptions": "options",
+    "Progress": "planning",
+    "FusionResult": "results",
+}
 
 __all__ = [
     "METHODS",
@@ -22,8 +53,23 @@ __all__ = [
     "Progress",
     "ReadError",
     "Written",
+    "__version__",
     "fuse",
     "fuse_files",
     "fuse_files_iter",
     "fuse_iter",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module defining ``name`` when the name is first used, and keep it here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

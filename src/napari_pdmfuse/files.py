@@ -22,6 +22,7 @@ from .planning import AlignmentLog, Job, Progress, plan_job
 from .reading import open_image
 from .sizes import check_disk
 from .writing.atomic import atomic_files, check_outputs, write_failed
+from .writing.omezarr import DEFAULT_NGFF_VERSION, check_ngff_version
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def fuse_files_iter(
     overwrite: bool = False,
     client: Any = None,
     keep: Sequence[str | Path] = (),
+    ome_zarr_version: str = DEFAULT_NGFF_VERSION,
 ) -> Generator[Progress, None, Written]:
     """Fuse a stack on disk into files, yielding progress over all tiles.
 
@@ -94,7 +96,8 @@ def fuse_files_iter(
     plane files; ``outputs`` the files to write (a path is the fused image alone), their names
     picking the format (.tif, .ome.tif, .ome.zarr); ``axes`` names the input's axes instead of
     its own labels; ``client`` is a dask.distributed client to fuse on; ``keep`` lists further
-    files never to write over (the other inputs of a batch). Raises
+    files never to write over (the other inputs of a batch); ``ome_zarr_version`` is the NGFF
+    version of .ome.zarr outputs ("0.5", or "0.4" for older readers). Raises
     :class:`~napari_pdmfuse.PdmFuseError` subclasses, naming the input, for anything the user
     can fix.
     """
@@ -104,6 +107,7 @@ def fuse_files_iter(
     if not raw:
         raise InputError("No input given; name a stack file, a folder of planes or plane files.")
     targets = _outputs(outputs).named()
+    check_ngff_version(ome_zarr_version)
     if "coverage" in targets and options.align is None:
         raise InputError(
             "--coverage writes the region that every aligned plane covers, so it needs --align "
@@ -121,7 +125,11 @@ def fuse_files_iter(
         check_disk([(targets[k], sizes[k]) for k in targets])
         try:
             with atomic_files(paths, overwrite=overwrite) as temps:
-                sink = FileOutputs(job, dict(zip(targets, temps, strict=True)))
+                sink = FileOutputs(
+                    job,
+                    dict(zip(targets, temps, strict=True)),
+                    ome_zarr_version=ome_zarr_version,
+                )
                 try:
                     if client is None:
                         yield from job.run(sink)

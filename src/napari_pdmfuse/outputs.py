@@ -4,11 +4,13 @@ Every part of a job (a time point; a channel fused on its own) writes its tiles 
 files. The fused image keeps the input's dtype, T and C axes (or RGB samples) and channel
 names; the maps are float32 with a C axis only when channels were fused separately; the
 coverage mask of aligned planes is uint8 (255 where every plane saw the pixel). All carry the
-pixel size, time interval, image name and what their values are.
+pixel size, time interval, image name, what their values are and how they were made.
 """
 
 from __future__ import annotations
 
+import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,42 @@ from .methods.base import TileResult
 from .planning import Job, Part
 from .stack import to_dtype
 from .tiling import Tile
-from .writing import OutputMeta, open_output
+from .version import __version__
+from .writing import DEFAULT_NGFF_VERSION, OutputMeta, open_output
 
 #: What a run can write, in the order outputs are named.
 KINDS = ("fused", "focus_map", "confidence", "coverage")
+
+
+@cache
+def _weights_sha256(path: str | None, stamp: tuple[int, int] | None) -> str:
+    """The SHA-256 of PDMNet's weights: the shipped file's from its card (checked when loaded),
+    a user's file hashed once per version of it (``stamp``: modification time and size)."""
+    from .model.weights import CARD_PATH, sha256
+
+    if path is None:
+        return str(json.loads(CARD_PATH.read_text())["sha256"])
+    return sha256(Path(path))
+
+
+def fusion_record(job: Job) -> dict[str, str]:
+    """How the outputs were made (package version, method, weights, the options that change
+    the pixels), recorded in each so that a result can be traced and made again."""
+    options = job.options
+    record = {"software": "napari-pdmfuse", "version": __version__, "method": options.method}
+    if options.method == "pdmnet":
+        weights = options.weights
+        stat = None if weights is None else Path(weights).stat()
+        stamp = None if stat is None else (stat.st_mtime_ns, stat.st_size)
+        record["weights_sha256"] = _weights_sha256(weights, stamp)
+    chosen = {
+        "channel_mode": options.channel_mode if job.channel == "C" else None,
+        "focus_channel": options.focus_channel,
+        "align": options.align,
+        "z_spacing_um": options.z_spacing,
+        "correct_brightness": "yes" if options.correct_brightness else None,
+    }
+    return record | {k: str(v) for k, v in chosen.items() if v is not None}
 
 
 def output_specs(job: Job) -> dict[str, tuple[str, tuple[int, ...], np.dtype, OutputMeta]]:
@@ -33,6 +67,7 @@ def output_specs(job: Job) -> dict[str, tuple[str, tuple[int, ...], np.dtype, Ou
         "unit": image.unit,
         "time_interval": image.time_interval,
         "name": image.name,
+        "fusion": fusion_record(job),
     }
     map_names = names if "C" in job.map_axes else None
     unit = "slice" if job.focus_scale is None else "micrometer"
@@ -75,9 +110,12 @@ def output_bytes(job: Job, kinds: list[str]) -> dict[str, int]:
 class FileOutputs:
     """A job sink writing each tile core into its place in the output files (``paths`` by
     kind, usually temporary names that :func:`~napari_pdmfuse.writing.atomic.atomic_files`
-    moves into place once :meth:`finish` has completed them)."""
+    moves into place once :meth:`finish` has completed them); OME-Zarr outputs are written as
+    NGFF ``ome_zarr_version``."""
 
-    def __init__(self, job: Job, paths: dict[str, Path]) -> None:
+    def __init__(
+        self, job: Job, paths: dict[str, Path], *, ome_zarr_version: str = DEFAULT_NGFF_VERSION
+    ) -> None:
         self.job = job
         specs = output_specs(job)
         self.dtype = np.dtype(job.image.data.dtype)
@@ -86,7 +124,9 @@ class FileOutputs:
         try:
             for kind, path in paths.items():
                 axes, shape, dtype, meta = specs[kind]
-                self.pixels[kind] = open_output(path, axes, shape, dtype, meta)
+                self.pixels[kind] = open_output(
+                    path, axes, shape, dtype, meta, ome_zarr_version=ome_zarr_version
+                )
         except BaseException:
             self.close()
             raise

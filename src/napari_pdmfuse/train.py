@@ -21,197 +21,41 @@ so costs minutes.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from .model.focus_map import run_focus
 from .model.losses import focus_l1, fusion_loss
 from .model.pdmnet import (
     DEFAULT_WIDTHS,
-    FocusHead,
     PDMNet,
-    mean_focus,
     mean_focus_of_logits,
-    upsample,
 )
 from .model.weights import WEIGHTS_PATH, card_path, load_model, save_weights
 from .render import (
     BLUR_RANGE,
-    DEPTH_KINDS,
     SLICE_COUNTS,
-    TRAIN_IMAGES,
-    VALIDATION_IMAGES,
-    RenderedStack,
-    random_stack,
 )
-from .stack import as_stack, normalisation
-
-VALIDATION_SEED = 10_000
-# The second stage's deep stacks: 17 to 32 slices, blurred 0.5–2.5 px per slice of distance
-# (before the slight boost short stacks get), so a surface spans several sharp-ish slices.
-DEEP_SLICE_COUNTS = tuple(range(17, 33))
-DEEP_BLUR_RANGE = (0.5, 2.5)
-
-
-@dataclass
-class Example:
-    slices: np.ndarray  # (N, H, W) float16, normalised luminance
-    truth: np.ndarray  # (H, W) float32, same units
-    depth: np.ndarray  # (H, W) float32, slices
-    textured: np.ndarray  # (H, W) bool
-
-
-def to_example(r: RenderedStack) -> Example:
-    """Normalise a rendered stack exactly as inference does, truth in the same units."""
-    stack = as_stack(r.stack)
-    norm = normalisation(stack)
-    slices = norm.luminance(np.asarray(stack.data, dtype=np.float32))
-    truth = norm.luminance(r.truth.reshape(1, *r.truth.shape[:2], -1))[0]
-    return Example(slices.astype(np.float16), truth, r.depth, r.textured)
-
-
-def render_pool(
-    n: int,
-    seed: int,
-    size: int,
-    slice_counts: tuple[int, ...],
-    blur_range: tuple[float, float] = BLUR_RANGE,
-    depth_kinds: tuple[str, ...] = DEPTH_KINDS,
-) -> dict[int, list[Example]]:
-    rng = np.random.default_rng(seed)
-    pool: dict[int, list[Example]] = {}
-    for _ in range(n):
-        stack = random_stack(
-            rng,
-            (size, size),
-            images=TRAIN_IMAGES,
-            slice_counts=slice_counts,
-            blur_range=blur_range,
-            depth_kinds=depth_kinds,
-        )
-        ex = to_example(stack)
-        pool.setdefault(ex.slices.shape[0], []).append(ex)
-    return pool
-
-
-def validation_stacks(
-    size: int = 192, seed: int = VALIDATION_SEED, per_count: int = 2
-) -> list[RenderedStack]:
-    """Held-out stacks of 3 to 30 slices, ``per_count`` of each, from validation content only;
-    the defaults are the ones training validates on (benchmarks draw more from other seeds)."""
-    rng = np.random.default_rng(seed)
-    return [
-        random_stack(rng, (size, size), n, images=VALIDATION_IMAGES)
-        for n in (3, 5, 8, 12, 20, 30)
-        for _ in range(per_count)
-    ]
-
-
-def validation_set(size: int = 192) -> list[Example]:
-    return [to_example(r) for r in validation_stacks(size)]
-
-
-def batch(examples: list[Example], rng: np.random.Generator, device: torch.device) -> tuple:
-    """Stack examples with one random rotation/flip and Z reversal each (the labels follow)."""
-    out = []
-    for ex in examples:
-        k, flip, reverse = rng.integers(4), rng.random() < 0.5, rng.random() < 0.5
-        arrays = [ex.slices.astype(np.float32), ex.truth, ex.depth, ex.textured]
-        arrays = [np.rot90(a, k, axes=(-2, -1)) for a in arrays]
-        if flip:
-            arrays = [a[..., ::-1] for a in arrays]
-        if reverse:
-            arrays[0] = arrays[0][::-1]
-            arrays[2] = ex.slices.shape[0] - 1 - arrays[2]
-        out.append([np.ascontiguousarray(a) for a in arrays])
-    return tuple(torch.from_numpy(np.stack(parts)).to(device) for parts in zip(*out, strict=True))
-
-
-@torch.no_grad()
-def evaluate(model: PDMNet, examples: list[Example], device: torch.device) -> dict[str, float]:
-    model.eval()
-    psnr, ssim, mae, run_mae = [], [], [], []
-    for ex in examples:
-        slices, truth, depth, textured = (
-            torch.from_numpy(np.ascontiguousarray(a))[None].to(device)
-            for a in (ex.slices.astype(np.float32), ex.truth, ex.depth, ex.textured)
-        )
-        weights, focus_weights = outputs(model, slices)
-        focus = mean_focus(focus_weights)
-        _, stats = fusion_loss(weights, slices, truth, depth, textured)
-        fused = (weights * slices).sum(1)
-        mse = ((fused - truth) ** 2).mean().item()
-        psnr.append(10 * math.log10(1 / max(mse, 1e-12)))
-        ssim.append(stats["ssim"])
-        mae.append(focus_l1(focus, depth, textured).item())
-        run_mae.append(focus_l1(run_focus(focus_weights), depth, textured).item())
-    model.train()
-    return {
-        "psnr": float(np.mean(psnr)),
-        "ssim": float(np.mean(ssim)),
-        "focus_mae": float(np.mean(mae)),
-        "run_focus_mae": float(np.mean(run_mae)),  # the focus map as inference reads it
-    }
-
-
-def draw(
-    pool: dict[int, list[Example]], rng: np.random.Generator, args: argparse.Namespace
-) -> tuple[int, np.ndarray]:
-    """A slice count and the indices of a batch of its stacks, about ``args.voxels`` in all."""
-    sizes = sorted(pool)
-    n = sizes[rng.integers(len(sizes))]
-    per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
-    return n, rng.integers(0, len(pool[n]), per_batch)
-
-
-def outputs(model: PDMNet, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fusion weights and the weights the focus map is read from (B, N, H, W): the same
-    without a focus head."""
-    logits, focus_logits = model(slices)
-    weights = torch.softmax(logits, 1)
-    if focus_logits is None:
-        return weights, weights
-    b, n, h, w = focus_logits.shape
-    full = upsample(focus_logits.reshape(b * n, 1, h, w)).reshape(b, n, 2 * h, 2 * w)
-    return weights, torch.softmax(full, 1)
+from .training_data import (
+    Example,
+    Log,
+    batch,
+    draw,
+    evaluate,
+    render_pool,
+    validation_set,
+)
+from .training_focus import refine_network, train_focus_head
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-class Log:
-    """Running means of the training statistics, printed as JSON lines with validation."""
-
-    def __init__(self, stage: str, steps: int, args: argparse.Namespace, start: float) -> None:
-        self.stage, self.steps, self.every, self.start = stage, steps, args.log_every, start
-        self.running: dict[str, float] = {}
-        self.entries: list[dict] = []
-
-    def step(self, step: int, stats: dict[str, float], validate: Callable[[], dict]) -> None:
-        for key, value in stats.items():
-            self.running[key] = 0.98 * self.running.get(key, value) + 0.02 * value
-        if step % self.every and step != self.steps:
-            return
-        entry = {"stage": self.stage, "step": step}
-        entry["minutes"] = round((time.time() - self.start) / 60, 1)
-        entry.update({k: round(v, 4) for k, v in self.running.items()})
-        if step % (self.every * 5) == 0 or step == self.steps:
-            entry.update({f"val_{k}": round(v, 4) for k, v in validate().items()})
-        self.entries.append(entry)
-        print(json.dumps(entry), flush=True)
 
 
 def train_network(
@@ -259,148 +103,6 @@ def train_network(
         "validation": log.entries[-1],
     }
     return model, meta
-
-
-def refine_network(
-    model: PDMNet,
-    pool: dict[int, list[Example]],
-    val: list[Example],
-    args: argparse.Namespace,
-    device: torch.device,
-    start: float,
-) -> dict:
-    """The second stage: a focus head of its own, trained with the whole network on L1 of
-    the focus map as inference reads it, on the pool plus stacks of terraces at whole slices,
-    with the fused image held to the first stage's. A share of the batches (``--deep-share``)
-    comes from deep stacks sampled finely in z, which the pool has few of: they teach the head
-    the sub-slice read between neighbours that are nearly equally sharp.
-
-    The fusion loss prefers the sharpest slice; sub-slice focus wants weight on its
-    neighbours, so one set of weights cannot serve both, and training the shared features
-    for the focus map alone costs the fused image up to 0.01 SSIM on deep stacks. Holding the
-    fused image (L1 to the first stage's, in normalised units) keeps it within 0.001.
-    """
-    torch.manual_seed(args.seed + 3)
-    rng = np.random.default_rng(args.seed + 3)
-    terraces = render_pool(
-        args.terraces, args.seed + 1, args.size, args.slice_counts, args.blur_range, ("terraces",)
-    )
-    pool = {n: pool.get(n, []) + terraces.get(n, []) for n in sorted(set(pool) | set(terraces))}
-    deep = render_pool(
-        args.deep_stacks, args.seed + 7, args.size, DEEP_SLICE_COUNTS, DEEP_BLUR_RANGE
-    )
-    deep_rng = np.random.default_rng(args.seed + 11)
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    # The head starts as the fusion head's own read, so it only has to learn what to change.
-    model.focus_head = FocusHead(model.widths[0], model.widths[1]).to(device)
-    model.focus_head.fine.load_state_dict(model.head.state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=args.refine_lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.refine_lr, total_steps=args.refine_steps, pct_start=0.1
-    )
-    log = Log("refine", args.refine_steps, args, start)
-    model.train()
-    for step in range(1, args.refine_steps + 1):
-        source, source_rng = pool, rng
-        if deep and deep_rng.random() < args.deep_share:
-            source, source_rng = deep, deep_rng
-        n, chosen = draw(source, source_rng, args)
-        slices, truth, depth, textured = batch([source[n][i] for i in chosen], rng, device)
-        weights, focus_weights = outputs(model, slices)
-        with torch.no_grad():
-            held = (torch.softmax(teacher(slices)[0], 1) * slices).sum(1)
-        loss, stats = fusion_loss(
-            weights, slices, truth, depth, textured, focus_weight=args.focus_weight
-        )
-        focus_error = focus_l1(run_focus(focus_weights), depth, textured)
-        drift = ((weights * slices).sum(1) - held).abs().mean()
-        loss = loss + args.refine_focus_weight * focus_error + args.refine_hold * drift
-        stats.update(focus_l1=focus_error.item(), drift=drift.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        log.step(step, {"loss": loss.item(), **stats}, lambda: evaluate(model, val, device))
-    return {
-        "steps": args.refine_steps,
-        "lr": args.refine_lr,
-        "focus_weight": args.refine_focus_weight,
-        "hold": args.refine_hold,
-        "terraces": args.terraces,
-        "deep_stacks": args.deep_stacks,
-        "deep_share": args.deep_share,
-        "minutes": round((time.time() - start) / 60, 1),
-        "validation": log.entries[-1],
-    }
-
-
-@torch.no_grad()
-def decoder_features(model: PDMNet, examples: list[Example], device: torch.device) -> list:
-    """What the focus head reads of each stack (the frozen decoder's features at half and
-    quarter resolution), float16 on the CPU."""
-    model.eval()
-    out = []
-    for ex in examples:
-        x = torch.from_numpy(ex.slices.astype(np.float32))[:, None].to(device)
-        out.append(tuple(f.half().cpu() for f in model.decoded(model.encode(x, len(x)))))
-    return out
-
-
-def train_focus_head(
-    model: PDMNet,
-    pool: dict[int, list[Example]],
-    val: list[Example],
-    args: argparse.Namespace,
-    device: torch.device,
-    start: float,
-) -> dict:
-    """A fresh focus head on the frozen network, L1 of the focus index on textured pixels.
-
-    The head sees one slice's features at a time, so the whole model stays exactly
-    equivariant to reversing the stack; the fusion weights are left bit for bit as they were.
-    """
-    torch.manual_seed(args.seed + 2)
-    rng = np.random.default_rng(args.seed + 2)
-    model.requires_grad_(False)
-    head = PDMNet(model.widths, focus_head="coarse").focus_head
-    # Start from the fusion weights' own focus map: the fine read is the fusion head, the
-    # coarse correction starts at zero, so the head only has to learn what to change.
-    head.fine.load_state_dict(model.head.state_dict())
-    nn.init.zeros_(head.coarse[-1].weight)
-    nn.init.zeros_(head.coarse[-1].bias)
-    model.focus_head = head = head.to(device)
-    features = {n: decoder_features(model, pool[n], device) for n in sorted(pool)}
-    opt = torch.optim.AdamW(head.parameters(), lr=args.focus_lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.focus_lr, total_steps=args.focus_steps, pct_start=0.05
-    )
-    log = Log("focus head", args.focus_steps, args, start)
-    head.train()
-    for step in range(1, args.focus_steps + 1):
-        n, chosen = draw(pool, rng, args)
-        f, quarter = (
-            torch.cat([features[n][i][scale] for i in chosen]).to(device, torch.float32)
-            for scale in (0, 1)
-        )
-        depth, textured = (
-            torch.from_numpy(np.stack([getattr(pool[n][i], key) for i in chosen])).to(device)
-            for key in ("depth", "textured")
-        )
-        logits = head(f, quarter)
-        focus = mean_focus_of_logits(logits.reshape(len(chosen), n, *logits.shape[-2:]))
-        loss = focus_l1(focus, depth, textured)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        log.step(step, {"focus_l1": loss.item()}, lambda: evaluate(model, val, device))
-    model.requires_grad_(True)
-    return {
-        "steps": args.focus_steps,
-        "minutes": round((time.time() - start) / 60, 1),
-        "validation": log.entries[-1],
-    }
 
 
 def train(args: argparse.Namespace) -> dict:

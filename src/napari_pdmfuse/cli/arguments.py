@@ -13,6 +13,7 @@ from typing import Any
 
 from ..methods import DEFAULT_METHOD, METHODS
 from ..options import ALIGN_MODELS, CHANNEL_MODES, DEVICES, FOCUS_UNITS, FuseOptions
+from ..writing import DEFAULT_NGFF_VERSION, NGFF_VERSIONS
 
 
 def _choice(kind: str, choices: Sequence[str]) -> Callable[[str], str]:
@@ -178,7 +179,7 @@ def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(
         prog="pdmfuse",
@@ -231,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MASK.tif",
         help="with --align, also write the region every aligned plane covers: uint8, 255 "
         "inside, 0 where some plane saw nothing (its edge pixels were repeated there)",
+    )
+    fuse.add_argument(
+        "--ome-zarr-version",
+        type=_choice("OME-Zarr version", NGFF_VERSIONS),
+        metavar="{" + ",".join(NGFF_VERSIONS) + "}",
+        default=DEFAULT_NGFF_VERSION,
+        help="OME-Zarr version of .ome.zarr outputs: 0.5 (zarr format 3) or 0.4 (zarr format "
+        "2, for readers that predate format 3)",
     )
     fuse.add_argument(
         "--scheduler",

@@ -29,7 +29,13 @@ def run_fuse(args: argparse.Namespace) -> int:
     client = connected(scheduler_address(args))
     try:
         steps = fuse_files_iter(
-            args.inputs, outputs, options, axes=args.axes, overwrite=args.overwrite, client=client
+            args.inputs,
+            outputs,
+            options,
+            axes=args.axes,
+            overwrite=args.overwrite,
+            client=client,
+            ome_zarr_version=args.ome_zarr_version,
         )
         written = drive(steps, "pdmfuse", args.quiet)
     finally:

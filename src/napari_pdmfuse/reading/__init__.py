@@ -1,5 +1,7 @@
 """Open every kind of input as one lazy :class:`Image`: TIFF, OME-TIFF, ImageJ hyperstacks,
-OME-Zarr 0.4/0.5 and zarr arrays, a folder of planes, or a list of plane files.
+OME-Zarr 0.4/0.5 and zarr arrays (on disk or at an HTTP(S)/S3 address), microscope vendors'
+files (CZI, ND2, LIF through the optional bioio readers), a folder of planes, or a list of
+plane files.
 
 The command line, the widget's file inputs and the napari reader all start here, so an input is
 checked once, with messages that name the offending file, and nothing is decoded until the
@@ -16,13 +18,19 @@ from ..ngff import is_zarr_store
 from .axes import normalise_axes
 from .image import Image
 from .planes import IMAGE_SUFFIXES, folder_images, natural_key, read_planes
+from .remote import is_url
 from .tiff import is_tiff, read_tiff
+from .vendor import FORMATS_EXTRA, other_reader, read_vendor, vendor_format
 from .zarr import read_zarr
+
+#: First bytes of the plane formats read through Pillow (PNG, JPEG, BMP).
+_PLANE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM")
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "Image",
     "is_tiff",
+    "is_url",
     "natural_key",
     "normalise_axes",
     "open_image",
@@ -32,7 +40,8 @@ __all__ = [
 def open_image(
     inputs: Sequence[str | Path], axes: str | None = None, *, for_viewing: bool = False
 ) -> Image:
-    """Open a file, a folder of planes or a list of plane files as one lazy image.
+    """Open a file, a folder of planes, a list of plane files or the address of a zarr store
+    (``http(s)://…``, ``s3://…``) as one lazy image.
 
     The axes come from the file (ImageJ hyperstack, OME or NGFF metadata; axes of length one
     dropped); ``axes`` (e.g. "TZCYX") names them instead, one letter per axis of the file's
@@ -41,6 +50,14 @@ def open_image(
     reads them. Raises ReadError for missing or unreadable files and InputError for files that
     do not make a focus stack (one plane, planes of different sizes, an empty folder).
     """
+    urls = [str(p) for p in inputs if is_url(p)]
+    if urls:
+        if len(inputs) > 1:
+            raise InputError(
+                f"{urls[0]} is given together with other inputs; give one remote zarr store on "
+                "its own."
+            )
+        return read_zarr(urls[0], axes)
     paths = _checked_paths(inputs)
     path = paths[0]
     if len(paths) > 1:
@@ -49,10 +66,26 @@ def open_image(
         return read_zarr(path, axes)
     if path.is_dir():
         return read_planes(folder_images(path), axes, folder=path)
+    kind = vendor_format(path)
+    if kind is not None:
+        return read_vendor(path, axes, planes_together=not for_viewing, kind=kind)
     if is_tiff(path):
         return read_tiff(path, axes, planes_together=not for_viewing)
-    # Not a TIFF: a lone PNG/JPEG holds one plane, which read_planes reports clearly.
-    return read_planes(paths, axes)
+    if path.suffix.lower() in IMAGE_SUFFIXES or _starts_with(path, _PLANE_MAGIC):
+        # A lone PNG/JPEG holds one plane, which read_planes reports clearly.
+        return read_planes(paths, axes)
+    if other_reader(path):
+        return read_vendor(path, axes, planes_together=not for_viewing)
+    raise ReadError(
+        f"{path} is in an unsupported format ({path.suffix or 'no file name suffix'}); give a "
+        "TIFF, OME-TIFF, OME-Zarr, CZI, ND2 or LIF file or a folder of planes (vendor formats "
+        f"need the optional formats: {FORMATS_EXTRA})."
+    )
+
+
+def _starts_with(path: Path, magic: tuple[bytes, ...]) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(8).startswith(magic)
 
 
 def _checked_paths(inputs: Sequence[str | Path]) -> list[Path]:

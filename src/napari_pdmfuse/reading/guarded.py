@@ -21,6 +21,7 @@ import tifffile
 import zarr
 
 from ..errors import InputError, PdmFuseError, PdmFuseWarning, ReadError
+from .remote import is_url, open_zarr
 
 #: Side, in px, of the blocks a lazy image is read in on Y and X.
 BLOCK = 512
@@ -34,7 +35,13 @@ GROUPED_BYTES = 64 * 2**20
 PLANE_AXES = "ZIQ"
 
 
-def unreadable(path: Path) -> ReadError:
+def unreadable(path: Path | str) -> ReadError:
+    """A file that cannot be decoded, or a remote store whose chunks stopped arriving."""
+    if is_url(path):
+        return ReadError(
+            f"{path} could not be read (the connection failed or the store is damaged); check "
+            "the address and the network, then try again."
+        )
     return ReadError(
         f"{path} is not a readable image (damaged, truncated or not an image file); check the "
         "file or export it again."
@@ -48,7 +55,7 @@ def damaged(path: Path) -> PdmFuseWarning:
     )
 
 
-def check_dtype(path: Path, dtype: np.dtype) -> None:
+def check_dtype(path: Path | str, dtype: np.dtype) -> None:
     """Refuse data types no method can fuse (bool, complex, ...) while the file is known."""
     if dtype.kind not in "uif":
         raise InputError(
@@ -81,26 +88,43 @@ def tifffile_messages() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
+def location(path: Path | str) -> str:
+    """Where a source is, for another process: a local file's absolute path (a worker's working
+    folder may be another), or a remote store's address as given."""
+    return path if isinstance(path, str) else str(path.resolve())
+
+
 class GuardedArray:
     """Array-like over one file that turns decoding failures into a ReadError naming the file.
 
-    ``dataset`` says that ``array`` is that array of the zarr store at ``path`` ("" for the
-    store itself), so that cluster workers can open it again.
+    ``path`` is a local Path, or the address of a remote zarr store as a string. ``dataset``
+    says that ``array`` is that array of the zarr store at ``path`` ("" for the store itself),
+    and ``reopen`` (a picklable function and its arguments) how to open a vendor file again,
+    so that cluster workers can read it.
     """
 
-    def __init__(self, array: Any, path: Path, dataset: str | None = None) -> None:
+    def __init__(
+        self,
+        array: Any,
+        path: Path | str,
+        dataset: str | None = None,
+        reopen: tuple[Any, tuple[Any, ...]] | None = None,
+    ) -> None:
         self.array = array
         self.path = path
         self.dataset = dataset
+        self.reopen = reopen
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype).newbyteorder("=")  # big-endian files read as native
         self.ndim = len(self.shape)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle a memory map as its file and layout, not its pixels (for cluster workers)."""
-        where = self.path.resolve()  # a worker's working folder may be another
+        if self.reopen is not None:
+            return self.reopen
         if self.dataset is not None:
-            return (_reopen_zarr, (where, self.path, self.dataset))
+            return (_reopen_zarr, (location(self.path), self.path, self.dataset))
+        where = Path(location(self.path))
         array = self.array
         if isinstance(array, np.memmap) and array.filename is not None:
             layout = (array.filename, array.dtype.str, array.offset, array.shape)
@@ -111,6 +135,8 @@ class GuardedArray:
         try:
             with tifffile_messages():
                 block = self.array[key]
+            if isinstance(block, da.Array):  # a vendor reader's own lazy array: read it here
+                block = block.compute(scheduler="synchronous")
             # Copy out of a memory map: a read-only file view must not reach code that writes.
             if isinstance(block, np.memmap):
                 return np.array(block, dtype=self.dtype)
@@ -138,10 +164,12 @@ def _reopen_tiff_store(where: Path, path: Path) -> GuardedArray:
     return GuardedArray(array, path)
 
 
-def _reopen_zarr(where: Path, path: Path, dataset: str) -> GuardedArray:
+def _reopen_zarr(where: str, path: Path | str, dataset: str) -> GuardedArray:
     try:
-        node = zarr.open(str(where), mode="r")
+        node = open_zarr(where) if is_url(where) else zarr.open(where, mode="r")
         array = node[dataset] if dataset else node
+    except PdmFuseError:
+        raise
     except Exception:
         raise unreadable(path) from None
     return GuardedArray(array, path, dataset)
@@ -150,7 +178,7 @@ def _reopen_zarr(where: Path, path: Path, dataset: str) -> GuardedArray:
 def lazy(guarded: GuardedArray, chunks: Any) -> da.Array:
     """A dask array over ``guarded``, named after the file so that two reads of one file share
     their blocks in a graph."""
-    key = (str(guarded.path.resolve()), guarded.dataset, guarded.shape, str(chunks))
+    key = (location(guarded.path), guarded.dataset, guarded.shape, str(chunks))
     name = f"pdmfuse-read-{dask.base.tokenize(*key)}"
     return da.from_array(guarded, chunks=chunks, name=name, asarray=False)
 

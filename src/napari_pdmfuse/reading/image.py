@@ -27,6 +27,9 @@ NAME_SUFFIXES = (
     ".jpeg",
     ".jpg",
     ".bmp",
+    ".czi",
+    ".nd2",
+    ".lif",
 )
 
 

@@ -86,7 +86,7 @@ def _is_size(value: float) -> bool:
     return math.isfinite(value) and value > 0
 
 
-def checked(scale: Scale, path: Path) -> Scale:
+def checked(scale: Scale, path: Path | str) -> Scale:
     """``scale`` without a Z step or pixel size that is not a finite positive number, each
     dropped with a PdmFuseWarning naming the file's value; the unit goes with the last size."""
     z, pixel = scale.z_spacing, scale.pixel_size

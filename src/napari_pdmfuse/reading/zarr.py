@@ -1,4 +1,5 @@
-"""OME-Zarr images (OME-NGFF 0.4 and 0.5) and plain zarr arrays, opened lazily.
+"""OME-Zarr images (OME-NGFF 0.4 and 0.5) and plain zarr arrays, opened lazily, on disk or
+at an address (HTTP(S), S3).
 
 The full-resolution level is read, in blocks of the store's own chunks with the focal planes
 grouped for fusing; axes, physical sizes, the time step, channel labels and the image name
@@ -19,20 +20,26 @@ from ..ngff import multiscales, transforms
 from .axes import normalise_axes
 from .guarded import GuardedArray, check_dtype, lazy, read_chunks
 from .image import Image, stem
+from .remote import is_url, open_zarr, url_name
 from .scale import Scale, checked, seconds, unit
 
 #: OME-NGFF axis names and the letters used here.
 NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 
 
-def read_zarr(path: Path, axes: str | None = None) -> Image:
-    """An OME-Zarr image (its full-resolution level) or a plain zarr array, lazily.
+def read_zarr(path: Path | str, axes: str | None = None) -> Image:
+    """An OME-Zarr image (its full-resolution level) or a plain zarr array, lazily; ``path`` is
+    a local store or the address of a remote one (a string).
 
     The axes come from the NGFF metadata; a plain array of three axes is taken as (Z, Y, X),
-    anything else needs ``axes``.
+    anything else needs ``axes``. A remote image has no local sources: there is no file an
+    output could overwrite.
     """
+    remote = is_url(path)
+    node = open_zarr(str(path)) if remote else None
     try:
-        node = zarr.open(str(path), mode="r")
+        if node is None:
+            node = zarr.open(str(path), mode="r")
         image = None
         if not isinstance(node, zarr.Array):
             image = multiscales(dict(node.attrs))[0]  # type: ignore[index]
@@ -59,15 +66,15 @@ def read_zarr(path: Path, axes: str | None = None) -> Image:
     if "Z" not in file_axes:
         raise InputError(f"{path} has no Z axis, so it is one plane, not a focus stack.")
     check_dtype(path, np.dtype(array.dtype))
-    scale = Scale() if image is None else _scale(image, file_axes, path)
+    scale = Scale() if image is None else _scale(image, file_axes, str(path))
     itemsize = np.dtype(array.dtype).itemsize
     chunks = read_chunks(tuple(array.chunks), file_axes, shape, itemsize, planes_together=True)
     labels = None if image is None else _channel_labels(node, file_axes, shape)
     return Image(
         data=lazy(GuardedArray(array, path, dataset), chunks),
         axes=file_axes,
-        sources=(path,),
-        name=_name(image) or stem(path),
+        sources=() if remote else (Path(path),),
+        name=_name(image) or stem(Path(url_name(str(path)) if remote else path)),
         z_spacing=scale.z_spacing,
         pixel_size=scale.pixel_size,
         unit=scale.unit,
@@ -76,7 +83,7 @@ def read_zarr(path: Path, axes: str | None = None) -> Image:
     )
 
 
-def _scale(image: dict[str, Any], axes: str, path: Path) -> Scale:
+def _scale(image: dict[str, Any], axes: str, path: str) -> Scale:
     """Physical sizes from the full-resolution level's scale (times the image's own), in the
     unit of the X axis converted to micrometres; none when X has no length unit."""
     ndim = len(axes)

@@ -1,13 +1,14 @@
 """What every output records besides its pixels, and the one interface every writer offers.
 
-The same facts (axes, pixel size, time step, channel names, image name, what the values are)
-are spelt differently by each format: NGFF attributes, OME-XML, ImageJ's hyperstack metadata.
-They are gathered once here in :class:`OutputMeta`, with the spellings shared by several writers.
+The same facts (axes, pixel size, time step, channel names, image name, what the values are,
+how the image was made) are spelt differently by each format: NGFF attributes, OME-XML, ImageJ's
+hyperstack metadata. They are gathered once here in :class:`OutputMeta`, with the spellings
+shared by several writers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +33,10 @@ COLOURS = ("FF0000", "00FF00", "0000FF", "FF00FF", "00FFFF", "FFFF00", "FFFFFF")
 SAMPLE_COLOURS = ("FF0000", "00FF00", "0000FF", "FFFFFF")
 SAMPLE_NAMES = ("Red", "Green", "Blue", "Alpha")
 
+#: Namespace of the OME MapAnnotation holding what the values are and how they were made, so a
+#: script (or OMERO) can tell it from other key-value pairs.
+ANNOTATION_NAMESPACE = "napari-pdmfuse"
+
 
 @dataclass(frozen=True)
 class OutputMeta:
@@ -44,6 +49,9 @@ class OutputMeta:
     name: str | None = None  # the image's name
     values: str | None = None  # None (a fused image), "focus position", "confidence", …
     value_unit: str | None = None  # "slice", "micrometer", "0 to 1", …
+    # How the image was made (method, weights' SHA-256, package version, …), so that a result
+    # opened months later in Fiji, QuPath or OMERO can be traced and made again.
+    fusion: Mapping[str, str] | None = None
 
     def describe(self) -> str | None:
         """What the pixels are, for a person reading the file's description: e.g.
@@ -51,6 +59,13 @@ class OutputMeta:
         if self.values is None:
             return None
         return self.values if self.value_unit is None else f"{self.values}, {self.value_unit}"
+
+    def record(self) -> dict[str, str]:
+        """What the values are and how they were made, as key-value pairs: the entries of an
+        OME MapAnnotation and of ImageJ's Properties."""
+        pairs = {"values": self.values, "unit": self.value_unit} if self.values else {}
+        pairs |= dict(self.fusion or {})
+        return {k: str(v) for k, v in pairs.items() if v is not None}
 
     def names(self, n_channels: int) -> list[str] | None:
         """The channel names when there is one per channel."""
@@ -87,15 +102,15 @@ def check_axes(axes: str, shape: Sequence[int]) -> None:
 
 
 def software() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return f"napari-pdmfuse {__version__}"
 
 
 def ome_metadata(axes: str, shape: Sequence[int], meta: OutputMeta) -> dict[str, object]:
-    """tifffile's OME-XML metadata: axes, physical sizes, time step, channel names, image name
-    and, for maps, what the values are (as the Description and as key-value pairs, which
-    Fiji, QuPath and OMERO show)."""
+    """tifffile's OME-XML metadata: axes, physical sizes, time step, channel names, image name,
+    what a map's values are (as the Description) and, as key-value pairs in a MapAnnotation
+    that Fiji, QuPath and OMERO show, what the values are and how the image was made."""
     metadata: dict[str, object] = {"axes": axes}
     if meta.name:
         metadata["Name"] = meta.name
@@ -115,17 +130,17 @@ def ome_metadata(axes: str, shape: Sequence[int], meta: OutputMeta) -> dict[str,
     description = meta.describe()
     if description is not None:
         metadata["Description"] = description
-        pairs = {"values": meta.values or ""}
-        if meta.value_unit:
-            pairs["unit"] = meta.value_unit
-        metadata["MapAnnotation"] = pairs
+    pairs = meta.record()
+    if pairs:
+        metadata["MapAnnotation"] = {"Namespace": ANNOTATION_NAMESPACE, "Value": pairs}
     return metadata
 
 
 def imagej_metadata(axes: str, shape: Sequence[int], meta: OutputMeta) -> dict[str, object]:
     """tifffile's ImageJ hyperstack metadata (axes already in ImageJ's T C Y X S order): unit,
-    frame interval, channel names as slice labels, and the image name and what the values are
-    as Info text and Properties, which ImageJ shows under Image › Show Info."""
+    frame interval, channel names as slice labels, and the image name, what the values are and
+    how the image was made as Info text and Properties, which ImageJ shows under Image › Show
+    Info."""
     metadata: dict[str, object] = {"axes": axes}
     if meta.pixel_size is not None and meta.unit:
         metadata["unit"] = meta.unit
@@ -139,7 +154,7 @@ def imagej_metadata(axes: str, shape: Sequence[int], meta: OutputMeta) -> dict[s
             # One label per page; ImageJ's pages run through C fastest, then T.
             metadata["Labels"] = [names[i % n_channels] for i in range(pages)]
     properties = {"Name": meta.name, "Values": meta.values, "ValueUnit": meta.value_unit}
-    properties = {k: v for k, v in properties.items() if v}
+    properties = {k: v for k, v in properties.items() if v} | dict(meta.fusion or {})
     if properties:
         metadata["Properties"] = properties
         metadata["Info"] = "\n".join(f"{k}: {v}" for k, v in properties.items())

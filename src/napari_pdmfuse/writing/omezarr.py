@@ -5,7 +5,11 @@ coarser level is made from the one above, one output chunk at a time, so memory 
 chunks whatever the number of time points and channels. With the pyramid, napari (or any NGFF
 viewer) opens a huge result instantly and loads only what is on screen. NGFF has no axis for
 colour samples, so RGB(A) is stored as a channel axis before Y and X, with red, green and blue
-display colours, and marked as RGB in the ``pdmfuse`` attributes.
+display colours, and marked as RGB in the ``pdmfuse`` attributes, beside what the values are
+and how the image was made.
+
+OME-Zarr 0.5 (zarr format 3, metadata under ``ome`` in ``zarr.json``) is written by default;
+0.4 (zarr format 2) on request, for readers that predate zarr format 3.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .meta import SAMPLE_NAMES, OutputMeta, channel_colours, check_axes
 
-#: The OME-NGFF version written; the zarr format follows from it (0.4: format 2, 0.5: 3).
-NGFF_VERSION = "0.4"
-ZARR_FORMAT = 2 if NGFF_VERSION == "0.4" else 3
+#: The OME-NGFF versions written, the default first, with the zarr format each is stored in.
+ZARR_FORMATS = {"0.5": 3, "0.4": 2}
+NGFF_VERSIONS = tuple(ZARR_FORMATS)
+DEFAULT_NGFF_VERSION = NGFF_VERSIONS[0]
 
 #: Side of a chunk in px, and the size down to which levels are added.
 CHUNK = 512
@@ -60,6 +66,16 @@ def shrink(above: Any, below: Any, dtype: np.dtype) -> None:
                 below[(*index, rows, cols)] = halve(np.asarray(source), dtype)
 
 
+def check_ngff_version(version: str) -> str:
+    """Refuse an OME-Zarr version this writer does not write."""
+    if version not in ZARR_FORMATS:
+        raise InputError(
+            f"OME-Zarr version {version!r} cannot be written; choose one of "
+            f"{', '.join(NGFF_VERSIONS)}."
+        )
+    return version
+
+
 def stored_axes(axes: str) -> str:
     """The axes as stored: colour samples become a channel axis before Y and X."""
     return axes.replace("YXS", "CYX")
@@ -73,18 +89,31 @@ class ZarrPixels:
     """
 
     def __init__(
-        self, path: Path, axes: str, shape: tuple[int, ...], dtype: np.dtype, meta: OutputMeta
+        self,
+        path: Path,
+        axes: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        meta: OutputMeta,
+        version: str = DEFAULT_NGFF_VERSION,
     ) -> None:
         import zarr
 
         check_axes(axes, shape)
+        self.version = check_ngff_version(version)
+        zarr_format = ZARR_FORMATS[version]
         self.rgb = "S" in axes
         self.axes = stored_axes(axes)
         lead = tuple(shape[: axes.index("Y")]) + ((shape[-1],) if self.rgb else ())
         shape_yx = (shape[axes.index("Y")], shape[axes.index("X")])
         self.dtype, self.meta = np.dtype(dtype), meta
-        self.group = zarr.open_group(str(path), mode="w", zarr_format=ZARR_FORMAT)
-        separator = {"name": "v2" if ZARR_FORMAT == 2 else "default", "separator": "/"}
+        self.group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+        # NGFF asks for "/"-separated chunk keys in both formats; 0.5 also for each array's
+        # dimension names, the axes' names.
+        keys = {"name": "v2" if zarr_format == 2 else "default", "separator": "/"}
+        layout: dict[str, Any] = {"chunk_key_encoding": keys}
+        if zarr_format == 3:
+            layout["dimension_names"] = list(self.axes.lower())
         self.levels = [
             self.group.create_array(
                 str(level),
@@ -92,7 +121,7 @@ class ZarrPixels:
                 chunks=(*(1 for _ in lead), CHUNK, CHUNK),
                 dtype=self.dtype,
                 fill_value=0,
-                chunk_key_encoding=separator,
+                **layout,
             )
             for level, (height, width) in enumerate(level_shapes(shape_yx))
         ]
@@ -130,15 +159,17 @@ class ZarrPixels:
         the NGFF metadata (only now, so an unfinished store never looks complete)."""
         for above, below in zip(self.levels, self.levels[1:], strict=False):
             shrink(above, below, self.dtype)
-        attributes = {"multiscales": [self._multiscale()], "omero": self._omero()}
-        extra = {"values": self.meta.values, "unit": self.meta.value_unit, "rgb": self.rgb or None}
+        ngff = {"multiscales": [self._multiscale()], "omero": self._omero()}
+        attributes: dict[str, Any] = (
+            ngff if self.version == "0.4" else {"ome": {"version": self.version, **ngff}}
+        )
+        meta = self.meta
+        extra: dict[str, Any] = {"values": meta.values, "unit": meta.value_unit}
+        extra |= {"rgb": self.rgb or None, "fusion": dict(meta.fusion) if meta.fusion else None}
         extra = {k: v for k, v in extra.items() if v is not None}
         if extra:
             attributes["pdmfuse"] = extra
-        if ZARR_FORMAT == 2:
-            self.group.attrs.update(attributes)
-        else:
-            self.group.attrs["ome"] = {"version": NGFF_VERSION, **attributes}
+        self.group.attrs.update(attributes)
 
     def close(self) -> None:
         """Nothing is held open: zarr writes each chunk as it goes."""
@@ -167,7 +198,9 @@ class ZarrPixels:
             }
             for level in range(len(self.levels))
         ]
-        multiscale: dict[str, object] = {"version": NGFF_VERSION, "axes": axes}
+        # 0.5 gives the version once, under "ome"; 0.4 in each multiscale.
+        multiscale: dict[str, object] = {"version": self.version} if self.version == "0.4" else {}
+        multiscale["axes"] = axes
         if meta.name:
             multiscale["name"] = meta.name
         return {**multiscale, "datasets": datasets, "type": "mean"}
@@ -195,7 +228,8 @@ class ZarrPixels:
                 }
             )
         model = "color" if self.rgb or n_channels > 1 else "greyscale"
-        omero: dict[str, object] = {"version": NGFF_VERSION, "channels": channels}
+        omero: dict[str, object] = {"version": self.version} if self.version == "0.4" else {}
+        omero["channels"] = channels
         if self.meta.name:
             omero["name"] = self.meta.name
         return {**omero, "rdefs": {"model": model}}

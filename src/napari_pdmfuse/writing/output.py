@@ -10,27 +10,35 @@ from ..ngff import is_zarr_name
 from .atomic import output_name, temp_name
 from .meta import OutputMeta, Pixels, check_axes
 from .ometiff import OmeTiffPixels, is_ome_tiff_name
-from .omezarr import ZarrPixels
+from .omezarr import DEFAULT_NGFF_VERSION, ZarrPixels, check_ngff_version
 from .tiff import TiffPixels
 
 
 def open_output(
-    path: Path, axes: str, shape: tuple[int, ...], dtype: np.dtype, meta: OutputMeta
+    path: Path,
+    axes: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    meta: OutputMeta,
+    *,
+    ome_zarr_version: str = DEFAULT_NGFF_VERSION,
 ) -> Pixels:
     """A tile-by-tile writer for an image with ``axes`` (an in-order subset of T C Y X S) of
     ``shape``, at ``path`` (possibly a temporary name, see :func:`.atomic.temp_name`).
 
-    ``.ome.zarr``/``.zarr``: OME-Zarr with a pyramid; ``.ome.tif(f)``: a tiled pyramidal
-    OME-TIFF, built from a scratch store beside it; any other ``.tif(f)``: an ImageJ hyperstack
-    when ImageJ can open it, else an OME-TIFF (BigTIFF when large).
+    ``.ome.zarr``/``.zarr``: OME-Zarr with a pyramid, NGFF ``ome_zarr_version`` ("0.5", zarr
+    format 3, or "0.4", zarr format 2); ``.ome.tif(f)``: a tiled pyramidal OME-TIFF, built from
+    a scratch store beside it; any other ``.tif(f)``: an ImageJ hyperstack when ImageJ can open
+    it, else an OME-TIFF (BigTIFF when large).
     """
     path = Path(path)
     shape = tuple(int(n) for n in shape)
     check_axes(axes, shape)
+    check_ngff_version(ome_zarr_version)
     dtype = np.dtype(dtype)
     name = Path(output_name(path))
     if is_zarr_name(name):
-        return ZarrPixels(path, axes, shape, dtype, meta)
+        return ZarrPixels(path, axes, shape, dtype, meta, ome_zarr_version)
     if is_ome_tiff_name(name):
         scratch = temp_name(path.with_name(name.name))
         return OmeTiffPixels(path, scratch, axes, shape, dtype, meta)

@@ -35,40 +35,12 @@ from napari_pdmfuse import render
 TILE = 256  # px of the TIFF tiles the stacks are stored in
 
 
-def stack_path(slices: int, size: int) -> Path:
-    """The cached stack, written tile by tile so creating it never needs it in memory."""
-    path = common.CACHE / f"scale-{slices}x{size}x{size}-uint16.tif"
-    if path.is_file():
-        return path
-    print(f"Writing the {slices} × {size} × {size} uint16 BigTIFF once, into {path}", flush=True)
-    rng = np.random.default_rng(40000)
-    sharp = render.fluorescence(rng, (512, 512))
-    depth = render.depth_map(rng, (512, 512), slices)
-    small = render.render_stack(sharp, depth, slices, rng=rng, photons=1000, bits=16).stack
-
-    def tiles():
-        for z in range(slices):
-            for y in range(0, size, TILE):
-                for x in range(0, size, TILE):
-                    flip = (y // 512 + x // 512) % 2  # vary the repeats a little
-                    block = small[z, y % 512 : y % 512 + TILE, x % 512 : x % 512 + TILE]
-                    yield block[::-1] if flip else block
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.tif")
-    tifffile.imwrite(
-        partial, tiles(), shape=(slices, size, size), dtype=np.uint16, tile=(TILE, TILE),
-        bigtiff=True, metadata={"axes": "ZYX"},
-    )  # fmt: skip
-    partial.rename(path)
-    return path
-
-
-def channel_stack_path(slices: int, size: int, channels: int) -> Path:
-    """A cached tiled, zlib-compressed OME-TIFF: (Z, C, Y, X) for ``channels`` > 1, else
-    (Z, Y, X); the second channel is the first mirrored and dimmed, so it differs."""
+def stack_path(slices: int, size: int, *, channels: int = 1, zlib: bool = False) -> Path:
+    """The cached stack, written tile by tile so creating it never needs it in memory: a plain
+    (Z, Y, X) BigTIFF, or with ``zlib`` a compressed OME-TIFF, (Z, C, Y, X) for ``channels`` >
+    1, whose second channel is the first mirrored and dimmed, so that they differ."""
     kind = f"{slices}x{channels}x{size}x{size}" if channels > 1 else f"{slices}x{size}x{size}"
-    path = common.CACHE / f"scale-{kind}-uint16-zlib.ome.tif"
+    path = common.CACHE / f"scale-{kind}-uint16{'-zlib.ome' if zlib else ''}.tif"
     if path.is_file():
         return path
     print(f"Writing {path.name} once, tile by tile", flush=True)
@@ -82,20 +54,24 @@ def channel_stack_path(slices: int, size: int, channels: int) -> Path:
             for c in range(channels):
                 for y in range(0, size, TILE):
                     for x in range(0, size, TILE):
-                        flip = (y // 512 + x // 512 + c) % 2
+                        flip = (y // 512 + x // 512 + c) % 2  # vary the repeats a little
                         block = small[z, y % 512 : y % 512 + TILE, x % 512 : x % 512 + TILE]
                         block = block[::-1] if flip else block
                         yield block if c == 0 else block[:, ::-1] // 2
 
     shape = (slices, channels, size, size) if channels > 1 else (slices, size, size)
-    meta = {"axes": "ZCYX" if channels > 1 else "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2}
+    meta: dict = {"axes": "ZCYX" if channels > 1 else "ZYX"}
+    options: dict = {}
+    if zlib:
+        meta.update(PhysicalSizeX=0.2, PhysicalSizeY=0.2)
+        options = {"compression": "zlib", "ome": True}
     if channels > 1:
         meta["Channel"] = {"Name": [f"ch{c}" for c in range(channels)]}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name("partial-" + path.name)
     tifffile.imwrite(
-        partial, tiles(), shape=shape, dtype=np.uint16, tile=(TILE, TILE), compression="zlib",
-        bigtiff=True, ome=True, metadata=meta,
+        partial, tiles(), shape=shape, dtype=np.uint16, tile=(TILE, TILE), bigtiff=True,
+        metadata=meta, **options,
     )  # fmt: skip
     partial.rename(path)
     return path
@@ -140,8 +116,8 @@ def crop_difference(stack: Path, fused: Path, method: str, side: int = 512) -> f
 def two_channel_rows(methods: list[str], tmp: Path) -> list[dict]:
     """The 2-channel stack and a plain stack of the same voxels, to both OME formats."""
     rows = []
-    stacks = {"2 × 12 × 8192² ZCYX": channel_stack_path(12, 8192, 2),
-              "24 × 8192² ZYX": channel_stack_path(24, 8192, 1)}  # fmt: skip
+    stacks = {"2 × 12 × 8192² ZCYX": stack_path(12, 8192, channels=2, zlib=True),
+              "24 × 8192² ZYX": stack_path(24, 8192, zlib=True)}  # fmt: skip
     voxels = 24 * 8192 * 8192
     exe = shutil.which("pdmfuse") or "pdmfuse"
     for method in methods:

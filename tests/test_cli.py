@@ -251,7 +251,7 @@ def test_ome_zarr_outputs_replace_a_store_only_when_complete(tmp_path, capsys, m
     assert code == 0 and stderr == ""
     fused = zarr.open_group(str(out), mode="r")
     assert fused["0"].dtype == np.uint16 and fused["0"].shape == (64, 80)
-    assert fused.attrs["multiscales"][0]["axes"][-1]["name"] == "x"
+    assert fused.attrs["ome"]["multiscales"][0]["axes"][-1]["name"] == "x"
     focus_map = zarr.open_group(str(focus), mode="r")["0"][...]
     assert focus_map.dtype == np.float32 and 0 <= focus_map.min() <= focus_map.max() <= 4
     before = fused["0"][...]

@@ -35,7 +35,7 @@ def uint16(shape, seed=0):
 
 def test_tiled_bigtiff_opens_lazily(tmp_path, monkeypatch):
     stack = uint16((4, 512, 384))
-    path = tmp_path / "big.tif"
+    path = tmp_path / "big.ome.tif"
     tifffile.imwrite(path, stack, bigtiff=True, tile=(128, 128), metadata={"axes": "ZYX"})
 
     def whole_file_read(*args, **kwargs):
@@ -71,28 +71,70 @@ def test_ome_tiff_scale_and_units(tmp_path):
 
 
 def test_rgb_and_multichannel_tiffs(tmp_path):
-    rgb = tmp_path / "rgb.tif"
+    rgb = tmp_path / "rgb.ome.tif"
     tifffile.imwrite(rgb, np.zeros((3, 16, 20, 3), np.uint8), photometric="rgb")
     [(data, kwargs, _)] = read(rgb)
     assert data.shape == (3, 16, 20, 3)
     assert kwargs["rgb"] is True
     assert kwargs["axis_labels"] == ("z", "y", "x")
 
-    channels = tmp_path / "channels.tif"
-    hyper = uint16((4, 2, 16, 20))  # ImageJ order: Z, C, Y, X
-    tifffile.imwrite(
-        channels,
-        hyper,
-        imagej=True,
-        resolution=(2.0, 2.0),
-        metadata={"axes": "ZCYX", "unit": "um", "spacing": 1.5},
-    )
+    channels = tmp_path / "channels.ome.tif"
+    hyper = uint16((4, 2, 16, 20))
+    metadata = {"axes": "ZCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 1.5}
+    tifffile.imwrite(channels, hyper, photometric="minisblack", metadata=metadata)
     [(data, kwargs, _)] = read(channels)
     assert isinstance(data, da.Array)
     np.testing.assert_array_equal(data.compute(), hyper)  # channels stay in front of Y, X
     assert kwargs["axis_labels"] == ("z", "c", "y", "x")
     np.testing.assert_allclose(kwargs["scale"], (1.5, 1.0, 0.5, 0.5))
     assert kwargs["units"] == ("micrometer", "pixel", "micrometer", "micrometer")
+
+
+def compatible(name):
+    """The plugins napari finds for a file name; with more than one, napari asks the user."""
+    readers = npe2.PluginManager.instance().iter_compatible_readers([name])
+    return sorted({r.plugin_name for r in readers})
+
+
+def test_napari_asks_no_question_for_plain_tiffs_and_vendor_files():
+    # Plain TIFFs go to napari's own reader alone, vendor files to this one alone.
+    for name in ("stack.tif", "STACK.TIFF"):
+        assert compatible(name) == ["napari"]
+    for name in ("cells.czi", "cells.ND2", "cells.lif"):
+        assert compatible(name) == [PLUGIN]
+    # napari's reader claims *.ome.tif and *.zarr too: napari asks once ("remember" keeps it).
+    for name in ("stack.ome.tif", "stack.ome.tiff", "stack.ome.zarr"):
+        assert compatible(name) == ["napari", PLUGIN]
+
+
+def write_czi(path, data):
+    """A CZI of ``data`` (C, Z, Y, X), 0.2 µm pixels, 1.5 µm steps, channels DAPI and GFP."""
+    pyczi = pytest.importorskip("pylibCZIrw.czi")
+    with pyczi.create_czi(str(path), exist_ok=True) as czi:
+        for c, planes in enumerate(data):
+            for z, plane in enumerate(planes):
+                czi.write(plane, plane={"C": c, "Z": z, "T": 0})
+        czi.write_metadata(
+            channel_names={0: "DAPI", 1: "GFP"}, scale_x=2e-7, scale_y=2e-7, scale_z=1.5e-6
+        )
+    return path
+
+
+def test_czi_opens_lazily_with_labels_scale_and_channel_names(tmp_path):
+    pytest.importorskip("bioio_czi")
+    stack = uint16((2, 3, 24, 32))  # C, Z, Y, X
+    path = write_czi(tmp_path / "cells.czi", stack)
+
+    [(data, kwargs, kind)] = read(path)
+
+    assert kind == "image"
+    assert isinstance(data, da.Array)
+    np.testing.assert_array_equal(data.compute(), stack.transpose(1, 0, 2, 3))
+    assert kwargs["name"] == "cells"
+    assert kwargs["axis_labels"] == ("z", "c", "y", "x")
+    np.testing.assert_allclose(kwargs["scale"], (1.5, 1.0, 0.2, 0.2))
+    assert kwargs["units"] == ("micrometer", "pixel", "micrometer", "micrometer")
+    assert kwargs["metadata"]["channel_names"] == ("DAPI", "GFP")
 
 
 def test_time_lapse_with_named_channels(tmp_path):

@@ -316,4 +316,4 @@ def test_cli_writes_the_ome_zarr_version_asked_for(tmp_path, capsys):
         assert zarr.open_group(str(out), mode="r").metadata.zarr_format == zarr_format
     bad = ["fuse", source, "-o", tmp_path / "x.ome.zarr", "--ome-zarr-version", "3"]
     assert main([str(a) for a in bad]) == 2
-    assert "'3' is not a OME-Zarr version; choose one of 0.5, 0.4" in capsys.readouterr().err
+    assert "'3' is not a version of OME-Zarr; choose one of 0.5, 0.4" in capsys.readouterr().err

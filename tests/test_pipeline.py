@@ -63,7 +63,7 @@ def _read(path) -> tuple[np.ndarray, str]:
     """An output's full-resolution pixels and axes, as tifffile or zarr give them."""
     if path.name.endswith(".zarr"):
         group = zarr.open_group(str(path), mode="r")
-        image = group.attrs["multiscales"][0]
+        image = group.attrs["ome"]["multiscales"][0]
         axes = "".join(a["name"] for a in image["axes"]).upper()
         return np.asarray(group[image["datasets"][0]["path"]]), axes
     with tifffile.TiffFile(path) as tif:
@@ -120,7 +120,7 @@ def test_outputs_keep_channel_names_pixel_size_and_name(tmp_path, suffix):
     fuse_files(source, Outputs(fused, focus_map=focus), options)
     for path in (fused, focus):
         if suffix == ".ome.zarr":
-            attrs = zarr.open_group(str(path), mode="r").attrs
+            attrs = zarr.open_group(str(path), mode="r").attrs["ome"]
             labels = [c["label"] for c in attrs["omero"]["channels"]]
             scale = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
             assert labels == ["DAPI", "GFP"]

@@ -1,14 +1,18 @@
-"""napari reader: focus stacks in TIFF, OME-TIFF and OME-Zarr files, opened lazily.
+"""napari reader: focus stacks in TIFF, OME-TIFF, OME-Zarr (local or at an http(s)/s3 address)
+and microscope vendors' files (CZI, ND2, LIF, with the optional formats), opened lazily.
 
 Nothing is decoded when a file is opened: layers hold dask arrays whose chunks are read as napari
 displays them (or as the fusion asks for tiles), so stacks larger than memory open instantly.
-Axis labels, physical scale and units come from the file's metadata, so the widget fuses them
-with the right Z axis and writes the focus map in physical units.
+Axis labels, physical scale, units and channel names come from the file's metadata, so the
+widget fuses them with the right Z axis and writes the focus map in physical units.
 
-The reader claims only what it adds value to — TIFF stacks with a Z axis (time points and
-channels included), OME-Zarr images and zarr arrays with three or more axes — and returns None
-for anything else (a plain 2-D TIFF, an unrelated zarr group), so napari's own readers take
-over. Qt-free.
+napari's own reader also claims ``*.tif`` and ``*.zarr``, and napari asks the user to choose
+whenever two readers claim a file. The manifest therefore claims no plain ``.tif``/``.tiff``
+(napari opens those itself, without asking), only OME-TIFF names, zarr stores and vendor
+files; vendor files are claimed by no other reader, so they open without a question. The reader
+claims only what it adds value to — stacks with a Z axis (time points and channels included),
+OME-Zarr images and zarr arrays with three or more axes — and returns None for anything else
+(a 2-D image, an unrelated zarr group), so napari's own readers take over. Qt-free.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import dask.array as da
 
 from .errors import PdmFuseError
 from .ngff import multiscales, transforms
-from .reading import Image, open_image
+from .reading import Image, is_url, open_image
 from .reading.image import stem
+from .reading.remote import open_zarr, url_name
+from .reading.vendor import FORMATS
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerData]]
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+#: Files opened through :func:`~napari_pdmfuse.reading.open_image` (TIFF names, vendor files).
+FILE_SUFFIXES = (".tif", ".tiff", *FORMATS)
 ZARR_SUFFIXES = (".zarr",)
 
 #: napari's unit for axes without a physical size.
@@ -44,19 +51,20 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
         if len(path) != 1:
             return None
         path = path[0]
+    remote = is_url(str(path))
     p = Path(path)
-    name = p.name.lower().rstrip("/")
-    if name.endswith(TIFF_SUFFIXES) and p.is_file():
+    name = (url_name(str(path)) if remote else p.name).lower().rstrip("/")
+    if not remote and name.endswith(FILE_SUFFIXES) and p.is_file():
         try:
             image = open_image([p], for_viewing=True)
         except PdmFuseError:
             return None  # a 2-D image or a layout that is not one stack: napari's reader opens it
-        return lambda _path: [tiff_layer(image)]
-    if name.endswith(ZARR_SUFFIXES) and p.is_dir():
+        return lambda _path: [image_layer(image)]
+    if name.endswith(ZARR_SUFFIXES) and (remote or p.is_dir()):
         try:
-            layer = zarr_layer(p)
+            layer = zarr_layer(str(path) if remote else p)
         except Exception:
-            return None  # not a zarr store we understand
+            return None  # not a zarr store we understand, or an address that cannot be reached
         if layer is None:
             return None
         return lambda _path: [layer]
@@ -64,12 +72,13 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# TIFF
+# Files opened as one Image: TIFF, OME-TIFF, vendor formats
 
 
-def tiff_layer(image: Image) -> LayerData:
-    """One image layer for a TIFF: its axes in T, Z, C, Y, X order (RGB samples last), labelled,
-    scaled by the file's Z step and pixel size, with their units when the file gives them."""
+def image_layer(image: Image) -> LayerData:
+    """One image layer: the image's axes in T, Z, C, Y, X order (RGB samples last), labelled,
+    scaled by the file's Z step and pixel size, with their units when the file gives them, and
+    the channel names (as the widget reads them) in the metadata."""
     image = image.ordered("".join(a for a in _LAYER_ORDER if a in image.axes))
     shown = image.axes.replace("S", "")
     py, px = image.pixel_size or (1.0, 1.0)
@@ -80,7 +89,7 @@ def tiff_layer(image: Image) -> LayerData:
         "axis_labels": tuple(a.lower() for a in shown),
         "scale": tuple(float(sizes.get(a, 1.0)) for a in shown),
         "metadata": {
-            "source": str(image.sources[0]),
+            "source": str(image.sources[0]) if image.sources else image.name,
             "axes": image.axes,
             "z_spacing": image.z_spacing,
             "pixel_size": image.pixel_size,
@@ -111,13 +120,15 @@ def _known_unit(name: str) -> bool:
         return False
 
 
-def zarr_layer(path: Path) -> LayerData | None:
+def zarr_layer(path: Path | str) -> LayerData | None:
     """An image layer for an OME-Zarr image (multiscale when it has several levels) or a plain
-    zarr array of three or more axes; None for other zarr stores."""
+    zarr array of three or more axes, on disk or at an address (a string); None for other zarr
+    stores."""
     import zarr
 
-    node = zarr.open(str(path), mode="r")
-    name = stem(path)
+    remote = isinstance(path, str)
+    node = open_zarr(path) if remote else zarr.open(str(path), mode="r")
+    name = stem(Path(url_name(path) if remote else path))
     if isinstance(node, zarr.Array):
         if node.ndim < 3:
             return None

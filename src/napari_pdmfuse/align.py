@@ -30,7 +30,7 @@ from skimage.registration import phase_cross_correlation
 from skimage.transform import downscale_local_mean
 
 from .errors import InputError
-from .stack import is_lazy, to_dtype
+from .stack import read_now, to_dtype
 
 Model = Literal["translation", "similarity"]
 MODELS: tuple[str, ...] = ("translation", "similarity")
@@ -283,10 +283,8 @@ def estimate_from_centre(
     rows, cols = central_view(shape[1:3], max_side)
 
     def plane(k: int) -> np.ndarray:
-        part = data[k : k + 1, rows, cols]
-        if is_lazy(part):
-            part = part.compute(scheduler="synchronous")  # no dask threads for one small read
-        return luminance(np.asarray(part, dtype=np.float32))[0]
+        part = read_now(data[k : k + 1, rows, cols])  # no dask threads for one small read
+        return luminance(part.astype(np.float32, copy=False))[0]
 
     in_view = _chain(plane, shape[0], ref, model)
     view_centre = np.array([rows.start, cols.start]) + image_centre(

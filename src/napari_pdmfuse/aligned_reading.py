@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from .align import Transform, coverage, image_centre
 from .errors import InputError
-from .stack import is_lazy, to_dtype
+from .stack import is_lazy, read_now, to_dtype
 
 #: Pixels read beyond where a window's samples land, for each interpolation order. A cubic
 #: spline's prefilter reaches every pixel, but its weight falls by 0.268 per pixel: 8 px leave
@@ -152,7 +152,4 @@ class AlignedReader:
     def _read(self, planes: range, rows: slice, cols: slice) -> np.ndarray:
         """Planes ``planes`` of a source window, read by the calling thread alone."""
         whole = self.cut(rows, cols) if self.cut else self.source[:, rows, cols]
-        part = whole[planes.start : planes.stop]
-        if is_lazy(part):
-            part = part.compute(scheduler="synchronous")
-        return np.asarray(part)
+        return read_now(whole[planes.start : planes.stop])

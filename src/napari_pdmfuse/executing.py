@@ -21,7 +21,7 @@ from scipy import ndimage
 from .errors import PdmFuseWarning
 from .methods.base import FusionMethod, TileResult
 from .sizes import min_tile
-from .stack import Normalisation, beyond_float32, is_lazy, non_finite
+from .stack import Normalisation, beyond_float32, is_lazy, non_finite, read_now
 from .tiling import Tile
 
 
@@ -127,11 +127,12 @@ def read_window(
     if not is_lazy(part):
         return np.asarray(part)
     if into is None:
-        return np.asarray(part.compute(scheduler="synchronous"))
+        return read_now(part)
     import dask.array as da
+    from dask.local import get_sync  # a function: a name makes dask import distributed
 
     out = into[: int(np.prod(part.shape))].reshape(part.shape)
-    da.store(part, out, lock=False, scheduler="synchronous")
+    da.store(part, out, lock=False, scheduler=get_sync)
     return out
 
 

@@ -19,7 +19,7 @@ from .errors import InputError, PdmFuseError
 from .options import FuseOptions
 from .outputs import KINDS, FileOutputs, output_bytes
 from .planning import AlignmentLog, Job, Progress, plan_job
-from .reading import open_image
+from .reading import is_url, open_image
 from .sizes import check_disk
 from .writing.atomic import atomic_files, check_outputs, write_failed
 from .writing.omezarr import DEFAULT_NGFF_VERSION, check_ngff_version
@@ -103,7 +103,8 @@ def fuse_files_iter(
     """
     started = time.perf_counter()
     options = options or FuseOptions()
-    raw = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    raw = [p if is_url(p) else Path(p) for p in given]  # addresses stay strings
     if not raw:
         raise InputError("No input given; name a stack file, a folder of planes or plane files.")
     targets = _outputs(outputs).named()
@@ -113,7 +114,7 @@ def fuse_files_iter(
             "--coverage writes the region that every aligned plane covers, so it needs --align "
             "translation or similarity."
         )
-    protected = [*raw, *(Path(p) for p in keep)]
+    protected = [*(p for p in raw if isinstance(p, Path)), *(Path(p) for p in keep)]
     # Refuse clashing outputs before even opening the inputs, then again against every file read.
     check_outputs(list(targets.values()), protected, overwrite=overwrite)
     source = describe_inputs(raw)

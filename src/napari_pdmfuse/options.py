@@ -8,7 +8,7 @@ front end refuses the same mistakes with the same sentence.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import InputError
@@ -94,14 +94,6 @@ class FuseOptions:
     def physical_focus(self) -> bool:
         """Whether the focus map is asked for in micrometres."""
         return self.focus_units == "um" or (self.focus_units is None and self.z_spacing is not None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, for the outputs' metadata and for sending to cluster workers."""
-        return asdict(self)
-
-    def updated(self, **changes: Any) -> FuseOptions:
-        """A copy with ``changes``, checked again."""
-        return replace(self, **changes)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> FuseOptions:

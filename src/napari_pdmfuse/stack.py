@@ -60,10 +60,6 @@ class Stack:
     def n_channels(self) -> int:
         return int(self.data.shape[3])
 
-    def output_array(self, plane: np.ndarray) -> np.ndarray:
-        """Put a fused (Y, X, C) plane back into the input's channel layout."""
-        return plane[..., 0] if self.layout == "grey" else plane
-
 
 def is_lazy(data: object) -> bool:
     """Whether ``data`` is a dask array, read only when computed."""
@@ -227,14 +223,28 @@ def sample_blocks(stack: Stack, max_voxels: int = SAMPLE_VOXELS) -> list[np.ndar
     """Read a few tiles spread over the plane: enough for robust statistics, never the stack."""
     z, y, x = stack.data.shape[:3]
     if z * y * x <= max_voxels:
-        return [np.asarray(stack.data)]
+        return [read_now(stack.data)]
     side = 256
     n_tiles = max(1, max_voxels // (z * side * side))
     grid = int(np.ceil(np.sqrt(n_tiles)))
     ys = np.linspace(0, max(y - side, 0), grid).astype(int)
     xs = np.linspace(0, max(x - side, 0), grid).astype(int)
     windows = (stack.window(slice(y0, y0 + side), slice(x0, x0 + side)) for y0 in ys for x0 in xs)
-    return [np.asarray(w) for w in windows]
+    return [read_now(w) for w in windows]
+
+
+def read_now(data: object) -> np.ndarray:
+    """``data`` as an array, a lazy one read by the calling thread alone.
+
+    dask's scheduler is passed as a function: given by name ("synchronous"), or left to its
+    default, dask first looks for a distributed client, which imports distributed (a fifth of a
+    second at start-up) and would send a local read to a user's cluster.
+    """
+    if is_lazy(data):
+        from dask.local import get_sync
+
+        data = data.compute(scheduler=get_sync)  # type: ignore[attr-defined]
+    return np.asarray(data)
 
 
 def normalisation(

@@ -22,7 +22,6 @@ or carry on, whatever happens to the terminal:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -47,6 +46,7 @@ def launch() -> NoReturn:
     package's ``__init__`` must load nothing heavy.
     """
     try:
+        load_dask_array()
         from .cli import main
 
         status = main()
@@ -56,6 +56,26 @@ def launch() -> NoReturn:
             print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
         status = EXIT_INTERRUPTED
     sys.exit(status)
+
+
+def load_dask_array() -> None:
+    """Import dask.array, which every input is read through, without xarray.
+
+    dask.array imports xarray whenever it is installed (it comes with the vendor formats'
+    readers), only so that ``dask.array.from_array`` can unwrap xarray's chunked arrays, which
+    the command never passes it; xarray and the pandas it loads would add a fifth of a second to
+    every run's start-up. Only the command's own process does this, and xarray stays importable
+    for the readers that use it.
+    """
+    if "dask.array" in sys.modules or "xarray" in sys.modules:
+        return
+    sys.modules["xarray"] = None  # type: ignore[assignment]  # `import xarray` fails meanwhile
+    try:
+        import dask.array  # noqa: F401
+    except ImportError:  # dask missing or broken: reported where the run first needs it
+        pass
+    finally:
+        del sys.modules["xarray"]
 
 
 class QuietStream:
@@ -189,6 +209,10 @@ def drop_async_leftovers(timeout: float = 2.0) -> None:
     if not any(isinstance(f, _Leftovers) for f in logger.filters):
         logger.addFilter(_Leftovers())
     sync = sys.modules.get("zarr.core.sync")  # never imported: zarr read nothing
+    if sync is None:
+        return
+    import asyncio  # not at the top: only zarr's reads need it, and it costs start-up time
+
     loop = getattr(sync, "loop", [None])[0]
     if not isinstance(loop, asyncio.AbstractEventLoop) or loop.is_closed():
         return

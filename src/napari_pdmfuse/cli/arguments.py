@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fuse.add_argument(
         "--ome-zarr-version",
-        type=_choice("OME-Zarr version", NGFF_VERSIONS),
+        type=_choice("version of OME-Zarr", NGFF_VERSIONS),
         metavar="{" + ",".join(NGFF_VERSIONS) + "}",
         default=DEFAULT_NGFF_VERSION,
         help="OME-Zarr version of .ome.zarr outputs: 0.5 (zarr format 3) or 0.4 (zarr format "

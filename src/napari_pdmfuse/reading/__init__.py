@@ -21,7 +21,6 @@ from .planes import IMAGE_SUFFIXES, folder_images, natural_key, read_planes
 from .remote import is_url
 from .tiff import is_tiff, read_tiff
 from .vendor import FORMATS_EXTRA, other_reader, read_vendor, vendor_format
-from .zarr import read_zarr
 
 #: First bytes of the plane formats read through Pillow (PNG, JPEG, BMP).
 _PLANE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM")
@@ -57,12 +56,16 @@ def open_image(
                 f"{urls[0]} is given together with other inputs; give one remote zarr store on "
                 "its own."
             )
+        from .zarr import read_zarr  # zarr takes a fifth of a second to import: only for zarr
+
         return read_zarr(urls[0], axes)
     paths = _checked_paths(inputs)
     path = paths[0]
     if len(paths) > 1:
         return read_planes(paths, axes)
     if is_zarr_store(path):
+        from .zarr import read_zarr
+
         return read_zarr(path, axes)
     if path.is_dir():
         return read_planes(folder_images(path), axes, folder=path)

@@ -18,7 +18,6 @@ import dask
 import dask.array as da
 import numpy as np
 import tifffile
-import zarr
 
 from ..errors import InputError, PdmFuseError, PdmFuseWarning, ReadError
 from .remote import is_url, open_zarr
@@ -156,6 +155,8 @@ def _reopen_memmap(
 
 def _reopen_tiff_store(where: Path, path: Path) -> GuardedArray:
     """The file at ``where`` (absolute), again, for messages naming ``path`` as typed."""
+    import zarr  # a fifth of a second to import: only for the inputs that need it
+
     try:
         with tifffile.TiffFile(where) as tif:
             array = zarr.open(tif.aszarr(series=0, level=0, squeeze=True), mode="r")
@@ -165,6 +166,8 @@ def _reopen_tiff_store(where: Path, path: Path) -> GuardedArray:
 
 
 def _reopen_zarr(where: str, path: Path | str, dataset: str) -> GuardedArray:
+    import zarr
+
     try:
         node = open_zarr(where) if is_url(where) else zarr.open(where, mode="r")
         array = node[dataset] if dataset else node

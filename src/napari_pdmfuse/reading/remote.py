@@ -30,7 +30,7 @@ def is_url(source: str | Path) -> bool:
 
 
 def url_name(url: str) -> str:
-    """The last part of an address's path: ``http://host/a/stack.ome.zarr/`` → ``stack.ome.zarr``."""
+    """The last part of an address's path: ``http://host/a/b.ome.zarr/`` → ``b.ome.zarr``."""
     return urlparse(url).path.rstrip("/").rsplit("/", 1)[-1] or url
 
 
@@ -51,8 +51,8 @@ def check_protocol(url: str) -> None:
     package = _PACKAGES.get(scheme)
     if package is not None and importlib.util.find_spec(package) is None:
         raise ReadError(
-            f"{url} is a {scheme}:// address, which needs the {package} package; install the "
-            f"optional remote reading with {REMOTE_EXTRA} to read it."
+            f"Reading {url} needs the {package} package; install the optional remote reading "
+            f"with {REMOTE_EXTRA}."
         )
     import fsspec
 

@@ -17,7 +17,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import tifffile
-import zarr
 
 from ..errors import InputError, PdmFuseError, ReadError
 from .axes import file_axes, given_axes
@@ -100,6 +99,8 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
                     (1,) * array.ndim, axes, array.shape, array.dtype.itemsize, planes_together
                 )
             else:
+                import zarr  # a fifth of a second to import: not for memory-mapped files
+
                 store = tif.aszarr(series=0, level=0, squeeze=True)
                 array = zarr.open(store, mode="r")
                 chunks = (

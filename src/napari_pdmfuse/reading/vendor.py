@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PdmFuseError, PdmFuseWarning, ReadError
-from .axes import file_axes, given_axes
+from .axes import file_axes, given_axes, squeeze
 from .guarded import GuardedArray, check_dtype, lazy, location, read_chunks, unreadable
 from .image import Image, stem
 from .scale import Scale, checked, seconds
@@ -35,22 +35,26 @@ _PLACEHOLDER_NAME = re.compile(r"(Image:?)?\d*")
 
 @dataclass(frozen=True)
 class VendorFormat:
-    """A vendor format: what to call it in messages, and the bioio plugin that reads it."""
+    """A vendor format: what to call it in messages, the bioio plugin that reads it, and how
+    its files begin (a pattern matched against the first 16 bytes)."""
 
     description: str
     module: str
-    magic: tuple[tuple[int, bytes], ...]  # (offset, bytes) pairs; any one identifies the file
+    magic: re.Pattern[bytes]
 
 
 #: Vendor formats recognised by name or first bytes, before the TIFF and plane readers.
 FORMATS = {
-    ".czi": VendorFormat("a Zeiss CZI file", "bioio_czi", ((0, b"ZISRAWFILE"),)),
+    ".czi": VendorFormat("a Zeiss CZI file", "bioio_czi", re.compile(rb"ZISRAWFILE")),
     ".nd2": VendorFormat(
         "a Nikon ND2 file",
         "bioio_nd2",
-        ((0, b"\xda\xce\xbe\x0a"), (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n")),
+        re.compile(rb"\xda\xce\xbe\x0a|\x00\x00\x00\x0cjP  \r\n\x87\n"),
     ),
-    ".lif": VendorFormat("a Leica LIF file", "bioio_lif", ((0, b"\x70\x00\x00\x00"),)),
+    # LIF: a 4-byte test value, the XML header's size, then its marker byte.
+    ".lif": VendorFormat(
+        "a Leica LIF file", "bioio_lif", re.compile(rb"\x70\x00\x00\x00.{4}\x2a", re.S)
+    ),
 }
 
 
@@ -65,11 +69,7 @@ def vendor_format(path: Path) -> str | None:
             head = handle.read(16)
     except OSError:
         return None  # the reader that claims the file reports it
-    for key, fmt in FORMATS.items():
-        if any(head[at : at + len(magic)] == magic for at, magic in fmt.magic):
-            if key != ".lif" or head[8:9] == b"\x2a":  # LIF's 4-byte test value is weak alone
-                return key
-    return None
+    return next((key for key, fmt in FORMATS.items() if fmt.magic.match(head)), None)
 
 
 def other_reader(path: Path) -> bool:
@@ -121,7 +121,7 @@ def read_vendor(
     if axes is None:
         data, letters = file_axes(data, dims, path, n_series=1)
     else:
-        data, letters = given_axes(data, dims, shape, path, axes)
+        data, letters = given_axes(squeeze(data, dims)[0], dims, shape, path, axes)
     return Image(
         data=data,
         axes=letters,
@@ -168,9 +168,7 @@ def _scene_name(scene: str) -> str | None:
     return None if _PLACEHOLDER_NAME.fullmatch(name) else name
 
 
-def _channel_names(
-    bioimage: Any, axes: str, shape: tuple[int, ...]
-) -> tuple[str, ...] | None:
+def _channel_names(bioimage: Any, axes: str, shape: tuple[int, ...]) -> tuple[str, ...] | None:
     """One name per channel of the C axis, or None when the file gives no usable names."""
     if "C" not in axes:
         return None

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from fault_runs import FAULTS, NO_WORKER_TIMEOUT, WARNINGS, Fault, Seen
 
 from napari_pdmfuse import InputError, PdmFuseError, fuse, sizes
 from napari_pdmfuse.cli import main
@@ -322,6 +323,10 @@ CLI_CASES = [
         ),
     ),
     CliCase("Output not named .tif", lambda: fuse_args(good(), out="fused.png")),
+    CliCase(
+        "Output name longer than the file system allows (256 bytes)",
+        lambda: fuse_args(good(), out="f" * 252 + ".tif"),
+    ),
     CliCase("Output folder missing", lambda: fuse_args(good(), out="results/fused.tif")),
     CliCase(
         "OME-Zarr output named like a folder that is no zarr store",
@@ -492,12 +497,24 @@ def run_api(case: ApiCase) -> PdmFuseError:
     raise AssertionError(f"{case.what}: no error")
 
 
+def run_fault(case: Fault) -> Seen:
+    with scratch():
+        return case.run()
+
+
 def one_sentence(message: str) -> bool:
     return ". " not in re.sub(r"\b(e\.g|i\.e)\. ", "", message)
 
 
 def skipped(case: CliCase | ApiCase) -> bool:
     return case.needs_no_cuda and torch.cuda.is_available()
+
+
+#: The one line each stop prints (exit status → line).
+STOPPED = {
+    130: "pdmfuse: interrupted; nothing was written.",
+    143: "pdmfuse: terminated; nothing was written.",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,6 +546,31 @@ def test_api_refusal_is_our_error_and_one_sentence(case):
     message = str(err)
     assert "\n" not in message and message.endswith(".") and one_sentence(message)
     assert err.__cause__ is None
+
+
+@pytest.mark.parametrize("case", FAULTS, ids=[c.what for c in FAULTS])
+def test_a_fault_mid_run_is_one_line_and_leaves_only_whole_outputs(case):
+    if case.posix and os.name != "posix":
+        pytest.skip("POSIX signals and descriptors")
+    seen = run_fault(case)
+    assert seen.code == case.code and seen.stdout == "", seen
+    assert "Traceback" not in seen.stderr
+    if case.code == 2:
+        assert len(seen.lines) == 1 and seen.lines[0].startswith("pdmfuse: error: ")
+        assert seen.lines[0].endswith(".") and one_sentence(seen.lines[0])
+    elif case.code in STOPPED:
+        assert seen.lines == [STOPPED[case.code]]
+    else:
+        assert seen.stderr == ""
+    assert seen.left == list(case.left)  # no partial output, no temporary file
+
+
+@pytest.mark.parametrize("case", WARNINGS, ids=[c.what for c in WARNINGS])
+def test_a_warning_is_one_line_and_the_run_completes(case):
+    seen = run_fault(case)
+    assert seen.code == 0 and seen.stdout == "" and seen.left == list(case.left)
+    assert len(seen.lines) == 1 and seen.lines[0].startswith("pdmfuse: warning: ")
+    assert "Traceback" not in seen.stderr
 
 
 def test_malicious_weights_never_run(tmp_path, monkeypatch):
@@ -587,6 +629,29 @@ minimum) and then the run moves to the CPU, each with a warning.
 |---|---|---|
 """
 
+FAULTS_HEADER = """
+## Faults during a run
+
+Things that go wrong around a run that started well, each made to happen mid-run: another run
+writing the same name, a disk that fills up (the check ahead found room), a stop signal, a closed
+stderr, a cluster without workers (which waits {timeout:g} s for one here; 60 s unless
+`PDMFUSE_NO_WORKER_TIMEOUT` says otherwise). Exit status 143 is the shell's 128 + SIGTERM, for
+SIGHUP too, and 130 is Ctrl-C's. After every failure the folder holds no new file and no
+temporary file; the output another run wrote is left as it wrote it.
+
+| Fault | Exit | What the user sees |
+|---|---|---|
+"""
+
+WARNINGS_HEADER = """
+## Warnings
+
+The run completes and writes its outputs; the warning is one line on stderr.
+
+| Input | Exit | What the user sees |
+|---|---|---|
+"""
+
 BATCH = """
 ## Batch
 
@@ -626,11 +691,27 @@ def batch_example() -> str:
     return "\n".join([*shown, str(code), *written])
 
 
+def _seen(seen: Seen) -> str:
+    """A fault's cell: its one line, or, where it printed nothing, what it wrote."""
+    if seen.lines:
+        return _code(seen.lines[-1])
+    written = ", ".join(f"`{name}`" for name in seen.left)
+    return f"nothing printed; {written} written"
+
+
 def document() -> str:
     rows = []
     for case in CLI_CASES:
         run = run_cli(case)
         rows.append(f"| {_cell(case.what)} | {run.code} | {_code(run.message)} |")
+    faults = []
+    for fault in FAULTS:
+        seen = run_fault(fault)
+        faults.append(f"| {_cell(fault.what)} | {seen.code} | {_seen(seen)} |")
+    warned = []
+    for fault in WARNINGS:
+        seen = run_fault(fault)
+        warned.append(f"| {_cell(fault.what)} | {seen.code} | {_seen(seen)} |")
     api_rows = []
     for case in API_CASES:
         err = run_api(case)
@@ -639,6 +720,12 @@ def document() -> str:
     return (
         header
         + "\n".join(rows)
+        + "\n"
+        + FAULTS_HEADER.format(timeout=NO_WORKER_TIMEOUT)
+        + "\n".join(faults)
+        + "\n"
+        + WARNINGS_HEADER
+        + "\n".join(warned)
         + "\n"
         + BATCH.format(batch=batch_example())
         + "\n".join(api_rows)

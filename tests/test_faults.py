@@ -26,10 +26,11 @@ from hypothesis import strategies as st
 import napari_pdmfuse
 from napari_pdmfuse import OutputError
 from napari_pdmfuse.cli import main
+from napari_pdmfuse.entry import launch
 from napari_pdmfuse.errors import Terminated
 from napari_pdmfuse.sizes import gib
 from napari_pdmfuse.stack import to_dtype
-from napari_pdmfuse.terminal import launch, stop_signals
+from napari_pdmfuse.terminal import stop_signals
 from napari_pdmfuse.writing import atomic, fsops
 from napari_pdmfuse.writing.atomic import atomic_files, check_outputs, output_name, temp_name
 

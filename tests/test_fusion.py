@@ -178,7 +178,7 @@ def test_tiles_are_sized_from_free_memory_on_the_host_or_the_gpu(monkeypatch):
         device = torch.device("cuda", 0)
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory)
-    assert tile_budget() == 768 * 2**20  # capped: a run stays under 1.5 GB of RSS
+    assert tile_budget() == 640 * 2**20  # capped: a run stays under 1.5 GB of RSS
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2**30, 80 * 2**30))
     assert tile_budget(OnGpu()) == 5 * 2**30  # half the free device memory
     Memory.available = 8 * 2**30

@@ -72,7 +72,8 @@ def test_ome_tiff_scale_and_units(tmp_path):
 
 def test_rgb_and_multichannel_tiffs(tmp_path):
     rgb = tmp_path / "rgb.ome.tif"
-    tifffile.imwrite(rgb, np.zeros((3, 16, 20, 3), np.uint8), photometric="rgb")
+    rgb_stack = np.zeros((3, 16, 20, 3), np.uint8)
+    tifffile.imwrite(rgb, rgb_stack, photometric="rgb", metadata={"axes": "ZYXS"})
     [(data, kwargs, _)] = read(rgb)
     assert data.shape == (3, 16, 20, 3)
     assert kwargs["rgb"] is True

@@ -1,5 +1,5 @@
 """``python -m napari_pdmfuse``: the ``pdmfuse`` command, for environments without its script."""
 
-from .terminal import launch
+from .entry import launch
 
 launch()

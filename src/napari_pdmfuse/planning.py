@@ -41,11 +41,16 @@ class Sink(Protocol):
     def write(self, tile: Tile, result: TileResult) -> None: ...
 
 
-def tile_budget(method: FusionMethod | None = None) -> int:
-    """Working memory for one tile: a quarter of what is free now, between 256 and 768 MiB.
+#: Largest working memory of one tile (see :func:`tile_budget`).
+TILE_BUDGET_MAX = 640 * 2**20
 
-    768 MiB keeps a whole run (libraries, model and allocator slack besides the tile: about
-    0.5 GB) under 1.5 GB however large the stack. A method running on a CUDA GPU keeps its
+
+def tile_budget(method: FusionMethod | None = None) -> int:
+    """Working memory for one tile: a quarter of what is free now, between 256 and 640 MiB.
+
+    640 MiB keeps a whole run (libraries, model, the readers' and writers' buffers and
+    allocator slack besides the tile: about 0.7 GB) under 1.5 GB however large the stack and
+    whatever its channels and output format. A method running on a CUDA GPU keeps its
     working set there instead, so its tiles take half the free device memory (the host then
     holds only the tile's data, a quarter of what it has free).
     """
@@ -58,7 +63,7 @@ def tile_budget(method: FusionMethod | None = None) -> int:
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(max(256 * 2**20, min(free // 2, host)))
-    return int(np.clip(host, 256 * 2**20, 768 * 2**20))
+    return int(np.clip(host, 256 * 2**20, TILE_BUDGET_MAX))
 
 
 def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> int:

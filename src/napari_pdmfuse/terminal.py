@@ -29,53 +29,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import IO, Any, NoReturn
-
-from .errors import EXIT_INTERRUPTED
+from typing import IO, Any
 
 #: Signals that stop a run from outside; both end it with the same status and message.
 STOP_SIGNALS = ("SIGTERM", "SIGHUP")
-
-
-def launch() -> NoReturn:
-    """Run the ``pdmfuse`` command as a program (``python -m napari_pdmfuse``, the script).
-
-    Ctrl-C while the command's modules load (seconds on a busy cluster file system), before
-    :func:`napari_pdmfuse.cli.main` can catch it, ends with one line, not with a traceback of
-    the import under way. Only imports made from here on are covered, so this module and the
-    package's ``__init__`` must load nothing heavy.
-    """
-    try:
-        load_dask_array()
-        from .cli import main
-
-        status = main()
-    except KeyboardInterrupt:
-        open_std_descriptors()
-        with guarded_stderr():
-            print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
-        status = EXIT_INTERRUPTED
-    sys.exit(status)
-
-
-def load_dask_array() -> None:
-    """Import dask.array, which every input is read through, without xarray.
-
-    dask.array imports xarray whenever it is installed (it comes with the vendor formats'
-    readers), only so that ``dask.array.from_array`` can unwrap xarray's chunked arrays, which
-    the command never passes it; xarray and the pandas it loads would add a fifth of a second to
-    every run's start-up. Only the command's own process does this, and xarray stays importable
-    for the readers that use it.
-    """
-    if "dask.array" in sys.modules or "xarray" in sys.modules:
-        return
-    sys.modules["xarray"] = None  # type: ignore[assignment]  # `import xarray` fails meanwhile
-    try:
-        import dask.array  # noqa: F401
-    except ImportError:  # dask missing or broken: reported where the run first needs it
-        pass
-    finally:
-        del sys.modules["xarray"]
 
 
 class QuietStream:

@@ -1,0 +1,55 @@
+"""The ``pdmfuse`` command's entry point (the script, and ``python -m napari_pdmfuse``).
+
+It loads nothing but the standard library before it can catch Ctrl-C, then the command itself;
+the terminal handling lives in :mod:`.terminal`, the command in :mod:`.cli`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from .errors import EXIT_INTERRUPTED
+
+
+def launch() -> NoReturn:
+    """Run the ``pdmfuse`` command as a program (``python -m napari_pdmfuse``, the script).
+
+    Ctrl-C while the command's modules load (seconds on a busy cluster file system), before
+    :func:`napari_pdmfuse.cli.main` can catch it, ends with one line, not with a traceback of
+    the import under way. Only imports made from here on are covered, so this module and the
+    package's ``__init__`` must load nothing heavy.
+    """
+    try:
+        load_dask_array()
+        from .cli import main
+
+        status = main()
+    except KeyboardInterrupt:
+        from .terminal import guarded_stderr, open_std_descriptors
+
+        open_std_descriptors()
+        with guarded_stderr():
+            print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    sys.exit(status)
+
+
+def load_dask_array() -> None:
+    """Import dask.array, which every input is read through, without xarray.
+
+    dask.array imports xarray whenever it is installed (it comes with the vendor formats'
+    readers), only so that ``dask.array.from_array`` can unwrap xarray's chunked arrays, which
+    the command never passes it; xarray and the pandas it loads would add a fifth of a second to
+    every run's start-up. Only the command's own process does this, and xarray stays importable
+    for the readers that use it.
+    """
+    if "dask.array" in sys.modules or "xarray" in sys.modules:
+        return
+    sys.modules["xarray"] = None  # type: ignore[assignment]  # `import xarray` fails meanwhile
+    try:
+        import dask.array  # noqa: F401
+    except ImportError:  # dask missing or broken: reported where the run first needs it
+        pass
+    finally:
+        del sys.modules["xarray"]

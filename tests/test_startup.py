@@ -1,0 +1,124 @@
+"""Start-up: each job imports only what it uses.
+
+Importing torch, napari, distributed or xarray costs from a fifth of a second to a second each,
+which a short ``pdmfuse`` run (docs/PERFORMANCE.md, *Start-up*) or a script that only fuses
+with a classical method would pay for nothing. Each check runs in a fresh interpreter and looks
+at the modules it loaded, so it holds however fast or busy the machine is.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import napari_pdmfuse
+
+#: Never needed to fuse or to start the command: the viewer, the cluster client, the plane
+#: formats' reader, and the libraries of the alignment (scikit-image, SciPy's optimisers and
+#: signal code).
+NEVER = ["napari", "magicgui", "qtpy", "distributed", "imageio", "skimage", "scipy.optimize",
+         "scipy.signal"]  # fmt: skip
+
+#: What dask.array would load for nothing, which the command's launcher keeps out.
+XARRAY = ["xarray", "pandas"]
+
+#: Prints the modules loaded by the end of the process, whatever ends it (launch() exits).
+REPORT = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.__stdout__))
+"""
+
+
+def loaded(code: str, cwd: Path | None = None) -> set[str]:
+    """The modules a fresh interpreter has loaded after running ``code``."""
+    done = subprocess.run(
+        [sys.executable, "-c", REPORT + code],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def command(tmp_path: Path, method: str) -> set[str]:
+    """The modules ``pdmfuse fuse`` loads to fuse a 3-plane TIFF into TIFFs with ``method``."""
+    data = np.random.default_rng(0).integers(0, 60_000, (3, 64, 64), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, metadata={"axes": "ZYX"})
+    args = ["pdmfuse", "fuse", "stack.tif", "-o", "f.tif", "--focus-map", "m.tif", "-q",
+            "--method", method]  # fmt: skip
+    modules = loaded(
+        f"import sys; sys.argv = {args!r}\nfrom napari_pdmfuse.entry import launch\nlaunch()",
+        cwd=tmp_path,
+    )
+    assert tifffile.imread(tmp_path / "f.tif").shape == (64, 64)
+    return modules
+
+
+def present(modules: set[str], names: list[str]) -> list[str]:
+    return [name for name in names if name in modules]
+
+
+def test_importing_the_package_loads_nothing_heavy():
+    modules = loaded("import napari_pdmfuse")
+    assert present(modules, ["torch", "dask", "scipy", "tifffile", *NEVER]) == []
+
+
+def test_the_public_names_load_on_first_use():
+    namespace: dict[str, object] = {}
+    exec("from napari_pdmfuse import *", namespace)
+    assert set(napari_pdmfuse.__all__) <= set(namespace)
+    assert set(napari_pdmfuse.__all__) <= set(dir(napari_pdmfuse))
+    assert napari_pdmfuse.FuseOptions().method in napari_pdmfuse.METHODS
+    with pytest.raises(AttributeError, match="no_such_name"):
+        napari_pdmfuse.no_such_name  # noqa: B018
+
+
+def test_a_classical_fusion_in_python_loads_no_torch():
+    modules = loaded(
+        "import numpy as np, napari_pdmfuse\n"
+        "stack = np.random.default_rng(0).random((3, 32, 32))\n"
+        "assert napari_pdmfuse.fuse(stack, method='wavelet').fused.shape == (32, 32)"
+    )
+    assert present(modules, ["torch", "napari", "magicgui", "distributed"]) == []
+
+
+def test_the_command_module_loads_no_viewer_cluster_or_torch():
+    modules = loaded("import napari_pdmfuse.cli")
+    assert present(modules, ["torch", *NEVER]) == []
+
+
+@pytest.mark.parametrize("method", ["wavelet", "pyramid", "argmax"])
+def test_the_command_with_a_classical_method_loads_no_torch_and_no_zarr(tmp_path, method):
+    modules = command(tmp_path, method)
+    assert present(modules, ["torch", "zarr", *XARRAY, *NEVER]) == []
+
+
+def test_the_command_with_pdmnet_loads_torch_but_no_viewer_or_cluster(tmp_path):
+    modules = command(tmp_path, "pdmnet")
+    assert "torch" in modules
+    assert present(modules, ["zarr", *XARRAY, *NEVER]) == []
+
+
+def test_xarray_stays_importable_after_the_command_loaded_dask():
+    pytest.importorskip("xarray")
+    modules = loaded(
+        "import sys\nfrom napari_pdmfuse.entry import load_dask_array\nload_dask_array()\n"
+        "assert 'dask.array' in sys.modules and 'xarray' not in sys.modules\n"
+        "import xarray\nxarray.DataArray([1, 2])"
+    )
+    assert "xarray" in modules
+
+
+def test_the_pdmfuse_script_starts_through_the_quiet_launcher():
+    scripts = metadata.entry_points(group="console_scripts")
+    assert [s.value for s in scripts if s.name == "pdmfuse"] == ["napari_pdmfuse.entry:launch"]

@@ -513,3 +513,20 @@ def test_damaged_zarr_chunks_give_one_line_not_hundreds(tmp_path):
         "file); check the file or export it again."
     ]
     assert not (tmp_path / "f.tif").exists() and temps(tmp_path) == []
+
+
+def test_an_input_truncated_under_a_run_is_one_sentence_not_a_bus_error(tmp_path):
+    """Pixels are read with positioned reads, not a memory map: a file that shrinks after it was
+    opened (before, a SIGBUS killed the process with no message) gives a ReadError."""
+    import os
+
+    from napari_pdmfuse import ReadError, fuse
+    from napari_pdmfuse.reading import open_image
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.full((4, 256, 256), 7, np.uint16), photometric="minisblack")
+    image = open_image([path])
+    os.truncate(path, os.path.getsize(path) // 2)
+    with pytest.raises(ReadError, match=r"stack\.tif ended before its pixels did") as info:
+        fuse(image.data, method="argmax")
+    assert str(info.value).count(". ") == 0 and "\n" not in str(info.value)

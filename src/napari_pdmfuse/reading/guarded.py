@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError, PdmFuseError, PdmFuseWarning, ReadError
+from .filearray import FileArray
 from .remote import is_url, open_zarr
 
 #: Side, in px, of the blocks a lazy image is read in on Y and X.
@@ -118,16 +119,15 @@ class GuardedArray:
         self.ndim = len(self.shape)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle a memory map as its file and layout, not its pixels (for cluster workers)."""
+        """Pickle a file as its name and layout, not its pixels (for cluster workers)."""
         if self.reopen is not None:
             return self.reopen
         if self.dataset is not None:
             return (_reopen_zarr, (location(self.path), self.path, self.dataset))
         where = Path(location(self.path))
         array = self.array
-        if isinstance(array, np.memmap) and array.filename is not None:
-            layout = (array.filename, array.dtype.str, array.offset, array.shape)
-            return (_reopen_memmap, (*layout, self.path))
+        if isinstance(array, FileArray):
+            return (GuardedArray, (array, self.path))
         return (_reopen_tiff_store, (where, self.path))  # tifffile's zarr store holds open files
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -136,21 +136,11 @@ class GuardedArray:
                 block = self.array[key]
             if isinstance(block, da.Array):  # a vendor reader's own lazy array: read it here
                 block = block.compute(scheduler="synchronous")
-            # Copy out of a memory map: a read-only file view must not reach code that writes.
-            if isinstance(block, np.memmap):
-                return np.array(block, dtype=self.dtype)
             return np.asarray(block, dtype=self.dtype)
         except PdmFuseError:
             raise
         except Exception:
             raise unreadable(self.path) from None
-
-
-def _reopen_memmap(
-    filename: str, dtype: str, offset: int, shape: tuple[int, ...], path: Path
-) -> GuardedArray:
-    array = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
-    return GuardedArray(array, path)
 
 
 def _reopen_tiff_store(where: Path, path: Path) -> GuardedArray:

@@ -20,6 +20,7 @@ import tifffile
 
 from ..errors import InputError, PdmFuseError, ReadError
 from .axes import file_axes, given_axes
+from .filearray import FileArray
 from .guarded import (
     GuardedArray,
     check_dtype,
@@ -88,12 +89,11 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
             names = _channel_names(tif, pixels, full_axes, full_shape)
             name = _ome_name(ome)
             if series.dataoffset is not None and not series.is_multifile:
-                array: Any = np.memmap(
+                array: Any = FileArray(
                     path,
-                    dtype=np.dtype(tif.byteorder + series.dtype.char),
-                    mode="r",
-                    offset=series.dataoffset,
-                    shape=series.get_shape(True),
+                    np.dtype(tif.byteorder + series.dtype.char),
+                    series.dataoffset,
+                    series.get_shape(True),
                 )
                 chunks: Any = read_chunks(
                     (1,) * array.ndim, axes, array.shape, array.dtype.itemsize, planes_together

@@ -103,6 +103,21 @@ def output_appeared() -> Seen:
     return seen
 
 
+def input_truncated() -> Seen:
+    """Another program truncates the input after the run opened it, before its pixels are read."""
+    from napari_pdmfuse.reading import filearray
+
+    inputs = _fuse(stack())
+    real = filearray.FileArray._read_into
+
+    def truncated_first(self, out, ranges):  # type: ignore[no-untyped-def]
+        os.truncate(self.path, os.path.getsize(self.path) // 2)
+        return real(self, out, ranges)
+
+    with mock.patch.object(filearray.FileArray, "_read_into", truncated_first):
+        return cli(inputs)
+
+
 @contextlib.contextmanager
 def full_disk(folder: str, size: str = "128k") -> Iterator[None]:
     """``folder`` on a RAM disk of ``size`` where one can be mounted, else a disk that is full
@@ -193,6 +208,7 @@ FAULTS = [
     Fault("Output appeared during the run (another run wrote it first)", output_appeared, 2,
           ("fused.tif",)),
     Fault("Disk full while writing", disk_full, 2),
+    Fault("Input truncated while being read", input_truncated, 2),
     Fault("SIGTERM mid-run (`kill`, a batch system's stop)", stopped_by("SIGTERM"), 143,
           posix=True),
     Fault("SIGHUP mid-run (terminal closed, SSH dropped)", stopped_by("SIGHUP"), 143, posix=True),

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import InputError
 from .options import FuseOptions
-from .planning import Job, Progress, plan_job
+from .planning import Progress, plan_job
 from .reading import Image, normalise_axes
 from .results import FusionResult, MemoryOutputs, check_memory
 from .stack import as_stack
@@ -65,21 +65,6 @@ def _options(options: FuseOptions | None, values: dict[str, Any]) -> FuseOptions
         raise InputError(f"Unknown option {unknown}; the options are {known}.") from None
 
 
-def plan_array(
-    data: Any,
-    *,
-    axes: str | None = None,
-    z_axis: int = 0,
-    channel_axis: int | None = None,
-    rgb: bool | None = None,
-    options: FuseOptions | None = None,
-    **values: Any,
-) -> Job:
-    """The job that fuses an array; see :func:`fuse_iter`."""
-    image = image_from_array(data, axes=axes, z_axis=z_axis, channel_axis=channel_axis, rgb=rgb)
-    return plan_job(image, _options(options, values))
-
-
 def fuse_iter(
     data: Any,
     *,
@@ -103,15 +88,8 @@ def fuse_iter(
     free memory are refused before any work: :func:`napari_pdmfuse.fuse_files` streams them
     to disk instead.
     """
-    job = plan_array(
-        data,
-        axes=axes,
-        z_axis=z_axis,
-        channel_axis=channel_axis,
-        rgb=rgb,
-        options=options,
-        **values,
-    )
+    image = image_from_array(data, axes=axes, z_axis=z_axis, channel_axis=channel_axis, rgb=rgb)
+    job = plan_job(image, _options(options, values))
     check_memory(job)
     sink = MemoryOutputs(job)
     yield from job.run(sink)

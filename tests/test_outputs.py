@@ -317,3 +317,23 @@ def test_cli_writes_the_ome_zarr_version_asked_for(tmp_path, capsys):
     bad = ["fuse", source, "-o", tmp_path / "x.ome.zarr", "--ome-zarr-version", "3"]
     assert main([str(a) for a in bad]) == 2
     assert "'3' is not a version of OME-Zarr; choose one of 0.5, 0.4" in capsys.readouterr().err
+
+
+def test_the_maps_alone_can_be_written(tmp_path):
+    """The viewer may ask for a focus map without the fused image."""
+    import zarr
+
+    from napari_pdmfuse import fuse
+    from napari_pdmfuse.planning import plan_job
+    from napari_pdmfuse.reading import open_image
+
+    source = _stack_file(tmp_path)
+    job = plan_job(open_image([source]), FuseOptions(method="argmax", tile=32))
+    sink = FileOutputs(job, {"focus_map": tmp_path / "focus.ome.zarr"})
+    for _ in job.run(sink):
+        pass
+    sink.finish()
+    sink.close()
+    focus = zarr.open_group(str(tmp_path / "focus.ome.zarr"), mode="r")["0"][...]
+    expected = fuse(tifffile.imread(source), method="argmax", tile=32).focus_map
+    np.testing.assert_array_equal(focus, expected)

@@ -133,3 +133,15 @@ def test_outputs_keep_channel_names_pixel_size_and_name(tmp_path, suffix):
     got, _ = _read(focus)
     # Separate channels: one map per channel, in micrometres (3 planes: at most 2 steps).
     assert got.shape[-3] == 2 and got.min() >= 0 and got.max() <= 1.0 + 1e-6
+
+
+def test_separate_channels_are_aligned_on_all_channels_together():
+    """Each channel fused on its own still moves with the transforms found on all channels
+    (a dim first channel must not decide the alignment alone)."""
+    drift = _drifting()
+    two = np.stack([drift // 64, drift], axis=1)  # Z C Y X: channel 0 nearly empty
+    options = {"method": "argmax", "align": "translation"}
+    separate = fuse(two, axes="ZCYX", channel_mode="separate", **options)
+    combined = fuse(two, axes="ZCYX", **options)
+    assert separate.transforms == combined.transforms
+    np.testing.assert_array_equal(separate.coverage, combined.coverage)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ClusterError
+from .errors import ClusterError, PdmFuseError
 from .executing import TileFuser
 from .methods import cached_method
 from .methods.base import TileResult
@@ -164,13 +164,40 @@ def run_on_cluster(job: Job, sink: Any, client: Any) -> Generator[Progress, None
             no_workers_since = None
             for future in finished:
                 _, part, tile = pending.pop(future.key)
-                sinks[part].write(tile, future.result())
+                sinks[part].write(tile, _result(future))
                 future.release()
                 done += 1
                 yield Progress(done, total)
+    except (OSError, TimeoutError) as exc:
+        if isinstance(exc, PdmFuseError):
+            raise
+        raise ClusterError(
+            f"The connection to the dask cluster was lost ({_reason(exc)}); check the scheduler "
+            "and run again."
+        ) from None
     finally:
+        tasks.close()  # drops the data sent once per part
         if pending:  # stopped early: drop what is still queued
             client.cancel([f for f, _, _ in pending.values()])
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def _result(future: Any) -> TileResult:
+    """A task's result; a failure that is not the input's (a worker killed again and again,
+    a worker without napari-pdmfuse) becomes one sentence."""
+    try:
+        return future.result()
+    except PdmFuseError:
+        raise
+    except Exception as exc:
+        raise ClusterError(
+            f"A tile failed on the dask cluster ({type(exc).__name__}: {_reason(exc)}); check "
+            "that every worker has napari-pdmfuse and enough memory, then run again."
+        ) from None
 
 
 def _check_workers(client: Any, since: float | None) -> float | None:

@@ -135,7 +135,17 @@ class FileOutputs:
     def write(self, part: Part, tile: Tile, result: TileResult) -> None:
         y, x = tile.write[0].start, tile.write[1].start
         t = () if part.t is None else (part.t,)
-        fused = to_dtype(result.fused, self.dtype)
+        if "fused" in self.pixels:  # the viewer may ask for the maps alone
+            self._write_fused(part, t, y, x, to_dtype(result.fused, self.dtype))
+        lead = t if part.c is None else (*t, part.c)
+        focus = result.focus if self.scale is None else result.focus * self.scale
+        for kind, values in (("focus_map", focus), ("confidence", result.confidence)):
+            if kind in self.pixels:
+                self.pixels[kind].write(lead, y, x, values)
+
+    def _write_fused(
+        self, part: Part, t: tuple[int, ...], y: int, x: int, fused: np.ndarray
+    ) -> None:
         pixels = self.pixels["fused"]
         if part.c is not None:  # one channel fused on its own
             pixels.write((*t, part.c), y, x, fused[..., 0])
@@ -146,11 +156,6 @@ class FileOutputs:
             pixels.write(t, y, x, fused)
         else:
             pixels.write(t, y, x, fused[..., 0])
-        lead = t if part.c is None else (*t, part.c)
-        focus = result.focus if self.scale is None else result.focus * self.scale
-        for kind, values in (("focus_map", focus), ("confidence", result.confidence)):
-            if kind in self.pixels:
-                self.pixels[kind].write(lead, y, x, values)
 
     def cover(self, part: Part, tile: Tile, mask: np.ndarray) -> None:
         if "coverage" in self.pixels:

@@ -218,8 +218,8 @@ class Job:
         return self.axis_length(self.channel) if self.channel else 1
 
     def shape(self, axes: str) -> tuple[int, ...]:
-        """Shape of an output with these axes (letters of ``T C Y X S``); C counts the
-        channels, or the RGB samples fused separately."""
+        """Shape of an output with these axes (letters of ``T C Y X S``); C and S count the
+        channels or the RGB samples."""
         return tuple(self.n_channels if a in "CS" else self.axis_length(a) for a in axes)
 
     @property
@@ -268,7 +268,11 @@ class Job:
         assert self.options.align is not None
         known = self.alignments.by_time.get(part.t)
         if known is None:
-            transforms = estimate_from_centre(stack.data, norm.luminance, self.options.align)
+            whole, lum = stack, norm
+            if part.c is not None:  # one channel of several: align on them all, as combined
+                whole = self.stack(Part(part.t, None))
+                lum = normalisation(whole, self.options.focus_channel)
+            transforms = estimate_from_centre(whole.data, lum.luminance, self.options.align)
             known = self.alignments.by_time[part.t] = Alignment(list(transforms))
         return AlignedReader(stack.data, tuple(known.transforms), cut=stack.window)
 

@@ -79,8 +79,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 INPUT_HELP = (
-    "a multi-page TIFF (its Z axis, or its pages, are the focal planes), a folder of plane "
-    "images (.tif .tiff .png .jpg .jpeg .bmp, in natural name order: z2 before z10)"
+    "a multi-page TIFF (its Z axis, or its pages, are the focal planes), an OME-TIFF or ImageJ "
+    "hyperstack, an OME-Zarr store (also at an http(s):// or s3:// address), a CZI, ND2 or LIF "
+    "file (with the formats extra), a folder of plane images (.tif .tiff .png .jpg .jpeg .bmp, "
+    "in natural name order: z2 before z10)"
 )
 
 
@@ -193,11 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fuse = commands.add_parser(
         "fuse",
-        help="fuse a focus stack into an all-in-focus TIFF",
+        help="fuse a focus stack (or a time-lapse, or channels) into an all-in-focus image",
         description=(
             f"Fuse a focus stack into one all-in-focus image. INPUT is {INPUT_HELP}, or two or "
             "more plane files, taken in the order given (a shell glob sorts z10 before z2: pass "
-            "the folder instead). Outputs are TIFFs; nothing is written if anything fails."
+            "the folder instead). Outputs are TIFF, OME-TIFF or OME-Zarr, by their names; "
+            "nothing is written if anything fails."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -210,14 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FUSED.tif",
         help="all-in-focus image to write, with the input's data type and colour; the name "
         "picks the format: .tif (ImageJ TIFF when ImageJ can open it), .ome.tif (tiled "
-        "OME-TIFF with a pyramid) or .ome.zarr (OME-Zarr with a pyramid; single stacks)",
+        "OME-TIFF with a pyramid) or .ome.zarr (OME-Zarr with a pyramid)",
     )
     fuse.add_argument(
         "--focus-map",
         type=Path,
         metavar="MAP.tif",
-        help="also write the focus map: float32, index of the in-focus plane (0 = first, "
-        "fractional between planes)",
+        help="also write the focus map: float32, where each pixel is in focus: the plane index "
+        "(0 = first, fractional between planes), or µm from the first plane with --focus-units "
+        "um",
     )
     fuse.add_argument(
         "--confidence",

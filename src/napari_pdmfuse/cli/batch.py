@@ -119,16 +119,16 @@ def run_batch(args: argparse.Namespace) -> int:
                 named["confidence"] if args.confidence else None,
                 named["coverage"] if args.coverage else None,
             )
+            steps = fuse_files_iter(
+                [path],
+                outputs,
+                options,
+                axes=args.axes,
+                overwrite=args.overwrite,
+                client=client,
+                keep=inputs,
+            )
             try:
-                steps = fuse_files_iter(
-                    [path],
-                    outputs,
-                    options,
-                    axes=args.axes,
-                    overwrite=args.overwrite,
-                    client=client,
-                    keep=inputs,
-                )
                 while True:
                     try:
                         step = next(steps)
@@ -146,6 +146,7 @@ def run_batch(args: argparse.Namespace) -> int:
             except PdmFuseError as exc:
                 failures.append(Failure(path, str(exc)))
                 say(f"error: {exc}")
+                done_before = bar.n if bar is not None else done_before
                 continue
             except (KeyboardInterrupt, Terminated) as stop:
                 what = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated"
@@ -160,6 +161,8 @@ def run_batch(args: argparse.Namespace) -> int:
                 failures.append(Failure(path, reason))
                 say(f"error: {path}: {reason}")
                 continue
+            finally:
+                steps.close()  # this stack's temporary files go before the next starts
             fused_count += 1
             if not args.quiet:
                 names = ", ".join(str(p) for p in written.paths)

@@ -41,6 +41,7 @@ def drive(steps: Generator[Progress, None, T], label: str, quiet: bool) -> T:
                 bar.refresh()
             bar.update(step.done - bar.n)
     finally:
+        steps.close()  # its clean-up (temporary files, cluster tasks) runs before ours
         if bar is not None:
             bar.close()
 

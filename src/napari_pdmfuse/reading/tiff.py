@@ -1,9 +1,10 @@
 """TIFF, OME-TIFF and ImageJ hyperstacks: opened lazily, with their axes, sizes and names.
 
 Nothing is decoded on opening: tiled, striped or compressed files are read through tifffile's
-zarr store in blocks of the file's own chunks, uncompressed ones are memory-mapped, so a stack
-larger than memory can still be fused tile by tile. The metadata come from OME-XML when the
-file has it, else from ImageJ's description and the TIFF resolution tags.
+zarr store in blocks of the file's own chunks, uncompressed ones with positioned reads of just
+the bytes a tile needs (:mod:`.filearray`), so a stack larger than memory can still be fused
+tile by tile. The metadata come from OME-XML when the file has it, else from ImageJ's
+description and the TIFF resolution tags.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
 
     Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane in
     tifffile's zarr store, so every tile of the fusion would decode whole planes; they are
-    memory-mapped instead, which reads only the rows and columns a tile needs.
+    read with positioned reads instead (:class:`.filearray.FileArray`), only the rows and
+    columns a tile needs.
     ``planes_together`` groups the focal planes in chunks, for fusing (see
     :func:`.guarded.read_chunks`).
     """
@@ -99,7 +101,7 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
                     (1,) * array.ndim, axes, array.shape, array.dtype.itemsize, planes_together
                 )
             else:
-                import zarr  # a fifth of a second to import: not for memory-mapped files
+                import zarr  # a fifth of a second to import: not for uncompressed files
 
                 store = tif.aszarr(series=0, level=0, squeeze=True)
                 array = zarr.open(store, mode="r")

@@ -28,6 +28,7 @@ from ..reading import Image
 from ..results import FusionResult, MemoryOutputs
 from ..sizes import available_memory, check_disk, gib
 from ..tiling import Tile
+from ..writing.atomic import write_failed
 from .sources import Source, layer_image, planes_image
 
 #: Results (fused image and maps) larger than this, or than a quarter of the free memory,
@@ -191,8 +192,8 @@ def fuse_run(run: Run) -> Generator[Progress | Outcome, None, Outcome | Failure]
     try:
         sink = FileOutputs(job, stores)
         try:
+            shown = True  # from here on the caller's layers read the folder: it is theirs
             yield _outcome(job, run, stores=stores, folder=folder, done=False)
-            shown = True
             yield from job.run(PreviewedOutputs(sink, stores))
             sink.finish()
         finally:
@@ -200,6 +201,8 @@ def fuse_run(run: Run) -> Generator[Progress | Outcome, None, Outcome | Failure]
         return _outcome(job, run, stores=stores, folder=folder)
     except PdmFuseError as err:
         return Failure(str(err))
+    except OSError as exc:  # the temporary folder's disk filled up, or went away
+        return Failure(str(write_failed(folder, exc)))
     finally:
         if not shown:
             shutil.rmtree(folder, ignore_errors=True)

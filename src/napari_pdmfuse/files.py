@@ -57,13 +57,14 @@ def describe_inputs(inputs: Sequence[Path]) -> str:
 
 def describe_job(job: Job) -> str:
     """E.g. "3 time points × 12 planes of 512×512 (2 channels)"."""
-    height, width = job.shape_yx
-    text = f"{job.axis_length('Z')} planes of {height}×{width}"
-    if "T" in job.image.axes:
-        text = f"{job.axis_length('T')} time points × {text}"
-    if job.channel == "C":
+    image = job.image
+    height, width = image.shape_yx
+    text = f"{image.n_planes} planes of {height}×{width}"
+    if image.n_times is not None:
+        text = f"{image.n_times} time points × {text}"
+    if image.has_channels:
         separate = job.options.channel_mode == "separate"
-        text += f" ({job.n_channels} channels{', each on its own' if separate else ''})"
+        text += f" ({image.n_channels} channels{', each on its own' if separate else ''})"
     return text
 
 

@@ -49,7 +49,7 @@ def fusion_record(job: Job) -> dict[str, str]:
         stamp = None if stat is None else (stat.st_mtime_ns, stat.st_size)
         record["weights_sha256"] = _weights_sha256(weights, stamp)
     chosen = {
-        "channel_mode": options.channel_mode if job.channel == "C" else None,
+        "channel_mode": options.channel_mode if job.image.has_channels else None,
         "focus_channel": options.focus_channel,
         "align": options.align,
         "z_spacing_um": options.z_spacing,
@@ -152,7 +152,7 @@ class FileOutputs:
         elif self.fused_channels:
             for c in range(fused.shape[-1]):
                 pixels.write((*t, c), y, x, fused[..., c])
-        elif self.job.channel == "S":
+        elif self.job.image.rgb:
             pixels.write(t, y, x, fused)
         else:
             pixels.write(t, y, x, fused[..., 0])

@@ -21,6 +21,7 @@ from .executing import TileFuser
 from .methods import cached_method
 from .methods.base import FusionMethod, TileResult
 from .options import FuseOptions
+from .reading.image import Image
 from .sizes import check_tile, min_tile
 from .stack import Normalisation, Stack, as_stack, is_lazy, normalisation
 from .tiling import Tile, count_tiles, tile_grid
@@ -178,12 +179,6 @@ class PartSink:
                 cover(self.part, tile, mask)
 
 
-def _axis_letters(image: Any) -> tuple[str, str | None]:
-    """The image's axes, and its channel letter: "C", "S" (RGB samples) or None."""
-    axes = image.axes
-    return axes, ("C" if "C" in axes else "S" if "S" in axes else None)
-
-
 @dataclass(frozen=True)
 class Job:
     """A whole fusion: the image, the options, the method, the parts and the outputs' axes.
@@ -192,7 +187,7 @@ class Job:
     ``focus_scale`` turns slices into µm (None: the map stays in slices).
     """
 
-    image: Any
+    image: Image
     options: FuseOptions
     method: FusionMethod
     parts: tuple[Part, ...]
@@ -202,37 +197,22 @@ class Job:
     focus_scale: float | None
     alignments: AlignmentLog = field(default_factory=AlignmentLog, compare=False)
 
-    @property
-    def shape_yx(self) -> tuple[int, int]:
-        axes = self.image.axes
-        shape = self.image.data.shape
-        return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
-
-    def axis_length(self, letter: str) -> int:
-        axes = self.image.axes
-        return int(self.image.data.shape[axes.index(letter)]) if letter in axes else 1
-
-    @property
-    def n_channels(self) -> int:
-        """Channels (or RGB samples) of the image; 1 for grey."""
-        return self.axis_length(self.channel) if self.channel else 1
-
     def shape(self, axes: str) -> tuple[int, ...]:
         """Shape of an output with these axes (letters of ``T C Y X S``); C and S count the
         channels or the RGB samples."""
-        return tuple(self.n_channels if a in "CS" else self.axis_length(a) for a in axes)
-
-    @property
-    def channel(self) -> str | None:
-        return _axis_letters(self.image)[1]
+        image = self.image
+        height, width = image.shape_yx
+        lengths = {"T": image.n_times or 1, "C": image.n_channels, "S": image.n_channels}
+        return tuple({"Y": height, "X": width, **lengths}[a] for a in axes)
 
     @property
     def n_tiles(self) -> int:
-        return len(self.parts) * count_tiles(self.shape_yx, self.tile_size, self.method.align)
+        shape_yx = self.image.shape_yx
+        return len(self.parts) * count_tiles(shape_yx, self.tile_size, self.method.align)
 
     def stack(self, part: Part) -> Stack:
         """The (Z, Y, X, C) focus stack of ``part``, as lazy as the image."""
-        axes, channel = _axis_letters(self.image)
+        axes, channel = self.image.axes, self.image.channel_letter
         data = self.image.data
         if part.t is not None:
             index = [slice(None)] * len(axes)
@@ -292,24 +272,22 @@ class Job:
             done += plan.n_tiles
 
 
-def focus_scale(image: Any, options: FuseOptions, source: str = "The image") -> float | None:
+def focus_scale(image: Image, options: FuseOptions, source: str = "The image") -> float | None:
     """The Z step the focus map is multiplied by (µm per slice), or None for slices."""
     if not options.physical_focus:
         return None
     if options.z_spacing is not None:
         return float(options.z_spacing)
-    step = getattr(image, "z_spacing", None)
-    if step and getattr(image, "unit", None) == "um":
-        return float(step)
+    if image.z_step_um:
+        return float(image.z_step_um)
     raise InputError(
         f"{source} records no Z step in micrometres, so the focus map cannot be given in µm; "
         "pass the step with --z-spacing UM."
     )
 
 
-def _check_channels(image: Any, options: FuseOptions) -> None:
-    axes, channel = _axis_letters(image)
-    n_channels = int(image.data.shape[axes.index(channel)]) if channel else 1
+def _check_channels(image: Image, options: FuseOptions) -> None:
+    axes, channel, n_channels = image.axes, image.channel_letter, image.n_channels
     if options.channel_mode == "separate" and channel is None:
         raise InputError(
             f"Axes {axes!r} have no channel axis to fuse separately; add C (or S) to the axes "
@@ -335,17 +313,15 @@ def checked_method(options: FuseOptions) -> FusionMethod:
     return method
 
 
-def plan_job(image: Any, options: FuseOptions, *, source: str = "The image") -> Job:
+def plan_job(image: Image, options: FuseOptions, *, source: str = "The image") -> Job:
     """Check ``image`` against ``options`` and cut it into parts, without reading pixels
     (but for the first part's stack checks)."""
     _check_channels(image, options)
     scale = focus_scale(image, options, source)
-    axes, channel = _axis_letters(image)
+    channel, n_times = image.channel_letter, image.n_times
     separate = options.channel_mode == "separate"
-    n_times = int(image.data.shape[axes.index("T")]) if "T" in axes else None
-    n_channels = int(image.data.shape[axes.index(channel)]) if channel else 1
     times: list[int | None] = [None] if n_times is None else list(range(n_times))
-    channels: list[int | None] = list(range(n_channels)) if separate else [None]
+    channels: list[int | None] = list(range(image.n_channels)) if separate else [None]
     if separate and channel == "S":
         raise InputError(
             "The RGB colours of a pixel are fused together so that they stay registered; name "

@@ -47,11 +47,12 @@ class FusionResult:
 
 def check_memory(job: Job) -> None:
     """Refuse up front a result (all time points) larger than the free memory."""
-    height, width = job.shape_yx
-    times = job.axis_length("T")
-    maps = job.n_channels if job.options.channel_mode == "separate" else 1
+    image = job.image
+    height, width = image.shape_yx
+    times = image.n_times or 1
+    maps = image.n_channels if job.options.channel_mode == "separate" else 1
     itemsize = np.dtype(job.image.data.dtype).itemsize
-    need = times * height * width * (job.n_channels * itemsize + 2 * sizes.MAP_BYTES * maps)
+    need = times * height * width * (image.n_channels * itemsize + 2 * sizes.MAP_BYTES * maps)
     free = sizes.available_memory()
     if free is not None and need > free:
         raise InputError(
@@ -67,11 +68,12 @@ class MemoryOutputs:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        height, width = job.shape_yx
-        lead = (job.axis_length("T"),) if "T" in job.fused_axes else ()
+        image = job.image
+        height, width = image.shape_yx
+        lead = (image.n_times,) if image.n_times is not None else ()
         self.dtype = np.dtype(job.image.data.dtype)
-        self.fused = np.empty((*lead, height, width, job.n_channels), dtype=self.dtype)
-        maps = job.n_channels if "C" in job.map_axes else 1
+        self.fused = np.empty((*lead, height, width, image.n_channels), dtype=self.dtype)
+        maps = image.n_channels if "C" in job.map_axes else 1
         self.focus = np.empty((*lead, height, width, maps), dtype=np.float32)
         self.confidence = np.empty((*lead, height, width, maps), dtype=np.float32)
         aligned = job.options.align is not None
@@ -101,11 +103,12 @@ class MemoryOutputs:
         """The outputs as a :class:`FusionResult`; ``channels_last`` keeps (…, Y, X, C)."""
         job = self.job
         fused, axes = self.fused, job.fused_axes
-        grey = job.channel is None
+        channel = job.image.channel_letter
+        grey = channel is None
         if grey:
             fused = fused[..., 0]
-        elif channels_last or job.channel == "S":
-            axes = axes.replace("C", "") + ("C" if job.channel == "C" else "")
+        elif channels_last or channel == "S":
+            axes = axes.replace("C", "") + ("C" if channel == "C" else "")
         else:
             fused = np.moveaxis(fused, -1, -3)
         separate = "C" in job.map_axes

@@ -28,12 +28,10 @@ from ..errors import (
 )
 from ..files import Outputs, fuse_files_iter
 from ..planning import checked_method
+from ..reading.image import stem
 from .arguments import fuse_options, scheduler_address
 from .fuse import connected
 from .progress import progress_bar, say
-
-#: Suffixes removed from a file's name to make its stem, longest first.
-STACK_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr")
 
 OUTPUT_SUFFIXES = {
     "fused": "_fused.tif",
@@ -41,18 +39,6 @@ OUTPUT_SUFFIXES = {
     "confidence": "_confidence.tif",
     "coverage": "_coverage.tif",
 }
-
-
-def stem(path: Path) -> str:
-    """Output stem of an input: a file's name without its TIFF suffix, or a folder's name."""
-    name = path.name or path.resolve().name
-    if path.is_dir():
-        return name
-    lower = name.lower()
-    for suffix in STACK_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem or name
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ NAME_SUFFIXES = (
 
 def stem(path: Path) -> str:
     """A file or folder name without its (possibly double) suffix: ``a.ome.tif`` → ``a``."""
-    name = path.name.rstrip("/") or str(path)
+    name = path.name or path.resolve().name or str(path)  # "." names its folder
     for suffix in NAME_SUFFIXES:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
@@ -94,6 +94,11 @@ class Image:
     def rgb(self) -> bool:
         """RGB(A) colour: an S axis (of 3 or 4 samples, as :func:`normalise_axes` ensures)."""
         return "S" in self.axes
+
+    @property
+    def channel_letter(self) -> str | None:
+        """The axis holding colour: "C" (channels), "S" (RGB samples) or None (grey)."""
+        return "C" if self.has_channels else "S" if self.rgb else None
 
     @property
     def n_times(self) -> int | None:

@@ -228,8 +228,7 @@ def connect(address: str, timeout: float | None = None) -> Any:
     try:
         return Client(address, timeout=timeout, set_as_default=False)
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ClusterError(
-            f"Cannot reach the dask scheduler at {address} within {timeout:g} s ({reason}); "
+            f"Cannot reach the dask scheduler at {address} within {timeout:g} s ({_reason(exc)}); "
             "check the address and that the scheduler is running."
         ) from None

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from ..errors import (
     EXIT_ERROR,
@@ -42,14 +41,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _default_showwarning = warnings.showwarning
 
 
-@contextmanager
-def _cli_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into :class:`Terminated` while the command runs (main thread
-    only); see :mod:`napari_pdmfuse.terminal`."""
-    with stop_signals(Terminated):
-        yield
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pdmfuse``; returns the exit status instead of exiting, for tests."""
     open_std_descriptors()
@@ -61,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:  # Ctrl-C while starting up: no traceback
             print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
             return EXIT_INTERRUPTED
-        with warnings.catch_warnings(), _cli_signals():
+        with warnings.catch_warnings(), stop_signals(Terminated):  # SIGTERM, SIGHUP
             warnings.showwarning = _show_warning
             try:
                 status = run_batch(args) if args.command == "batch" else run_fuse(args)

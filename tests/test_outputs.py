@@ -337,3 +337,19 @@ def test_the_maps_alone_can_be_written(tmp_path):
     focus = zarr.open_group(str(tmp_path / "focus.ome.zarr"), mode="r")["0"][...]
     expected = fuse(tifffile.imread(source), method="argmax", tile=32).focus_map
     np.testing.assert_array_equal(focus, expected)
+
+
+def test_the_recorded_z_step_is_the_one_the_map_was_scaled_by(tmp_path):
+    """With --focus-units um and no --z-spacing, the file's own Z step scales the map, and the
+    outputs record that step."""
+    import zarr
+
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack_of(np.uint16), imagej=True, metadata={"axes": "ZYX",
+                     "spacing": 2.5, "unit": "um"})  # fmt: skip
+    out = tmp_path / "focus.ome.zarr"
+    fuse_files(source, Outputs(tmp_path / "f.tif", focus_map=out),
+               FuseOptions(method="argmax", focus_units="um"))  # fmt: skip
+    attrs = zarr.open_group(str(out), mode="r").attrs
+    assert attrs["pdmfuse"]["unit"] == "micrometer"
+    assert attrs["pdmfuse"]["fusion"]["z_spacing_um"] == "2.5"

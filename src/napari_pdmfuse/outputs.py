@@ -52,7 +52,7 @@ def fusion_record(job: Job) -> dict[str, str]:
         "channel_mode": options.channel_mode if job.image.has_channels else None,
         "focus_channel": options.focus_channel,
         "align": options.align,
-        "z_spacing_um": options.z_spacing,
+        "z_spacing_um": job.focus_scale,  # the step the map was scaled by, given or read
         "correct_brightness": "yes" if options.correct_brightness else None,
     }
     return record | {k: str(v) for k, v in chosen.items() if v is not None}

@@ -59,10 +59,12 @@ def test_streamed_fusion_equals_one_softmax_over_all_slices(
     focus, confidence = run_focus_reference(upsample(focus_logits)[0].numpy())
     result = fuser.fuse_tile(block, lum)
     expected = np.einsum("zyx,zyxc->yxc", weights, block)
-    np.testing.assert_allclose(result.fused, expected, rtol=1e-5, atol=1e-4)
-    # The logits of one forward pass and of inference in chunks differ by float rounding, which
-    # the run's soft end amplifies tenfold (the reference itself is exact: test_focus_map).
-    np.testing.assert_allclose(result.focus, focus, rtol=1e-5, atol=1e-3)
+    # The logits of one forward pass and of inference in chunks differ by float rounding (the
+    # convolutions' blocking depends on the batch): 1e-5 of the data range in the fused image,
+    # which the run's soft end amplifies in the focus map, to 2e-4 of the slice range (the
+    # reference itself is exact: test_focus_map).
+    np.testing.assert_allclose(result.fused, expected, rtol=1e-5, atol=1e-5 * np.ptp(block))
+    np.testing.assert_allclose(result.focus, focus, rtol=1e-5, atol=2e-4 * (n_slices - 1))
     np.testing.assert_allclose(result.confidence, confidence, rtol=1e-5, atol=1e-4)
 
 

@@ -85,7 +85,7 @@ class PDMNet(nn.Module):
         super().__init__()
         self.widths = tuple(widths)
         self.stride = 2 ** len(widths)
-        self.dwt = DWT("haar")
+        self.dwt = DWT()
         self.encoders = nn.ModuleList()
         self.cross = nn.ModuleList()
         cin = 0

@@ -27,7 +27,7 @@ NEVER = ["napari", "magicgui", "qtpy", "distributed", "imageio", "skimage", "sci
          "scipy.signal"]  # fmt: skip
 
 #: What dask.array would load for nothing, which the command's launcher keeps out.
-XARRAY = ["xarray", "pandas"]
+DASK_EXTRAS = ["xarray", "pandas", "scipy.fftpack"]
 
 #: Prints the modules loaded by the end of the process, whatever ends it (launch() exits).
 REPORT = """
@@ -100,23 +100,27 @@ def test_the_command_module_loads_no_viewer_cluster_or_torch():
 @pytest.mark.parametrize("method", ["wavelet", "pyramid", "argmax"])
 def test_the_command_with_a_classical_method_loads_no_torch_and_no_zarr(tmp_path, method):
     modules = command(tmp_path, method)
-    assert present(modules, ["torch", "zarr", *XARRAY, *NEVER]) == []
+    assert present(modules, ["torch", "zarr", *DASK_EXTRAS, *NEVER]) == []
 
 
 def test_the_command_with_pdmnet_loads_torch_but_no_viewer_or_cluster(tmp_path):
     modules = command(tmp_path, "pdmnet")
     assert "torch" in modules
-    assert present(modules, ["zarr", *XARRAY, *NEVER]) == []
+    assert present(modules, ["zarr", *DASK_EXTRAS, *NEVER]) == []
 
 
-def test_xarray_stays_importable_after_the_command_loaded_dask():
-    pytest.importorskip("xarray")
+@pytest.mark.parametrize(
+    ("module", "use"),
+    [("xarray", "xarray.DataArray([1, 2])"), ("scipy.fftpack", "scipy.fftpack.fft([1.0, 2.0])")],
+)
+def test_what_the_command_kept_out_of_dask_stays_importable(module, use):
+    pytest.importorskip(module)
     modules = loaded(
         "import sys\nfrom napari_pdmfuse.entry import load_dask_array\nload_dask_array()\n"
-        "assert 'dask.array' in sys.modules and 'xarray' not in sys.modules\n"
-        "import xarray\nxarray.DataArray([1, 2])"
+        f"assert 'dask.array' in sys.modules and {module!r} not in sys.modules\n"
+        f"import {module}\n{use}"
     )
-    assert "xarray" in modules
+    assert module in modules
 
 
 def test_the_pdmfuse_script_starts_through_the_quiet_launcher():

@@ -1,0 +1,78 @@
+"""The renderer's optics: what ground-truth stacks look like at depth steps and with aberrations."""
+
+import numpy as np
+import pytest
+
+from napari_pdmfuse import render
+
+
+def disk_on_background(size: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured specimen whose central disk lies at plane 1 and the rest at plane 5."""
+    sharp = render.brightfield(np.random.default_rng(3), (size, size)).mean(-1)
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - size / 2, xx - size / 2)
+    return sharp, np.where(radius < size / 4, 1.0, 5.0).astype(np.float32), radius
+
+
+def clean(sharp, depth, **optics) -> np.ndarray:
+    """Noise-free planes in [0, 1] units (the renderer scales by a drawn level; undo it)."""
+    r = render.render_stack(
+        sharp, depth, 7, rng=np.random.default_rng(0), photons=1e9, read_noise=0, **optics
+    )
+    return r.stack / (r.truth.max() / sharp.max())
+
+
+def test_occlusion_spreads_a_defocused_near_object_over_the_far_one_in_focus():
+    sharp, depth, radius = disk_on_background()
+    gathered = clean(sharp, depth, psf_kind="disk", blur_per_slice=3.0)
+    layered = clean(sharp, depth, psf_kind="disk", blur_per_slice=3.0, occlusion=True)
+    rim = (radius > 24 + 2) & (radius < 24 + 8)  # the far background just beside the near disk
+    far = radius > 24 + 16
+    # Gathering keeps the far plane sharp right up to the step; the layers veil it there.
+    np.testing.assert_allclose(gathered[5][rim], sharp[rim], atol=2e-3)
+    assert (
+        np.abs(layered[5][rim] - sharp[rim]).mean()
+        > 10 * np.abs(gathered[5][rim] - sharp[rim]).mean()
+    )
+    # Away from the step both are the same blur of the same plane.
+    np.testing.assert_allclose(layered[5][far], gathered[5][far], atol=2e-3)
+    np.testing.assert_allclose(layered[1][radius < 20], gathered[1][radius < 20], atol=2e-3)
+
+
+def test_occlusion_of_a_flat_specimen_is_the_gather_model():
+    sharp, _, _ = disk_on_background()
+    flat = np.full(sharp.shape, 2.0, np.float32)
+    np.testing.assert_allclose(clean(sharp, flat, occlusion=True), clean(sharp, flat), atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", render.ABERRATED_PSFS)
+def test_aberrated_psfs_differ_above_and_below_focus(kind):
+    above, below = render.psf(kind, 3.0, side=1), render.psf(kind, 3.0, side=-1)
+    for kernel in (above, below):
+        assert kernel.sum() == pytest.approx(1.0)
+    if kind == "astigmatic":  # the long axis turns by 90° across focus
+        np.testing.assert_allclose(above, below.T, atol=1e-12)
+        assert not np.allclose(above, below)
+    else:
+        assert above.shape != below.shape or not np.allclose(above, below)
+    for symmetric in render.PSFS:
+        np.testing.assert_array_equal(render.psf(symmetric, 3.0, 1), render.psf(symmetric, 3.0, -1))
+
+
+def test_halo_fringes_swap_across_focus():
+    size = 64
+    sharp = np.full((size, size), 0.3, np.float32)
+    sharp[:, size // 2 :] = 0.7  # one straight edge
+    flat = np.full(sharp.shape, 3.0, np.float32)
+    planes = clean(sharp, flat, halo=0.8, blur_per_slice=2.0)
+    plain = clean(sharp, flat, blur_per_slice=2.0)
+    bright_side = (slice(None), slice(size // 2, size // 2 + 3))
+    # Two slices before and after focus: a fringe on the bright side of the edge, of opposite
+    # sign on either side of focus; without a halo the two are the same blur.
+    before, after = (
+        planes[1][bright_side] - plain[1][bright_side],
+        planes[5][bright_side] - plain[5][bright_side],
+    )
+    assert before.mean() * after.mean() < 0
+    assert min(abs(before.mean()), abs(after.mean())) > 0.01
+    np.testing.assert_allclose(plain[1], plain[5], atol=5e-4)

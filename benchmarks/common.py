@@ -21,7 +21,10 @@ CACHE = REPO / "benchmarks" / ".cache"
 
 BUILTIN = ("pdmnet", "wavelet", "pyramid", "argmax")
 #: Our methods with a non-default option, as a user would set it: name → (method, options).
-VARIANTS = {"pdmnet-bc": ("pdmnet", {"correct_brightness": True})}  # --correct-brightness
+VARIANTS = {
+    "pdmnet-bc": ("pdmnet", {"correct_brightness": True}),  # --correct-brightness
+    "pdmnet-hard": ("pdmnet", {"selection": "hard"}),  # --selection hard
+}
 EXTERNAL = ("enfuse", "openfocus-dtcwt", "openfocus-stackmffv3")
 METHODS = BUILTIN + tuple(VARIANTS) + EXTERNAL
 
@@ -47,14 +50,19 @@ class Run:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
+    cpu, flags = platform.processor() or "unknown CPU", set()
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+            lines = info.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
+        flags = set(next(line for line in lines if line.startswith("flags")).split())
     except (OSError, StopIteration):
         pass
     info = {
         "cpu": cpu,
+        # PyTorch's speed moves with these: AVX-512 (and its bf16/VNNI parts) or only AVX2.
+        "vector": " ".join(sorted(f for f in flags if f.startswith(("avx", "amx")))) or "unknown",
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
@@ -69,6 +77,7 @@ def describe_machine(info: dict) -> str:
     gpu = f"CUDA: {info['cuda']}" if info["cuda"] else "no CUDA"
     return (
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable); "
+        f"vector flags: {info['vector']} (torch uses {info['torch_cpu_capability']}); "
         f"Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}; {gpu}"
     )
 

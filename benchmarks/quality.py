@@ -258,7 +258,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--weights",
-        help="a PDMNet weights file for pdmnet and pdmnet-bc instead of the shipped one",
+        help="a PDMNet weights file for pdmnet and its variants instead of the shipped one",
     )
     parser.add_argument("--out", type=Path, help="write every score to this JSON file")
     args = parser.parse_args()

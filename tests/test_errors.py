@@ -314,6 +314,10 @@ CLI_CASES = [
         "Weights for a method other than pdmnet",
         lambda: [*fuse_args(good(), method="wavelet"), "--weights", WEIGHTS_PATH.name],
     ),
+    CliCase(
+        "Hard selection with a method other than pdmnet",
+        lambda: [*fuse_args(good(), method="wavelet"), "--selection", "hard"],
+    ),
     CliCase("Output exists (no --overwrite)", lambda: fuse_args(good(), out=existing("old.tif"))),
     CliCase("Output is an input", lambda: fuse_args(good(), out="stack.tif")),
     CliCase(
@@ -343,6 +347,7 @@ CLI_CASES = [
         "Unknown method (argparse)", lambda: ["fuse", good(), "-o", "f.tif", "--method", "best"]
     ),
     CliCase("Tile not a positive number (argparse)", lambda: [*fuse_args(good()), "--tile", "0"]),
+    CliCase("Unknown selection (argparse)", lambda: [*fuse_args(good()), "--selection", "soft"]),
     CliCase(
         "batch: two inputs that would give the same output names",
         lambda: ["batch", good("a.tif"), folder("a", {}), "--out-dir", "out"],
@@ -431,6 +436,8 @@ API_CASES = [
     ),
     ApiCase("Tile smaller than the method's context", _fuse(STACK, tile=8), InputError),
     ApiCase("Weights for another method", _fuse(STACK, weights="w.pt"), InputError),
+    ApiCase("Hard selection for another method", _fuse(STACK, selection="hard"), InputError),
+    ApiCase("Unknown selection", _fuse(STACK, method="pdmnet", selection="soft"), InputError),
     ApiCase(
         "Weights file missing", _fuse(STACK, method="pdmnet", weights="nowhere.pt"), InputError
     ),

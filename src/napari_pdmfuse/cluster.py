@@ -75,7 +75,7 @@ def fuse_tile_task(
     tile: Tile,
     shape: tuple[int, ...],
     norm: Normalisation,
-    method: tuple[str, str, str | None],
+    method: tuple[str, str, str | None, str],
 ) -> TileResult:
     """Run on a worker: read the tile's block, fuse it as on one machine, return the core."""
     if isinstance(source, _Lazy):
@@ -91,7 +91,8 @@ def fuse_tile_task(
 def _tasks(job: Job, client: Any, run_id: str) -> Iterator[tuple[Any, Part, FusionPlan, Tile]]:
     """Submit each tile of each part in turn, lazily: parts are planned when reached."""
     opts = job.options
-    method = (opts.method, opts.device, None if opts.weights is None else str(opts.weights))
+    weights = None if opts.weights is None else str(opts.weights)
+    method = (opts.method, opts.device, weights, opts.selection)
     index = 0
     for part, plan in job.plans():
         shape = tuple(int(n) for n in plan.stack.data.shape)

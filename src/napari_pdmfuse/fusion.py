@@ -82,7 +82,7 @@ def fuse_iter(
     ``axes``, ``data`` is one stack with its Z axis at ``z_axis`` and channels at
     ``channel_axis`` (or RGB), and the fused image is (Y, X[, C]). The fusion options are
     those of :class:`~napari_pdmfuse.options.FuseOptions`, given as ``options=`` or as
-    keywords (``method``, ``device``, ``weights``, ``tile``, ``channel_mode``,
+    keywords (``method``, ``selection``, ``device``, ``weights``, ``tile``, ``channel_mode``,
     ``focus_channel``, ``align``, ``correct_brightness``, ``focus_units``, ``z_spacing``: the
     step between planes, which puts the focus map in those units). Results larger than the
     free memory are refused before any work: :func:`napari_pdmfuse.fuse_files` streams them

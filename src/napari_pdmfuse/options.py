@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import InputError
-from .methods import DEFAULT_METHOD, METHODS
+from .methods import DEFAULT_METHOD, DEFAULT_SELECTION, METHODS, SELECTIONS
 from .model.device import DEVICES
 
 #: How channels decide focus: one map for all channels, or one per channel.
@@ -24,7 +24,16 @@ ALIGN_MODELS = ("translation", "similarity")
 #: Units of the focus map.
 FOCUS_UNITS = ("slices", "um")
 
-__all__ = ["ALIGN_MODELS", "CHANNEL_MODES", "DEVICES", "FOCUS_UNITS", "METHODS", "FuseOptions"]
+__all__ = [
+    "ALIGN_MODELS",
+    "CHANNEL_MODES",
+    "DEFAULT_SELECTION",
+    "DEVICES",
+    "FOCUS_UNITS",
+    "METHODS",
+    "SELECTIONS",
+    "FuseOptions",
+]
 
 
 def _choice(kind: str, value: object, choices: tuple[str, ...]) -> None:
@@ -37,7 +46,8 @@ class FuseOptions:
     """How to fuse: method and where it runs, tiles, channels, alignment, focus-map units.
 
     ``focus_units`` None means slices unless ``z_spacing`` (µm between planes) is given;
-    ``"um"`` without ``z_spacing`` takes the Z step the file records.
+    ``"um"`` without ``z_spacing`` takes the Z step the file records. ``selection`` (PDMNet
+    only) is ``"blend"`` or ``"hard"`` (each pixel copied from its highest-weight slice).
     """
 
     method: str = DEFAULT_METHOD
@@ -50,10 +60,12 @@ class FuseOptions:
     correct_brightness: bool = False
     focus_units: str | None = None
     z_spacing: float | None = None
+    selection: str = DEFAULT_SELECTION  # last: earlier positional arguments keep their place
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
         _choice("device", self.device, DEVICES)
+        _choice("selection", self.selection, SELECTIONS)
         _choice("channel mode", self.channel_mode, CHANNEL_MODES)
         if self.align is not None:
             _choice("alignment model", self.align, ALIGN_MODELS)
@@ -63,6 +75,12 @@ class FuseOptions:
             raise InputError(
                 f"Weights apply to the pdmnet method only, not to {self.method}; drop the "
                 "weights or choose pdmnet."
+            )
+        if self.selection != DEFAULT_SELECTION and self.method != "pdmnet":
+            raise InputError(
+                f"The {self.selection} selection applies to the pdmnet method only, not to "
+                f"{self.method}, which picks or mixes slices its own way; choose pdmnet or the "
+                f"{DEFAULT_SELECTION} selection."
             )
         if self.tile is not None and (not isinstance(self.tile, int) or self.tile <= 0):
             raise InputError(f"Tile size {self.tile!r} is not a positive whole number of pixels.")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .methods import DEFAULT_SELECTION
 from .methods.base import TileResult
 from .planning import Job, Part
 from .stack import to_dtype
@@ -54,6 +55,8 @@ def fusion_record(job: Job) -> dict[str, str]:
         "align": options.align,
         "z_spacing_um": job.focus_scale,  # the step the map was scaled by, given or read
         "correct_brightness": "yes" if options.correct_brightness else None,
+        # Absent: the blend, as outputs made before the choice existed.
+        "selection": options.selection if options.selection != DEFAULT_SELECTION else None,
     }
     return record | {k: str(v) for k, v in chosen.items() if v is not None}
 

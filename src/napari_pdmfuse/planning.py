@@ -307,7 +307,7 @@ def _check_channels(image: Image, options: FuseOptions) -> None:
 def checked_method(options: FuseOptions) -> FusionMethod:
     """The options' method (built once per process), with the tile size checked against it;
     front ends call it before reading any input, so that a batch refuses bad options at once."""
-    method = cached_method(options.method, options.device, options.weights)
+    method = cached_method(options.method, options.device, options.weights, options.selection)
     if options.tile is not None:
         check_tile(options.tile, method.name, method.halo, method.align)
     return method

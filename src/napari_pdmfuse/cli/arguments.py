@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..methods import DEFAULT_METHOD, METHODS
+from ..methods import DEFAULT_METHOD, DEFAULT_SELECTION, METHODS, SELECTIONS
 from ..options import ALIGN_MODELS, CHANNEL_MODES, DEVICES, FOCUS_UNITS, FuseOptions
 from ..writing import DEFAULT_NGFF_VERSION, NGFF_VERSIONS
 
@@ -94,6 +94,14 @@ def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_METHOD,
         help="fusion method: pdmnet (neural network), wavelet, pyramid (Laplacian pyramid) or "
         "argmax (sharpest plane per pixel, the naive reference)",
+    )
+    parser.add_argument(
+        "--selection",
+        type=_choice("selection", SELECTIONS),
+        metavar="{" + ",".join(SELECTIONS) + "}",
+        default=DEFAULT_SELECTION,
+        help="how pdmnet makes a pixel: blend (its slices weighted) or hard (copied from the "
+        "slice of highest weight, so every value is one the stack holds)",
     )
     parser.add_argument(
         "--device",

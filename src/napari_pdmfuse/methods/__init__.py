@@ -10,13 +10,25 @@ from .base import FusionMethod, TileResult
 METHODS = ("pdmnet", "wavelet", "pyramid", "argmax")
 DEFAULT_METHOD = "pdmnet"
 
+#: How PDMNet's slice weights make a fused pixel: a softmax blend of the slices, or the one
+#: slice of highest weight, so that every value is one the stack holds (for intensity
+#: measurements). Here rather than in options, which imports this module.
+SELECTIONS = ("blend", "hard")
+DEFAULT_SELECTION = "blend"
 
-def get_method(name: str, device: str = "auto", weights: str | None = None) -> FusionMethod:
-    """Build the method called ``name``; only PDMNet uses ``device`` and ``weights``."""
+
+def get_method(
+    name: str,
+    device: str = "auto",
+    weights: str | None = None,
+    selection: str = DEFAULT_SELECTION,
+) -> FusionMethod:
+    """Build the method called ``name``; only PDMNet uses ``device``, ``weights`` and
+    ``selection`` (options.FuseOptions refuses them for the others with a sentence)."""
     if name == "pdmnet":
         from .pdmnet import PDMNetMethod
 
-        return PDMNetMethod(device=device, weights=weights)
+        return PDMNetMethod(device=device, weights=weights, selection=selection)
     if weights is not None and name in METHODS:
         raise InputError(
             f"Weights apply to the pdmnet method only, not to {name}; drop the weights or choose "
@@ -37,20 +49,26 @@ def get_method(name: str, device: str = "auto", weights: str | None = None) -> F
     raise InputError(f"Unknown method {name!r}; choose one of {', '.join(METHODS)}.")
 
 
-#: Methods built in this process, by (name, device, weights): a model is loaded once, so the
-#: widget's second fusion, a batch's next stack and a cluster worker's next tile start at once.
-_BUILT: dict[tuple[str, str, str | None], FusionMethod] = {}
+#: Methods built in this process, by (name, device, weights, selection): a model is loaded
+#: once, so the widget's second fusion, a batch's next stack and a cluster worker's next tile
+#: start at once.
+_BUILT: dict[tuple[str, str, str | None, str], FusionMethod] = {}
 _LOCK = threading.Lock()
 _BUILDS: dict[str, int] = {}
 
 
-def cached_method(name: str, device: str = "auto", weights: str | None = None) -> FusionMethod:
+def cached_method(
+    name: str,
+    device: str = "auto",
+    weights: str | None = None,
+    selection: str = DEFAULT_SELECTION,
+) -> FusionMethod:
     """The method ``name``, built on the first call in this process and reused after."""
-    key = (name, device, None if weights is None else str(weights))
+    key = (name, device, None if weights is None else str(weights), selection)
     with _LOCK:
         method = _BUILT.get(key)
         if method is None:
-            method = get_method(name, device=device, weights=weights)
+            method = get_method(name, device=device, weights=weights, selection=selection)
             _BUILT[key] = method
             _BUILDS[name] = _BUILDS.get(name, 0) + 1
     return method
@@ -63,7 +81,9 @@ def build_counts() -> dict[str, int]:
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DEFAULT_SELECTION",
     "METHODS",
+    "SELECTIONS",
     "FusionMethod",
     "TileResult",
     "build_counts",

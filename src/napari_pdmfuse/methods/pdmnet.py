@@ -8,7 +8,8 @@ time are decoded and folded into running sums with a streaming softmax (the runn
 the logits keeps it exact). Memory per voxel is then what the encoder keeps, which lets tiles
 grow larger, and larger tiles spend less time on their halos. The focus map needs every
 slice's logits at once (model.focus_map): they are kept at half resolution, a quarter of the
-voxels.
+voxels. The hard selection folds the same chunks into the running best slice instead
+(:class:`StreamingArgmax`), so each fused pixel is one the stack holds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..model.device import ieee_float32, resolve_device
 from ..model.focus_map import FocusRun
 from ..model.pdmnet import channels_last, upsample
 from ..model.weights import load_model, shipped_model
+from . import DEFAULT_SELECTION
 from .base import TileResult
 
 #: Slices decoded together: enough to keep the per-call overhead small, few enough that the
@@ -43,7 +45,10 @@ class PDMNetMethod:
     halo = 96
     bytes_per_voxel = 32  # measured: 24.5 B of its own, plus the luminance and the read
 
-    def __init__(self, device: str = "auto", weights: str | None = None) -> None:
+    def __init__(
+        self, device: str = "auto", weights: str | None = None, selection: str = DEFAULT_SELECTION
+    ) -> None:
+        self.accumulator = ACCUMULATORS[selection]
         self.device = resolve_device(device)
         self.custom = channels_last(load_model(weights)) if weights else None
         self.to(self.device)
@@ -64,7 +69,7 @@ class PDMNetMethod:
         n, height, width = lum.shape
         with torch.inference_mode(), ieee_float32(self.device):
             feats = self.model.encode(self._padded(lum), n, CHUNK)
-            fusion, focusing = StreamingSoftmax(), FocusRun(n)
+            fusion, focusing = self.accumulator(), FocusRun(n)
             for i in range(0, n, CHUNK):
                 half, focus_half = self.model.half_logits([f[i : i + CHUNK] for f in feats])
                 logits = upsample(half)[:, 0, :height, :width]
@@ -114,3 +119,39 @@ class StreamingSoftmax:
     def result(self) -> torch.Tensor:
         """Fused (y, x, C)."""
         return self.fused * (1 / self.total)[..., None]
+
+
+class StreamingArgmax:
+    """The data of the slice with the highest logit, fed a few slices at a time.
+
+    The same interface as :class:`StreamingSoftmax`, for the hard selection: every fused value
+    is copied from one slice, untouched. Ties go to the lowest slice index (the first maximum
+    within a chunk, and a later chunk must be strictly higher), so the pick is the same on
+    every device and chunking.
+    """
+
+    def __init__(self) -> None:
+        self.peak = self.fused = torch.empty(0)
+
+    def add(self, logits: torch.Tensor, data: torch.Tensor) -> None:
+        """Logits (k, y, x) and data (k, y, x, C) of the next k slices."""
+        best, index = logits.max(0)
+        where = index[None, ..., None].expand(1, *data.shape[1:])
+        picked = data.gather(0, where)[0]
+        if self.peak.numel() == 0:
+            self.peak, self.fused = best, picked
+            return
+        higher = best > self.peak
+        self.peak = torch.where(higher, best, self.peak)
+        self.fused = torch.where(higher[..., None], picked, self.fused)
+
+    def result(self) -> torch.Tensor:
+        """Fused (y, x, C)."""
+        return self.fused
+
+
+#: The accumulator of each selection (methods.SELECTIONS).
+ACCUMULATORS: dict[str, type[StreamingSoftmax | StreamingArgmax]] = {
+    "blend": StreamingSoftmax,
+    "hard": StreamingArgmax,
+}

@@ -31,7 +31,14 @@ from napari.utils.notifications import show_error, show_info
 
 from ..errors import InputError, PdmFuseError
 from ..methods import DEFAULT_METHOD
-from ..options import ALIGN_MODELS, CHANNEL_MODES, DEVICES, METHODS
+from ..options import (
+    ALIGN_MODELS,
+    CHANNEL_MODES,
+    DEFAULT_SELECTION,
+    DEVICES,
+    METHODS,
+    SELECTIONS,
+)
 from ..planning import Progress
 from . import layers
 from .jobs import Failure, Outcome, Run, fuse_run, layer_run, planes_run, without_stores
@@ -98,6 +105,11 @@ class FuseWidget(Container):
             "fused image alike."
         )
         self.method = ComboBox(label="method", choices=METHODS, value=DEFAULT_METHOD)
+        self.selection = ComboBox(label="selection", choices=SELECTIONS, value=DEFAULT_SELECTION)
+        self.selection.tooltip = (
+            "PDMNet: blend weights the slices at each pixel; hard copies each pixel from the "
+            "slice of highest weight, so every value is one the stack holds."
+        )
         self.device = ComboBox(label="device", choices=usable_devices(), value="auto")
         self.device_info = Label(label="", value=describe_devices())
         self.tile = SpinBox(label="tile size (0 = auto)", min=0, max=16384, step=256, value=0)
@@ -134,6 +146,7 @@ class FuseWidget(Container):
                 self.align,
                 self.brightness,
                 self.method,
+                self.selection,
                 self.device,
                 self.device_info,
                 self.tile,
@@ -252,8 +265,9 @@ class FuseWidget(Container):
         self.focus_channel.enabled = self.channel_mode.value == "combined"
 
     def _on_method(self, method: str) -> None:
-        # Only PDMNet runs on a device; the classical methods are numpy on the CPU.
-        self.device.enabled = method == "pdmnet"
+        # Only PDMNet runs on a device and has slice weights to blend or select from; the
+        # classical methods are numpy on the CPU and pick or mix slices their own way.
+        self.device.enabled = self.selection.enabled = method == "pdmnet"
 
     # -- running --------------------------------------------------------------------------------
 
@@ -268,8 +282,10 @@ class FuseWidget(Container):
     def describe(self) -> Run:
         """The run the current choices describe; raises InputError with a sentence if none."""
         align = None if self.align.value == ALIGN_OFF else self.align.value
+        pdmnet = self.method.value == "pdmnet"
         options = {
             "method": self.method.value,
+            "selection": self.selection.value if pdmnet else DEFAULT_SELECTION,
             "device": self.device.value,
             "tile": int(self.tile.value) or None,
             "correct_brightness": self.brightness.value,

@@ -2,7 +2,8 @@
 
 Rendered cases use only content never trained on (napari_pdmfuse.render.VALIDATION_IMAGES and
 procedural specimens seeded from 20000 up) and span the renderer's range of PSFs, noise, bit
-depths, slice counts and surfaces; they are scored by PSNR and SSIM against the sharp truth, focus
+depths, slice counts and surfaces; three more use optics no training stack had (occlusion at
+depth steps, aberrated PSFs, brightfield halos). They are scored by PSNR and SSIM against the sharp truth, focus
 MAE (slices, textured pixels) and Q^AB/F. The real stacks in ../shared/data have no truth and
 get Q^AB/F only. Seconds are wall time of the fusion: fuse() in this process for our methods, the
 tool's command line (start-up, reading planes, fusing, writing, OpenFocus' focus map) for others.
@@ -143,6 +144,38 @@ def partly_textureless(size: int, seed: int = 0) -> Case:
     )  # fmt: skip
 
 
+# Optics the shipped weights never saw in training (render.py: occlusion, aberrations, halos).
+
+
+def ihc_occluded_steps(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20007 + seed)
+    return rendered(
+        "immunohistochemistry RGB, N=3, steps with occlusion, disk PSF, 8-bit",
+        crop("immunohistochemistry", size, rng), steps(size, 3, rng), 3, rng,
+        psf_kind="disk", blur_per_slice=4.0, photons=3000, bits=8, occlusion=True,
+    )  # fmt: skip
+
+
+def bf_astigmatic_halo(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20008 + seed)
+    sharp = render.brightfield(rng, (size, size))
+    return rendered(
+        "stained brightfield RGB, N=8, astigmatic PSF, halos, 8-bit",
+        sharp, render.depth_map(rng, (size, size), 8), 8, rng,
+        psf_kind="astigmatic", blur_per_slice=2.0, photons=3000, bits=8, halo=0.6,
+    )  # fmt: skip
+
+
+def fluo_spherical_coarse(size: int, seed: int = 0) -> Case:
+    rng = np.random.default_rng(20009 + seed)
+    sharp = render.fluorescence(rng, (size, size))
+    return rendered(
+        "fluorescence, N=6, smooth surface, spherical aberration, coarse z, 16-bit",
+        sharp, render.depth_map(rng, (size, size), 6, kinds=("smooth",)), 6, rng,
+        psf_kind="spherical", blur_per_slice=4.0, photons=500, read_noise=0.005, bits=16,
+    )  # fmt: skip
+
+
 def real(description: str, *paths: str) -> Callable[..., Case]:
     return lambda size, seed=0: Case(
         description, np.asarray(open_image([DATA / p for p in paths]).as_stack().data)
@@ -156,6 +189,9 @@ CASES: dict[str, Callable[..., Case]] = {  # (size, seed offset) → case
     "ihc-steps": ihc_steps,
     "coins-tilted-drift": coins_tilted_drift,
     "partly-textureless": partly_textureless,
+    "ihc-occluded-steps": ihc_occluded_steps,
+    "bf-astigmatic-halo": bf_astigmatic_halo,
+    "fluo-spherical-coarse": fluo_spherical_coarse,
     "real-diatom": real(
         "real: diatom brightfield, 3 planes (MFusionJ)",
         *(f"diatom-brightfield/{k}.jpg" for k in (1, 2, 3)),

@@ -1,4 +1,5 @@
-"""The focus map is the mean slice position over the run of slices around the best one."""
+"""The focus map is read around the best slice: the vertex of the logits there, or the mean
+slice position over the run of slices around it where that run is broad."""
 
 from __future__ import annotations
 
@@ -8,19 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pdmfuse.model.focus_map import RUN_FLOOR, FocusRun, run_focus
+from napari_pdmfuse.model.focus_map import BROAD, DEAD_ZONE, RUN_FLOOR, FocusRun, run_focus
 from napari_pdmfuse.model.pdmnet import upsample
 
 
 def run_focus_reference(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Focus and confidence from full-resolution logits (N, H, W), pixel by pixel: each slice
-    counts with the gates of the slices from the best one out to it multiplied."""
+    """Focus and confidence from full-resolution logits (N, H, W), pixel by pixel: the run
+    counts each slice with the gates of the slices from the best one out to it multiplied; the
+    vertex of the parabola through the best slice's logit and its neighbours' (at the ends, the
+    gated mean of the end slice and its neighbour) reads where the run is narrow, the run's
+    mean where it is broad."""
     n = logits.shape[0]
     focus = np.empty(logits.shape[1:], np.float32)
     confidence = np.empty_like(focus)
     z = np.arange(n)
     for y, x in np.ndindex(focus.shape):
-        w = np.exp(logits[:, y, x].astype(np.float64) - logits[:, y, x].max())
+        logit = logits[:, y, x].astype(np.float64)
+        w = np.exp(logit - logit.max())
         gate = np.clip(w / RUN_FLOOR - 1, 0, 1)
         best = int(np.argmax(w))
         counted = np.zeros(n)
@@ -29,7 +34,20 @@ def run_focus_reference(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             for k in side:
                 through *= gate[k]
                 counted[k] = w[k] * through
-        focus[y, x] = (counted * z).sum() / counted.sum()
+        mean = (counted * z).sum() / counted.sum()
+        if n == 1:
+            vertex = 0.0
+        elif best in (0, n - 1):
+            inwards = 1 if best == 0 else -1
+            g = w[best + inwards] * gate[best + inwards]
+            vertex = best + inwards * g / (1 + g)
+        else:
+            down, up = logit[best] - logit[best - 1], logit[best] - logit[best + 1]
+            offset = (down - up) / (2 * (down + up)) if down + up else 0.0
+            size = min(max(2 * (abs(offset) - DEAD_ZONE), 0), abs(offset))
+            vertex = best + np.copysign(size, offset)
+        broad = np.clip((counted.sum() - BROAD[0]) / (BROAD[1] - BROAD[0]), 0, 1)
+        focus[y, x] = vertex + broad * (mean - vertex)
         w /= w.sum()
         spread = np.sqrt(max((w * z * z).sum() - (w * z).sum() ** 2, 0))
         confidence[y, x] = np.clip(1 - spread / np.sqrt((n * n - 1) / 12), 0, 1)

@@ -40,8 +40,8 @@ class PDMNetMethod:
     name = "pdmnet"
     # The receptive field is 123 px, but what lies beyond 96 px moves the fused image by less
     # than 1e-5 of the data range (measured), far inside the 1e-4 tiles must stitch to. The
-    # focus map amplifies it where many slices' weights lie near the run's floor: up to 2.0e-4
-    # of the slice range on a weakly textured 30-slice stack (5.8e-3 slices), within 3e-4.
+    # focus map amplifies it where many slices' weights lie near the run's floor: up to 2.1e-4
+    # of the slice range on a weakly textured 30-slice stack (6.0e-3 slices), within 3e-4.
     halo = 96
     bytes_per_voxel = 32  # measured: 24.5 B of its own, plus the luminance and the read
 

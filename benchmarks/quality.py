@@ -3,10 +3,11 @@
 Rendered cases use only content never trained on (napari_pdmfuse.render.VALIDATION_IMAGES and
 procedural specimens seeded from 20000 up) and span the renderer's range of PSFs, noise, bit
 depths, slice counts and surfaces; three more use optics no training stack had (occlusion at
-depth steps, aberrated PSFs, brightfield halos). They are scored by PSNR and SSIM against the sharp truth, focus
-MAE (slices, textured pixels) and Q^AB/F. The real stacks in ../shared/data have no truth and
-get Q^AB/F only. Seconds are wall time of the fusion: fuse() in this process for our methods, the
-tool's command line (start-up, reading planes, fusing, writing, OpenFocus' focus map) for others.
+depth steps, aberrated PSFs, brightfield halos). They are scored by PSNR and SSIM against the
+sharp truth, focus MAE (slices, textured pixels) and Q^AB/F. The real stacks in ../shared/data
+have no truth and get Q^AB/F only. Seconds are wall time of the fusion: fuse() in this process
+for our methods, the tool's command line (start-up, reading planes, fusing, writing, OpenFocus'
+focus map) for others.
 
     python benchmarks/quality.py                # every case, every method
     python benchmarks/quality.py --quick        # two small cases, to check that it works

@@ -41,8 +41,8 @@ def load_dask_array() -> None:
     dask.array imports xarray whenever it is installed (it comes with the vendor formats'
     readers), only so that ``dask.array.from_array`` can unwrap xarray's chunked arrays, and
     scipy.fftpack, only for ``dask.array.fft``'s wrappers of it; the command uses neither.
-    They would add a fifth and a tenth of a second to every run's start-up. Only the command's
-    own process does this, and both stay importable for the code that uses them.
+    They would add a fifth of a second and a few hundredths to every run's start-up. Only the
+    command's own process does this, and both stay importable for the code that uses them.
     """
     blocked = [name for name in ("xarray", "scipy.fftpack") if name not in sys.modules]
     if "dask.array" in sys.modules or "xarray" not in blocked:

@@ -89,6 +89,28 @@ def test_hard_fused_values_all_come_from_the_stack():
     np.testing.assert_array_equal(hard.confidence, blend.confidence)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "offset", "options"),
+    [
+        (np.float64, 0.1234567890123, {}),  # more digits than float32 holds
+        (np.uint32, 4_000_000_000, {}),  # beyond float32's 2**24 consecutive integers
+        (np.uint16, 0, {"correct_brightness": True}),  # gains decide, the values stay as read
+    ],
+    ids=["float64", "uint32 near 4e9", "brightness corrected"],
+)
+def test_hard_values_are_those_read_whatever_the_working_precision(dtype, offset, options):
+    stack = uint16_stack().astype(dtype) + dtype(offset)
+    fused = fuse(stack, **HARD, **options).fused
+    assert fused.dtype == dtype
+    assert from_the_stack(stack, fused).all()
+
+
+def test_the_argmax_method_copies_values_as_read_too():
+    stack = uint16_stack().astype(np.float64) + 0.1234567890123
+    fused = fuse(stack, method="argmax").fused
+    assert fused.dtype == np.float64 and from_the_stack(stack, fused).all()
+
+
 def test_hard_rgb_keeps_each_pixels_colour_from_one_slice():
     planes = render.random_stack(np.random.default_rng(2), (48, 56), n_slices=4, rgb=True).stack
     fused = fuse(planes, **HARD).fused
@@ -237,3 +259,5 @@ def test_widget_offers_the_selection_for_pdmnet(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     fused = viewer.layers["stack fused"].data
     np.testing.assert_array_equal(fused, fuse(layer.data, **HARD).fused)
+    # The layers say how they were made, as the files' records do.
+    assert viewer.layers["stack fused"].metadata["selection"] == "hard"

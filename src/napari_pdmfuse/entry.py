@@ -44,9 +44,9 @@ def load_dask_array() -> None:
     They would add a fifth of a second and a few hundredths to every run's start-up. Only the
     command's own process does this, and both stay importable for the code that uses them.
     """
-    blocked = [name for name in ("xarray", "scipy.fftpack") if name not in sys.modules]
-    if "dask.array" in sys.modules or "xarray" not in blocked:
+    if "dask.array" in sys.modules or "xarray" in sys.modules:
         return
+    blocked = [name for name in ("xarray", "scipy.fftpack") if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` fails meanwhile
     try:

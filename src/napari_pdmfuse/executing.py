@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import PdmFuseWarning
-from .methods.base import FusionMethod, TileResult
+from .methods.base import FusionMethod, TileResult, select_planes
 from .sizes import min_tile
 from .stack import Normalisation, beyond_float32, is_lazy, non_finite, read_now
 from .tiling import Tile
@@ -229,10 +229,12 @@ class TileFuser:
             with np.errstate(over="ignore"):  # overshoot past the float32 limit is clipped
                 fused = np.clip(result.fused * np.float32(factor), -FLOAT32_MAX, FLOAT32_MAX)
             result = result._replace(fused=fused.astype(np.float32))
+        if result.choice is not None:  # a picked slice: its value as read, untouched
+            result = result._replace(fused=select_planes(raw, result.choice), choice=None)
         flat = flat_mask(lum, max(self.method.halo - 1, 1))
         if flat is not None:
             result = result._replace(confidence=np.where(flat, np.float32(0), result.confidence))
-        return TileResult(*(np.asarray(part[tile.crop]) for part in result))
+        return TileResult(*(np.asarray(part[tile.crop]) for part in result[:3]))
 
     def _in_parts(self, tile: Tile, core: int) -> TileResult:
         parts = split(tile, self.shape_yx, self.method.halo, self.method.align, core)
@@ -244,13 +246,13 @@ class TileFuser:
                 height = tile.write[0].stop - y0
                 width = tile.write[1].stop - x0
                 out = TileResult(
-                    *(np.empty((height, width, *r.shape[2:]), r.dtype) for r in result)
+                    *(np.empty((height, width, *r.shape[2:]), r.dtype) for r in result[:3])
                 )
             where = (
                 slice(part.write[0].start - y0, part.write[0].stop - y0),
                 slice(part.write[1].start - x0, part.write[1].stop - x0),
             )
-            for target, value in zip(out, result, strict=True):
+            for target, value in zip(out[:3], result[:3], strict=True):
                 target[where] = value
         assert out is not None
         return out

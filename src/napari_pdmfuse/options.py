@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import InputError
-from .methods import DEFAULT_METHOD, DEFAULT_SELECTION, METHODS, SELECTIONS
+from .methods import DEFAULT_METHOD, DEFAULT_SELECTION, METHODS, SELECTIONS, hard_refusal
 from .model.device import DEVICES
 
 #: How channels decide focus: one map for all channels, or one per channel.
@@ -77,11 +77,7 @@ class FuseOptions:
                 "weights or choose pdmnet."
             )
         if self.selection != DEFAULT_SELECTION and self.method != "pdmnet":
-            raise InputError(
-                f"The {self.selection} selection applies to the pdmnet method only, not to "
-                f"{self.method}, which picks or mixes slices its own way; choose pdmnet or the "
-                f"{DEFAULT_SELECTION} selection."
-            )
+            raise InputError(hard_refusal(self.method))
         if self.tile is not None and (not isinstance(self.tile, int) or self.tile <= 0):
             raise InputError(f"Tile size {self.tile!r} is not a positive whole number of pixels.")
         if self.z_spacing is not None and not (

@@ -17,6 +17,14 @@ SELECTIONS = ("blend", "hard")
 DEFAULT_SELECTION = "blend"
 
 
+def hard_refusal(name: str) -> str:
+    """Why a method other than PDMNet takes no hard selection, and what to do."""
+    return (
+        f"The hard selection applies to the pdmnet method only, not to {name}, which picks or "
+        "mixes slices its own way; choose pdmnet or the blend selection."
+    )
+
+
 def get_method(
     name: str,
     device: str = "auto",
@@ -25,6 +33,8 @@ def get_method(
 ) -> FusionMethod:
     """Build the method called ``name``; only PDMNet uses ``device``, ``weights`` and
     ``selection`` (options.FuseOptions refuses them for the others with a sentence)."""
+    if selection not in SELECTIONS:
+        raise InputError(f"Unknown selection {selection!r}; choose one of {', '.join(SELECTIONS)}.")
     if name == "pdmnet":
         from .pdmnet import PDMNetMethod
 
@@ -34,6 +44,8 @@ def get_method(
             f"Weights apply to the pdmnet method only, not to {name}; drop the weights or choose "
             "pdmnet."
         )
+    if selection != DEFAULT_SELECTION and name in METHODS:
+        raise InputError(hard_refusal(name))
     if name == "wavelet":
         from .wavelet import WaveletMethod
 
@@ -89,4 +101,5 @@ __all__ = [
     "build_counts",
     "cached_method",
     "get_method",
+    "hard_refusal",
 ]

@@ -16,5 +16,5 @@ class ArgmaxMethod:
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         sharpness = laplacian_energy(lum, size=1.0)
         focus, confidence = focus_from_sharpness(sharpness)
-        fused = select_planes(block, np.argmax(sharpness, axis=0))
-        return TileResult(fused.astype(np.float32), focus, confidence)
+        best = np.argmax(sharpness, axis=0)
+        return TileResult(select_planes(block, best).astype(np.float32), focus, confidence, best)

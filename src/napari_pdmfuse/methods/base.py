@@ -12,6 +12,10 @@ class TileResult(NamedTuple):
     fused: np.ndarray  # (y, x, C) float32, in data units
     focus: np.ndarray  # (y, x) float32, slice index, fractional
     confidence: np.ndarray  # (y, x) float32 in [0, 1]
+    # (y, x) the slice each fused pixel was copied from, where a method picks rather than mixes:
+    # the tiling loop then copies the pixel from the data as read (its own dtype, no brightness
+    # gains), since the float32 working copy cannot hold every value of float64 or 32-bit data.
+    choice: np.ndarray | None = None
 
 
 class FusionMethod(Protocol):

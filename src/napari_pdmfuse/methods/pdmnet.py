@@ -78,7 +78,12 @@ class PDMNetMethod:
                     logits = upsample(focus_half)[:, 0, :height, :width]
                 focusing.add(logits, focus_half[:, 0])
             focus, confidence = focusing.result()
-        return TileResult(*(t.cpu().numpy() for t in (fusion.result(), focus, confidence)))
+            fused = fusion.result()
+        choice = getattr(fusion, "choice", None)  # the hard selection says which slice it took
+        return TileResult(
+            *(t.cpu().numpy() for t in (fused, focus, confidence)),
+            choice=None if choice is None else choice.cpu().numpy(),
+        )
 
     def _padded(self, lum: np.ndarray) -> torch.Tensor:
         """(Z, y, x) luminance → (Z, 1, Y, X) tensor padded to the network's stride."""
@@ -122,28 +127,33 @@ class StreamingSoftmax:
 
 
 class StreamingArgmax:
-    """The data of the slice with the highest logit, fed a few slices at a time.
+    """The data of the slice with the highest logit, and which slice that is, fed a few slices
+    at a time.
 
-    The same interface as :class:`StreamingSoftmax`, for the hard selection: every fused value
-    is copied from one slice, untouched. Ties go to the lowest slice index (the first maximum
-    within a chunk, and a later chunk must be strictly higher), so the pick is the same on
-    every device and chunking.
+    The same interface as :class:`StreamingSoftmax`, for the hard selection; :attr:`choice`
+    lets the tiling loop copy each pixel from the data as read. Ties go to the lowest slice
+    index (the first maximum within a chunk, and a later chunk must be strictly higher), so the
+    tie rule does not depend on how the slices are chunked.
     """
 
     def __init__(self) -> None:
-        self.peak = self.fused = torch.empty(0)
+        self.peak = self.fused = self.choice = torch.empty(0)
+        self.start = 0
 
     def add(self, logits: torch.Tensor, data: torch.Tensor) -> None:
         """Logits (k, y, x) and data (k, y, x, C) of the next k slices."""
         best, index = logits.max(0)
         where = index[None, ..., None].expand(1, *data.shape[1:])
         picked = data.gather(0, where)[0]
+        index = index.to(torch.int32) + self.start
+        self.start += len(logits)
         if self.peak.numel() == 0:
-            self.peak, self.fused = best, picked
+            self.peak, self.fused, self.choice = best, picked, index
             return
         higher = best > self.peak
         self.peak = torch.where(higher, best, self.peak)
         self.fused = torch.where(higher[..., None], picked, self.fused)
+        self.choice = torch.where(higher, index, self.choice)
 
     def result(self) -> torch.Tensor:
         """Fused (y, x, C)."""

@@ -16,6 +16,7 @@ from napari.layers import Image, Surface
 
 from ..align import report
 from ..errors import InputError
+from ..methods import DEFAULT_SELECTION
 from .height_view import height_surface
 from .jobs import Outcome, store_levels
 
@@ -70,6 +71,8 @@ def show(viewer: Any, outcome: Outcome) -> None:
         "method": outcome.method,
         "planes": source.layers,
     }
+    if outcome.run.options.selection != DEFAULT_SELECTION:  # as the files' records say it
+        metadata["selection"] = outcome.run.options.selection
     if outcome.transforms is not None:
         metadata["alignment"] = alignment_report(outcome.transforms)
     physical = outcome.focus_unit == "physical"

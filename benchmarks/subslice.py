@@ -74,19 +74,8 @@ class Recording(focus_map.FocusRun):
 
 
 def run_mean(logits: torch.Tensor) -> torch.Tensor:
-    """The read-out before: the mean slice position over the run around the best slice, each
-    slice counted with the product of the gates from the best one out to it."""
-    n = len(logits)
-    w = torch.exp(logits - logits.amax(0))
-    gate = (w / focus_map.RUN_FLOOR - 1).clamp(0, 1)
-    z = torch.arange(n).view(n, 1, 1)
-    best = w.argmax(0, keepdim=True)
-    above, below = z >= best, z <= best
-    ones = torch.ones_like(gate)
-    up = torch.where(above, gate, ones).cumprod(0)
-    down = torch.where(below, gate, ones).flip(0).cumprod(0).flip(0)
-    counted = w * torch.where(above, up, down)
-    return (counted * z).sum(0) / counted.sum(0)
+    """The read-out before: the mean slice position over the run around the best slice."""
+    return focus_map.run_mean(torch.exp(logits - logits.amax(0))[None])[0][0]
 
 
 def near_integer(focus: np.ndarray, r: RenderedStack) -> float:

@@ -168,6 +168,20 @@ def run_focus(weights: torch.Tensor) -> torch.Tensor:
     differentiable (through the gates and the vertex too, though not within its dead zone), so
     training can score what inference reads."""
     n = weights.shape[1]
+    mean, total, best = run_mean(weights)
+    logs = weights.clamp_min(torch.finfo(weights.dtype).tiny).log()
+    peak = logs.gather(1, best)
+    fall_down = peak - logs.gather(1, (best - 1).clamp_min(0))
+    fall_up = peak - logs.gather(1, (best + 1).clamp_max(n - 1))
+    top = weights.gather(1, best)[:, 0]
+    return read_out(best[:, 0], n, fall_down[:, 0], fall_up[:, 0], mean, total / top)
+
+
+def run_mean(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The run around the best slice of whole weights (B, N, H, W): its mean slice position
+    and total weight (B, H, W), each slice counted with the product of the gates from the best
+    one out to it, and the best slice (B, 1, H, W)."""
+    n = weights.shape[1]
     top = weights.amax(1, keepdim=True)
     gate = (weights / top / RUN_FLOOR - 1).clamp(0, 1)
     z = torch.arange(n, device=weights.device).view(1, n, 1, 1)
@@ -178,12 +192,7 @@ def run_focus(weights: torch.Tensor) -> torch.Tensor:
     down = torch.where(below, gate, ones).flip(1).cumprod(1).flip(1)
     counted = weights * torch.where(above, up, down)
     total = counted.sum(1)
-    mean = (counted * z.to(weights.dtype)).sum(1) / total
-    logs = weights.clamp_min(torch.finfo(weights.dtype).tiny).log()
-    peak = logs.gather(1, best)
-    fall_down = peak - logs.gather(1, (best - 1).clamp_min(0))
-    fall_up = peak - logs.gather(1, (best + 1).clamp_max(n - 1))
-    return read_out(best[:, 0], n, fall_down[:, 0], fall_up[:, 0], mean, total / top[:, 0])
+    return (counted * z.to(weights.dtype)).sum(1) / total, total, best
 
 
 def confidence(mean: torch.Tensor, mean_square: torch.Tensor, n: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from scipy import ndimage
 from napari_pdmfuse import FuseOptions, InputError, fuse, render
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.cli.arguments import build_parser, fuse_options
-from napari_pdmfuse.methods import SELECTIONS, cached_method
+from napari_pdmfuse.methods import SELECTIONS, build_counts, cached_method
 from napari_pdmfuse.methods.pdmnet import StreamingArgmax, StreamingSoftmax
 from napari_pdmfuse.planning import plan_job
 
@@ -261,3 +261,8 @@ def test_widget_offers_the_selection_for_pdmnet(make_napari_viewer, qtbot):
     np.testing.assert_array_equal(fused, fuse(layer.data, **HARD).fused)
     # The layers say how they were made, as the files' records do.
     assert viewer.layers["stack fused"].metadata["selection"] == "hard"
+    # A second fusion with the same choices reuses the model the first one built.
+    built = build_counts().get("pdmnet", 0)
+    widget.fuse_button.clicked()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert build_counts().get("pdmnet", 0) == built

@@ -58,9 +58,12 @@ def commands(stack: Path, planes: list[str], methods: list[str], out: Path) -> d
             if shutil.which("enfuse"):
                 runs[method] = common.enfuse_command(planes, out / "enfuse.tif")
             continue
+        name, options = common.VARIANTS.get(method, (method, {}))
+        flags = [f"--{key.replace('_', '-')}" for key, value in options.items() if value is True]
+        flags += [f"--{k.replace('_', '-')}={v}" for k, v in options.items() if v is not True]
         runs[method] = [
             pdmfuse, "fuse", str(stack), "-o", str(out / f"{method}.tif"),
-            "--focus-map", str(out / f"{method}-focus.tif"), "--method", method,
+            "--focus-map", str(out / f"{method}-focus.tif"), "--method", name, *flags,
             "--quiet", "--overwrite",
         ]  # fmt: skip
     return runs
@@ -69,7 +72,9 @@ def commands(stack: Path, planes: list[str], methods: list[str], out: Path) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="20x2048,3x256", help="stacks as SLICESxSIDE, ...")
-    parser.add_argument("--methods", default="enfuse,pdmnet,wavelet")
+    parser.add_argument(
+        "--methods", default="enfuse,pdmnet,wavelet", help="enfuse, ours, or their variants"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap our vector instructions")
     args = parser.parse_args()

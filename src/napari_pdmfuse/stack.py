@@ -343,7 +343,7 @@ def to_dtype(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """
     dtype = np.dtype(dtype)
     plane = np.asarray(plane)
-    if plane.dtype == dtype:  # values copied from the input (a picked slice): already exact
+    if plane.dtype == dtype and dtype.kind in "ui":  # copied from the input: already exact
         return plane
     if dtype.kind in "ui":
         return _to_integer(plane, dtype)

@@ -18,7 +18,7 @@ import numpy as np
 import tifffile
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from napari_pdmfuse.render import demo_stack
+from napari_pdmfuse.training.rendering import demo_stack
 
 METHODS = ("pdmnet", "wavelet", "pyramid", "argmax")
 

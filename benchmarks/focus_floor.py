@@ -18,9 +18,10 @@ import common
 import metrics
 import numpy as np
 
-from napari_pdmfuse import fuse, render
+from napari_pdmfuse import fuse
 from napari_pdmfuse.model import focus_map
-from napari_pdmfuse.training_data import VALIDATION_SEED, validation_stacks
+from napari_pdmfuse.training import rendering as render
+from napari_pdmfuse.training.data import VALIDATION_SEED, validation_stacks
 
 
 def stacks() -> list[render.RenderedStack]:

@@ -1,9 +1,10 @@
 """Fusion quality on fixed validation stacks: rendered ones with ground truth, and real ones.
 
-Rendered cases use only content never trained on (napari_pdmfuse.render.VALIDATION_IMAGES and
-procedural specimens seeded from 20000 up) and span the renderer's range of PSFs, noise, bit
-depths, slice counts and surfaces; three more use optics no training stack had (occlusion at
-depth steps, aberrated PSFs, brightfield halos). They are scored by PSNR and SSIM against the
+Rendered cases use only content never trained on
+(napari_pdmfuse.training.rendering.VALIDATION_IMAGES and procedural specimens seeded from 20000
+up) and span the renderer's range of PSFs, noise, bit depths, slice counts and surfaces; three
+more use optics no training stack had (occlusion at depth steps, aberrated PSFs, brightfield
+halos). They are scored by PSNR and SSIM against the
 sharp truth, focus MAE (slices, textured pixels) and Q^AB/F. The real stacks in ../shared/data
 have no truth and get Q^AB/F only. Seconds are wall time of the fusion: fuse() in this process
 for our methods, the tool's command line (start-up, reading planes, fusing, writing, OpenFocus'
@@ -31,8 +32,8 @@ import metrics
 import numpy as np
 from scipy import ndimage
 
-from napari_pdmfuse import render
 from napari_pdmfuse.reading import open_image
+from napari_pdmfuse.training import rendering as render
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUICK = {"cases": ("bf-rgb-disk", "real-diatom"), "size": 128}

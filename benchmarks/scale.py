@@ -30,7 +30,7 @@ import common
 import numpy as np
 import tifffile
 
-from napari_pdmfuse import render
+from napari_pdmfuse.training import rendering as render
 
 TILE = 256  # px of the TIFF tiles the stacks are stored in
 

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from napari_pdmfuse import fuse, render
+from napari_pdmfuse import fuse
 from napari_pdmfuse.methods import pdmnet
 from napari_pdmfuse.model import focus_map
-from napari_pdmfuse.render import VALIDATION_IMAGES, RenderedStack
+from napari_pdmfuse.training import rendering as render
+from napari_pdmfuse.training.rendering import VALIDATION_IMAGES, RenderedStack
 
 SLICE_COUNTS = (6, 8, 12, 16)
 PSFS = ("gaussian", "disk", "airy")

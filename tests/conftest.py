@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_pdmfuse.render import RenderedStack, demo_stack
+from napari_pdmfuse.training.rendering import RenderedStack, demo_stack
 
 
 @pytest.fixture(scope="session")

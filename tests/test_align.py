@@ -24,8 +24,8 @@ from napari_pdmfuse.align import (
     report,
 )
 from napari_pdmfuse.aligned_reading import AlignedReader
-from napari_pdmfuse.render import RenderedStack, demo_stack
 from napari_pdmfuse.stack import as_stack, normalisation
+from napari_pdmfuse.training.rendering import RenderedStack, demo_stack
 
 N_SLICES, SIZE, MARGIN = 8, 256, 40
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_pdmfuse import fusion, planning, render
+from napari_pdmfuse import fusion, planning
 from napari_pdmfuse.cli import main
+from napari_pdmfuse.training import rendering as render
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OPTIONS = (

@@ -17,12 +17,13 @@ import tifffile
 
 distributed = pytest.importorskip("distributed")
 
-from napari_pdmfuse import FuseOptions, cluster, render  # noqa: E402
+from napari_pdmfuse import FuseOptions, cluster  # noqa: E402
 from napari_pdmfuse.cli import main  # noqa: E402
 from napari_pdmfuse.methods import build_counts  # noqa: E402
 from napari_pdmfuse.planning import plan_job  # noqa: E402
 from napari_pdmfuse.reading import open_image  # noqa: E402
 from napari_pdmfuse.results import MemoryOutputs  # noqa: E402
+from napari_pdmfuse.training import rendering as render  # noqa: E402
 
 DASK = os.path.join(os.path.dirname(sys.executable), "dask")
 

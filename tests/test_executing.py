@@ -14,8 +14,8 @@ from napari_pdmfuse import PdmFuseWarning, fuse
 from napari_pdmfuse.executing import flat_mask
 from napari_pdmfuse.methods.argmax import ArgmaxMethod
 from napari_pdmfuse.planning import FusionPlan
-from napari_pdmfuse.render import demo_stack
 from napari_pdmfuse.stack import as_stack, normalisation, to_dtype
+from napari_pdmfuse.training.rendering import demo_stack
 
 
 class FakeGPUMethod:

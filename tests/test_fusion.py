@@ -8,8 +8,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from napari_pdmfuse import InputError, fuse, fuse_iter
 from napari_pdmfuse.methods.base import laplacian_energy, select_planes
-from napari_pdmfuse.render import demo_stack
 from napari_pdmfuse.stack import as_stack, normalisation
+from napari_pdmfuse.training.rendering import demo_stack
 
 CLASSICAL = ["wavelet", "pyramid"]
 

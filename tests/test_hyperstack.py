@@ -9,7 +9,7 @@ import pytest
 
 from napari_pdmfuse import InputError, Progress, fuse, fuse_iter
 from napari_pdmfuse.reading import normalise_axes
-from napari_pdmfuse.render import demo_stack
+from napari_pdmfuse.training.rendering import demo_stack
 
 WAVELET = {"method": "wavelet"}
 

@@ -13,7 +13,7 @@ import tifffile
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.reading import open_image as read_hyperstack
-from napari_pdmfuse.render import demo_stack
+from napari_pdmfuse.training.rendering import demo_stack
 
 NAMES = ["DAPI", "GFP"]
 PIXEL = 0.25  # µm

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_pdmfuse import FuseOptions, OutputError, fuse_files, render
+from napari_pdmfuse import FuseOptions, OutputError, fuse_files
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.files import Outputs
 from napari_pdmfuse.outputs import FileOutputs
 from napari_pdmfuse.reading import open_image
+from napari_pdmfuse.training import rendering as render
 from napari_pdmfuse.version import __version__
 from napari_pdmfuse.writing import atomic, check_outputs
 

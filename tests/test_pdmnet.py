@@ -10,11 +10,12 @@ import pytest
 import torch
 from test_focus_map import run_focus_reference
 
-from napari_pdmfuse import InputError, fuse, render
+from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
 from napari_pdmfuse.model.pdmnet import PDMNet, upsample
 from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, sha256
-from napari_pdmfuse.render import demo_stack
+from napari_pdmfuse.training import rendering as render
+from napari_pdmfuse.training.rendering import demo_stack
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import zarr
 
 from napari_pdmfuse import FuseOptions, fuse
 from napari_pdmfuse.files import Outputs, fuse_files
-from napari_pdmfuse.render import demo_stack
+from napari_pdmfuse.training.rendering import demo_stack
 
 FORMATS = (".tif", ".ome.tif", ".ome.zarr")
 PIXEL = (0.25, 0.5)  # (y, x) µm

@@ -12,8 +12,9 @@ import pytest
 import tifffile
 import zarr
 
-from napari_pdmfuse import InputError, PdmFuseWarning, ReadError, render
+from napari_pdmfuse import InputError, PdmFuseWarning, ReadError
 from napari_pdmfuse.reading import Image, guarded, natural_key, normalise_axes, open_image
+from napari_pdmfuse.training import rendering as render
 
 
 def stack_of(dtype: type, rgb: bool = False, n: int = 5) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_pdmfuse import render
+from napari_pdmfuse.training import rendering as render
 
 
 def disk_on_background(size: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,12 +13,13 @@ import tifffile
 import torch
 from scipy import ndimage
 
-from napari_pdmfuse import FuseOptions, InputError, fuse, render
+from napari_pdmfuse import FuseOptions, InputError, fuse
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.cli.arguments import build_parser, fuse_options
 from napari_pdmfuse.methods import SELECTIONS, build_counts, cached_method
 from napari_pdmfuse.methods.pdmnet import StreamingArgmax, StreamingSoftmax
 from napari_pdmfuse.planning import plan_job
+from napari_pdmfuse.training import rendering as render
 
 HARD = {"method": "pdmnet", "device": "cpu", "selection": "hard"}
 

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pdmfuse import fuse, train, training_data, training_focus
+from napari_pdmfuse import fuse
 from napari_pdmfuse.model.weights import load_model, sha256
-from napari_pdmfuse.render import random_stack
+from napari_pdmfuse.training import data as training_data
+from napari_pdmfuse.training import focus as training_focus
+from napari_pdmfuse.training import recipe as train
+from napari_pdmfuse.training.rendering import random_stack
 
 
 @pytest.fixture(autouse=True)

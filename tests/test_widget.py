@@ -424,7 +424,7 @@ def test_modules_import_no_gui(modules, banned):
 
 def time_lapse(size=64):
     """(T, Z, Y, X) uint16: two rendered specimens, one per time point."""
-    from napari_pdmfuse.render import demo_stack
+    from napari_pdmfuse.training.rendering import demo_stack
 
     return np.stack([demo_stack(4, size, seed=s).stack for s in (1, 2)])
 

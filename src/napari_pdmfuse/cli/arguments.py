@@ -115,7 +115,7 @@ def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE.pt",
         help="pdmnet weights to use instead of the shipped ones, e.g. from "
-        "'python -m napari_pdmfuse.train'; read as plain tensors only, and checked against the "
+        "'python -m napari_pdmfuse.training'; read as plain tensors only, and checked against the "
         "sha256 of FILE.json when that card lies beside it",
     )
     parser.add_argument(

@@ -106,12 +106,12 @@ def load_model(path: str | Path | None = None) -> PDMNet:
         raise InputError(
             f"{target} is not a PDMNet weights file: it holds Python objects that could run "
             "code, so it was not loaded; use the shipped weights or a file written by "
-            "`python -m napari_pdmfuse.train`."
+            "`python -m napari_pdmfuse.training`."
         ) from None
     except Exception as err:  # any failure here means the file is not our weights
         raise InputError(
             f"{target} is not a PDMNet weights file ({type(err).__name__}); use the shipped "
-            "weights or a file written by `python -m napari_pdmfuse.train`."
+            "weights or a file written by `python -m napari_pdmfuse.training`."
         ) from None
     return model.eval()
 

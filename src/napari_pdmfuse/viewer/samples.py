@@ -32,9 +32,9 @@ KEYBOARD_CREDIT = (
 RENDERED_NAME = "rendered (12 planes, with truth)"
 RENDERED_SEED = 1
 RENDERED_CREDIT = (
-    "Rendered by napari_pdmfuse.render.demo_stack(12, 256, seed=1, rgb=True, bits=8): a stained "
-    "specimen (scikit-image's immunohistochemistry image) on a tilted, stepped surface, blurred "
-    "by distance from focus, with photon and read noise."
+    "Rendered by napari_pdmfuse.training.rendering.demo_stack(12, 256, seed=1, rgb=True, "
+    "bits=8): a stained specimen (scikit-image's immunohistochemistry image) on a tilted, "
+    "stepped surface, blurred by distance from focus, with photon and read noise."
 )
 
 
@@ -106,7 +106,7 @@ def rendered() -> list[tuple]:
     ``truth depth`` — the in-focus plane of every pixel (in slices, from 0), to compare with
     the focus map (same ``turbo`` colormap and range).
     """
-    from ..render import demo_stack
+    from ..training.rendering import demo_stack
 
     n_slices = 12
     rendered = demo_stack(n_slices, 256, seed=RENDERED_SEED, rgb=True, bits=8)

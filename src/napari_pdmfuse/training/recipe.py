@@ -1,6 +1,6 @@
 """Train PDMNet from scratch on rendered focus stacks and write the shipped weights.
 
-``python -m napari_pdmfuse.train`` reproduces ``weights/pdmnet.pt``: everything is seeded, the
+``python -m napari_pdmfuse.training`` reproduces ``weights/pdmnet.pt``: everything is seeded, the
 training stacks are rendered here from scikit-image's bundled images and procedural specimens,
 and validation content and seeds are disjoint from training. Runs on a GPU when there is one.
 
@@ -29,18 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model.losses import focus_l1, fusion_loss
-from .model.pdmnet import (
+from ..model.losses import focus_l1, fusion_loss
+from ..model.pdmnet import (
     DEFAULT_WIDTHS,
     PDMNet,
     mean_focus_of_logits,
 )
-from .model.weights import WEIGHTS_PATH, card_path, load_model, save_weights
-from .render import (
-    BLUR_RANGE,
-    SLICE_COUNTS,
-)
-from .training_data import (
+from ..model.weights import WEIGHTS_PATH, card_path, load_model, save_weights
+from .data import (
     Example,
     Log,
     batch,
@@ -49,7 +45,11 @@ from .training_data import (
     render_pool,
     validation_set,
 )
-from .training_focus import refine_network, train_focus_head
+from .focus import refine_network, train_focus_head
+from .rendering import (
+    BLUR_RANGE,
+    SLICE_COUNTS,
+)
 
 
 def pick_device(name: str) -> torch.device:
@@ -143,7 +143,7 @@ def _network_record(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m napari_pdmfuse.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m napari_pdmfuse.training", description=__doc__)
     parser.add_argument(
         "--steps", type=int, default=14000, help="optimiser steps (default: %(default)s)"
     )

@@ -1,7 +1,7 @@
 """Training examples for PDMNet: rendered stacks as tensors, batches, validation.
 
 Every stack is rendered here, seeded, from scikit-image's bundled images and procedural
-specimens; validation content and seeds are disjoint from training (see :mod:`.render`).
+specimens; validation content and seeds are disjoint from training (see :mod:`.rendering`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model.focus_map import run_focus
-from .model.losses import focus_l1, fusion_loss
-from .model.pdmnet import PDMNet, mean_focus, upsample
-from .render import (
+from ..model.focus_map import run_focus
+from ..model.losses import focus_l1, fusion_loss
+from ..model.pdmnet import PDMNet, mean_focus, upsample
+from ..stack import as_stack, normalisation
+from .rendering import (
     BLUR_RANGE,
     DEPTH_KINDS,
     TRAIN_IMAGES,
@@ -27,7 +28,6 @@ from .render import (
     RenderedStack,
     random_stack,
 )
-from .stack import as_stack, normalisation
 
 VALIDATION_SEED = 10_000
 # The second stage's deep stacks: 17 to 32 slices, blurred 0.5–2.5 px per slice of distance

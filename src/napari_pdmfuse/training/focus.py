@@ -1,7 +1,7 @@
 """PDMNet's focus map: the second training stage and the frozen-network focus head.
 
 The second stage gives the focus map a head of its own and trains it with the whole network
-on L1 of the focus map as inference reads it (see :mod:`.train`); the frozen-network head is
+on L1 of the focus map as inference reads it (see :mod:`.recipe`); the frozen-network head is
 an experiment that reads the decoder's features, computed once per training stack.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model.focus_map import run_focus
-from .model.losses import focus_l1, fusion_loss
-from .model.pdmnet import FocusHead, PDMNet, mean_focus_of_logits
-from .training_data import (
+from ..model.focus_map import run_focus
+from ..model.losses import focus_l1, fusion_loss
+from ..model.pdmnet import FocusHead, PDMNet, mean_focus_of_logits
+from .data import (
     DEEP_BLUR_RANGE,
     DEEP_SLICE_COUNTS,
     Example,

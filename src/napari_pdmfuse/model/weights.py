@@ -33,7 +33,8 @@ def sha256(path: Path) -> str:
 def save_weights(model: PDMNet, path: Path, meta: dict) -> None:
     """Write the state dict and, beside it, a JSON card with the checksum and training record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"widths": list(model.widths), "state": model.state_dict()}, path)
+    design = {"light": model.light, "logit_bound": model.logit_bound}
+    torch.save({"widths": list(model.widths), **design, "state": model.state_dict()}, path)
     card = {"sha256": sha256(path), **meta}
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
 
@@ -100,7 +101,12 @@ def load_model(path: str | Path | None = None) -> PDMNet:
     try:
         checkpoint = torch.load(target, map_location="cpu", weights_only=True)
         state = checkpoint["state"]
-        model = PDMNet(_widths(checkpoint["widths"]), focus_head=_focus_head(state))
+        model = PDMNet(
+            _widths(checkpoint["widths"]),
+            focus_head=_focus_head(state),
+            light=bool(checkpoint.get("light", False)),
+            logit_bound=float(checkpoint.get("logit_bound", 0.0)),
+        )
         model.load_state_dict(state)
     except pickle.UnpicklingError:
         raise InputError(

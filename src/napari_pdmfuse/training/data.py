@@ -77,6 +77,21 @@ def render_pool(
     return pool
 
 
+def real_pool(n: int, seed: int, size: int) -> dict[int, list[Example]]:
+    """Stacks composed from the tuning part of the real defocus series (:mod:`.defocus`), half
+    from each: real optics (phase halos, reflections, a real PSF) that no renderer matches. The
+    benchmarks report on the series' other part only."""
+    from .defocus import SERIES, load_series, random_composite
+
+    rng = np.random.default_rng(seed)
+    series = [load_series(name) for name in SERIES]
+    pool: dict[int, list[Example]] = {}
+    for i in range(n):
+        ex = to_example(random_composite(rng, series[i % len(series)], "tune", size))
+        pool.setdefault(ex.slices.shape[0], []).append(ex)
+    return pool
+
+
 def validation_stacks(
     size: int = 192, seed: int = VALIDATION_SEED, per_count: int = 2
 ) -> list[RenderedStack]:
@@ -119,6 +134,22 @@ def draw(
     n = sizes[rng.integers(len(sizes))]
     per_batch = int(np.clip(args.voxels // (n * args.size**2), 1, 16))
     return n, rng.integers(0, len(pool[n]), per_batch)
+
+
+def draw_from(
+    pools: list[tuple[dict[int, list[Example]], float]],
+    rng: np.random.Generator,
+    args: argparse.Namespace,
+) -> list[Example]:
+    """A batch from one of several pools, each drawn with its share (the first takes the rest)."""
+    pick, r = pools[0][0], rng.random()
+    for pool, share in pools[1:]:
+        if pool and r < share:
+            pick = pool
+            break
+        r -= share
+    n, chosen = draw(pick, rng, args)
+    return [pick[n][i] for i in chosen]
 
 
 def outputs(model: PDMNet, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ from .data import (
     Log,
     batch,
     draw,
+    draw_from,
     evaluate,
     outputs,
     render_pool,
@@ -34,6 +35,7 @@ from .data import (
 def refine_network(
     model: PDMNet,
     pool: dict[int, list[Example]],
+    real: dict[int, list[Example]],
     val: list[Example],
     args: argparse.Namespace,
     device: torch.device,
@@ -71,11 +73,12 @@ def refine_network(
     log = Log("refine", args.refine_steps, args, start)
     model.train()
     for step in range(1, args.refine_steps + 1):
-        source, source_rng = pool, rng
         if deep and deep_rng.random() < args.deep_share:
-            source, source_rng = deep, deep_rng
-        n, chosen = draw(source, source_rng, args)
-        slices, truth, depth, textured = batch([source[n][i] for i in chosen], rng, device)
+            n, chosen = draw(deep, deep_rng, args)
+            examples = [deep[n][i] for i in chosen]
+        else:
+            examples = draw_from([(pool, 1.0), (real, args.real_share)], rng, args)
+        slices, truth, depth, textured = batch(examples, rng, device)
         weights, focus_weights = outputs(model, slices)
         with torch.no_grad():
             held = (torch.softmax(teacher(slices)[0], 1) * slices).sum(1)

@@ -32,6 +32,8 @@ import torch
 from ..model.losses import focus_l1, fusion_loss
 from ..model.pdmnet import (
     DEFAULT_WIDTHS,
+    LIGHT_LOGIT_BOUND,
+    LIGHT_WIDTHS,
     PDMNet,
     mean_focus_of_logits,
 )
@@ -40,8 +42,9 @@ from .data import (
     Example,
     Log,
     batch,
-    draw,
+    draw_from,
     evaluate,
+    real_pool,
     render_pool,
     validation_set,
 )
@@ -50,6 +53,9 @@ from .rendering import (
     BLUR_RANGE,
     SLICE_COUNTS,
 )
+
+#: The first design's weights, which the light network is distilled from.
+TEACHER_PATH = Path(__file__).with_name("teacher.pt")
 
 
 def pick_device(name: str) -> torch.device:
@@ -60,6 +66,7 @@ def pick_device(name: str) -> torch.device:
 
 def train_network(
     pool: dict[int, list[Example]],
+    real: dict[int, list[Example]],
     val: list[Example],
     args: argparse.Namespace,
     device: torch.device,
@@ -69,19 +76,35 @@ def train_network(
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     joint = args.joint_focus_weight > 0  # the focus head learns with everything else
-    model = PDMNet(DEFAULT_WIDTHS, focus_head="coarse" if joint else None).to(device)
+    light = args.design == "light"
+    model = PDMNet(
+        LIGHT_WIDTHS if light else DEFAULT_WIDTHS,
+        focus_head="coarse" if joint else None,
+        light=light,
+        logit_bound=LIGHT_LOGIT_BOUND if light else 0.0,
+    ).to(device)
+    teacher = load_model(args.teacher).to(device).requires_grad_(False) if args.distill else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05
     )
     log = Log("network", args.steps, args, start)
     for step in range(1, args.steps + 1):
-        n, chosen = draw(pool, rng, args)
-        slices, truth, depth, textured = batch([pool[n][i] for i in chosen], rng, device)
+        examples = draw_from([(pool, 1.0), (real, args.real_share)], rng, args)
+        slices, truth, depth, textured = batch(examples, rng, device)
         logits, focus_logits = model(slices)
+        weights = torch.softmax(logits, 1)
         loss, stats = fusion_loss(
-            torch.softmax(logits, 1), slices, truth, depth, textured, focus_weight=args.focus_weight
+            weights, slices, truth, depth, textured, focus_weight=args.focus_weight
         )
+        if teacher is not None:
+            # Distillation: the first design's fused image, as a guide where truth alone
+            # leaves the choice open (textureless areas, near ties between slices).
+            with torch.no_grad():
+                taught = (torch.softmax(teacher(slices)[0], 1) * slices).sum(1)
+            distance = ((weights * slices).sum(1) - taught).abs().mean()
+            loss = loss + args.distill * distance
+            stats["distill"] = distance.item()
         if joint:
             head_error = focus_l1(mean_focus_of_logits(focus_logits), depth, textured)
             loss = loss + args.joint_focus_weight * head_error
@@ -94,7 +117,12 @@ def train_network(
         log.step(step, {"loss": loss.item(), **stats}, lambda: evaluate(model, val, device))
     meta = {
         "seed": args.seed,
+        "design": args.design,
         "steps": args.steps,
+        "real": args.real,
+        "real_share": args.real_share,
+        "distill": args.distill,
+        "teacher": str(args.teacher) if args.distill else None,
         "slice_counts": list(args.slice_counts),
         "blur_range": list(args.blur_range),
         "focus_weight": args.focus_weight,
@@ -110,9 +138,11 @@ def train(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     start = time.time()
     pool = render_pool(args.pool, args.seed, args.size, args.slice_counts, args.blur_range)
+    real = real_pool(args.real, args.seed + 13, args.size) if args.real else {}
     val = validation_set()
     print(
-        f"rendered {args.pool} training and {len(val)} validation stacks "
+        f"rendered {args.pool} training, composed {args.real} real and {len(val)} validation "
+        "stacks "
         f"in {time.time() - start:.0f} s",
         flush=True,
     )
@@ -120,10 +150,10 @@ def train(args: argparse.Namespace) -> dict:
         model = load_model(args.init).to(device)
         network_meta = {"init": str(args.init), **_network_record(args.init)}
     else:
-        model, network_meta = train_network(pool, val, args, device, start)
+        model, network_meta = train_network(pool, real, val, args, device, start)
     meta = {"widths": list(model.widths), "device": str(device), "network": network_meta}
     if args.refine_steps:
-        meta["refine"] = refine_network(model, pool, val, args, device, time.time())
+        meta["refine"] = refine_network(model, pool, real, val, args, device, time.time())
     if args.focus_steps:
         meta["focus_head"] = train_focus_head(model, pool, val, args, device, time.time())
     meta["training_minutes"] = round((time.time() - start) / 60, 1)
@@ -247,6 +277,39 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="skip the first stage: start from these weights (a file this command wrote) and "
         "run the second stage and/or a focus head's (--refine-steps, --focus-steps)",
+    )
+    parser.add_argument(
+        "--design",
+        choices=("light", "first"),
+        default="light",
+        help="the network: the light design (a third of the cost, bounded logits) or the first "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--real",
+        type=int,
+        default=1200,
+        help="stacks composed from the tuning part of the real defocus series "
+        "(default: %(default)s; 0 for none)",
+    )
+    parser.add_argument(
+        "--real-share",
+        type=float,
+        default=0.3,
+        help="share of batches drawn from the real defocus stacks (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--distill",
+        type=float,
+        default=0.5,
+        help="weight of L1 between the fused image and the teacher's (default: %(default)s; "
+        "0 for none)",
+    )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=TEACHER_PATH,
+        help="weights distilled from (default: the first design's, shipped for training)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")

@@ -140,16 +140,17 @@ def draw_from(
     pools: list[tuple[dict[int, list[Example]], float]],
     rng: np.random.Generator,
     args: argparse.Namespace,
-) -> list[Example]:
-    """A batch from one of several pools, each drawn with its share (the first takes the rest)."""
-    pick, r = pools[0][0], rng.random()
-    for pool, share in pools[1:]:
+) -> tuple[list[Example], int]:
+    """A batch from one of several pools, each drawn with its share (the first takes the
+    rest), and the index of the pool it came from."""
+    pick, r = 0, rng.random()
+    for index, (pool, share) in enumerate(pools[1:], 1):
         if pool and r < share:
-            pick = pool
+            pick = index
             break
         r -= share
-    n, chosen = draw(pick, rng, args)
-    return [pick[n][i] for i in chosen]
+    n, chosen = draw(pools[pick][0], rng, args)
+    return [pools[pick][0][n][i] for i in chosen], pick
 
 
 def outputs(model: PDMNet, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

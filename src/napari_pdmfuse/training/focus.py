@@ -77,7 +77,7 @@ def refine_network(
             n, chosen = draw(deep, deep_rng, args)
             examples = [deep[n][i] for i in chosen]
         else:
-            examples = draw_from([(pool, 1.0), (real, args.real_share)], rng, args)
+            examples, _ = draw_from([(pool, 1.0), (real, args.real_share)], rng, args)
         slices, truth, depth, textured = batch(examples, rng, device)
         weights, focus_weights = outputs(model, slices)
         with torch.no_grad():

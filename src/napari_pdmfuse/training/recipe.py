@@ -90,16 +90,17 @@ def train_network(
     )
     log = Log("network", args.steps, args, start)
     for step in range(1, args.steps + 1):
-        examples = draw_from([(pool, 1.0), (real, args.real_share)], rng, args)
+        examples, source = draw_from([(pool, 1.0), (real, args.real_share)], rng, args)
         slices, truth, depth, textured = batch(examples, rng, device)
         logits, focus_logits = model(slices)
         weights = torch.softmax(logits, 1)
         loss, stats = fusion_loss(
             weights, slices, truth, depth, textured, focus_weight=args.focus_weight
         )
-        if teacher is not None:
-            # Distillation: the first design's fused image, as a guide where truth alone
-            # leaves the choice open (textureless areas, near ties between slices).
+        if teacher is not None and source == 0:
+            # Distillation on rendered stacks: the first design's fused image, as a guide where
+            # truth alone leaves the choice open (textureless areas, near ties between slices).
+            # Not on real optics, where the first design is what the new one must beat.
             with torch.no_grad():
                 taught = (torch.softmax(teacher(slices)[0], 1) * slices).sum(1)
             distance = ((weights * slices).sum(1) - taught).abs().mean()

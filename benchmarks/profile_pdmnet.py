@@ -22,6 +22,7 @@ import torch
 
 from napari_pdmfuse.methods import get_method
 from napari_pdmfuse.methods.pdmnet import CHUNK, StreamingSoftmax
+from napari_pdmfuse.model.cost import multiply_adds_per_voxel
 from napari_pdmfuse.model.focus_map import FocusRun
 from napari_pdmfuse.model.pdmnet import upsample
 
@@ -35,49 +36,20 @@ def best_of(repeats: int, run) -> float:
     return min(times)
 
 
-def macs_per_voxel(model, x: torch.Tensor, n: int) -> dict[str, float]:
-    """Multiply-adds of each convolution per input voxel, by the scale it runs at."""
-    counts: dict[str, float] = defaultdict(float)
-    voxels = x.numel()
-
-    def hook(module, inputs, output):
-        kernel = module.weight[0].numel()  # C_in · k…: multiply-adds per output value
-        side = x.shape[-1] // output.shape[-1]
-        kind = "3-D" if isinstance(module, torch.nn.Conv3d) else "2-D"
-        counts[f"1/{side} {kind}"] += kernel * output.numel() / voxels
-
-    convolutions = (torch.nn.Conv2d, torch.nn.Conv3d)
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, convolutions)]
-    with torch.inference_mode():
-        feats = model.encode(x, n, CHUNK)
-        for i in range(0, n, CHUNK):
-            model.half_logits([f[i : i + CHUNK] for f in feats])
-    for h in hooks:
-        h.remove()
-    # CrossSlice calls its convolutions' weights directly, outside any module call: the 1 × 1
-    # mix of each slice's own features (the stack's part is once per stack) and along Z.
-    for level, cross in enumerate(model.cross):
-        if hasattr(cross, "mix"):
-            c, area = cross.mix.out_channels, 4 ** (level + 1)
-            counts[f"1/{2 ** (level + 1)} 2-D"] += c * c / area
-            if cross.along_z is not None:
-                counts[f"1/{2 ** (level + 1)} 3-D"] += cross.along_z.weight[0].numel() * c / area
-    return dict(counts)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slices", type=int, default=20)
     parser.add_argument("--size", type=int, default=880, help="tile side with its halo")
     parser.add_argument("--threads", type=int, help="PyTorch threads (default: all cores)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--weights", help="a weights file (default: the shipped weights)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(common.describe_machine(common.machine()))
     n, size = args.slices, args.size
     print(f"Tile: {n} × {size}², {torch.get_num_threads()} threads, best of {args.repeats}\n")
-    method = get_method("pdmnet", device="cpu")
+    method = get_method("pdmnet", device="cpu", weights=args.weights)
     model = method.model
     rng = np.random.default_rng(0)
     lum = rng.random((n, size, size), dtype=np.float32)
@@ -103,8 +75,8 @@ def main() -> None:
     def focus() -> None:
         run = FocusRun(n)
         for _, focus_half in halves:
-            run.add(upsample(focus_half)[:, 0], focus_half[:, 0])
-        run.result()
+            run.add(focus_half[:, 0])
+        run.result(size, size)
 
     def tile() -> None:
         method.fuse_tile(block, lum)
@@ -149,7 +121,7 @@ def main() -> None:
         )
     )
 
-    counts = macs_per_voxel(model, x, n)
+    counts = multiply_adds_per_voxel(model)
     print()
     rows = [[k, f"{v:.0f}"] for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
     rows.append(["all", f"{sum(counts.values()):.0f}"])

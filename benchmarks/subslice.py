@@ -27,6 +27,7 @@ from scipy import ndimage
 from napari_pdmfuse import fuse
 from napari_pdmfuse.methods import pdmnet
 from napari_pdmfuse.model import focus_map
+from napari_pdmfuse.model.pdmnet import upsample
 from napari_pdmfuse.training import rendering as render
 from napari_pdmfuse.training.rendering import VALIDATION_IMAGES, RenderedStack
 
@@ -63,15 +64,20 @@ def stacks(kind: str, seed: int, per_count: int) -> list[RenderedStack]:
 
 
 class Recording(focus_map.FocusRun):
-    """FocusRun that keeps the full-resolution logits it is fed, to read them other ways."""
+    """FocusRun that keeps the half-resolution logits it is fed, to read them other ways."""
 
     kept: ClassVar[list[torch.Tensor]] = []
 
-    def add(self, logits: torch.Tensor, half: torch.Tensor) -> None:
+    def add(self, half: torch.Tensor) -> None:
         if self.start == 0:
             Recording.kept.clear()
-        Recording.kept.append(logits.clone())
-        super().add(logits, half)
+        Recording.kept.append(half.clone())
+        super().add(half)
+
+
+def full_size(focus: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """A focus map read at the logits' half resolution, upsampled as inference does."""
+    return upsample(focus[None, None])[0, 0, : shape[0], : shape[1]].numpy()
 
 
 def run_mean(logits: torch.Tensor) -> torch.Tensor:
@@ -111,14 +117,18 @@ def main() -> None:
             logits = torch.cat(Recording.kept)
             weights = torch.softmax(logits[None], 1)
             # the whole-stack read-out training scores is the one inference streams
-            assert np.abs(focus_map.run_focus(weights)[0].numpy() - result.focus_map).max() < 1e-4
-            table.setdefault("before: run mean", []).append(scores(run_mean(logits).numpy(), r))
+            shape = result.focus_map.shape
+            read = full_size(focus_map.run_focus(weights)[0], shape)
+            assert np.abs(read - result.focus_map).max() < 1e-4
+            table.setdefault("before: run mean", []).append(
+                scores(full_size(run_mean(logits), shape), r)
+            )
             table.setdefault(f"shipped (dead zone {shipped:g})", []).append(
                 scores(result.focus_map, r)
             )
             for zone in zones:
                 focus_map.DEAD_ZONE = zone
-                focus = focus_map.run_focus(weights)[0].numpy()
+                focus = full_size(focus_map.run_focus(weights)[0], shape)
                 focus_map.DEAD_ZONE = shipped
                 table.setdefault(f"dead zone {zone:g}", []).append(scores(focus, r))
         truth = np.mean([near_integer(r.depth, r) for r in cases])

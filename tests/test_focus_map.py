@@ -59,9 +59,8 @@ def focus_of(weights: list[float], chunk: int = 4) -> tuple[float, float]:
     half = torch.log(torch.tensor(weights, dtype=torch.float32))[:, None, None].expand(-1, 2, 2)
     focusing = FocusRun(len(weights))
     for start in range(0, len(weights), chunk):
-        part = half[start : start + chunk].contiguous()
-        focusing.add(upsample(part[:, None])[:, 0], part)
-    focus, confidence = focusing.result()
+        focusing.add(half[start : start + chunk].contiguous())
+    focus, confidence = focusing.result(4, 4)
     for field in (focus, confidence):  # a flat field upsamples flat, up to float rounding
         torch.testing.assert_close(field, field[:1, :1].expand(4, 4), atol=1e-6, rtol=0)
     return focus[0, 0].item(), confidence[0, 0].item()
@@ -114,14 +113,15 @@ def test_streamed_focus_map_equals_the_per_pixel_definition(chunk):
     heights = rng.uniform(-4, 0, (2, 1, 6, 8))
     modes = heights - 0.5 * ((z - centres) / widths) ** 2
     half = torch.from_numpy(np.logaddexp(*modes) + rng.normal(0, 0.3, (n, 6, 8))).float()
-    full = upsample(half[:, None])[:, 0]
     focusing = FocusRun(n)
     for start in range(0, n, chunk):
-        focusing.add(full[start : start + chunk], half[start : start + chunk])
-    focus, confidence = focusing.result()
-    expected_focus, expected_confidence = run_focus_reference(full.numpy())
-    np.testing.assert_allclose(focus.numpy(), expected_focus, atol=2e-5)
-    np.testing.assert_allclose(confidence.numpy(), expected_confidence, atol=2e-5)
+        focusing.add(half[start : start + chunk])
+    focus, confidence = focusing.result(11, 15)  # cropped, as a tile padded to the stride
+    # Read at the logits' resolution, then upsampled like them.
+    expected = torch.from_numpy(np.stack(run_focus_reference(half.numpy()))).float()
+    expected = upsample(expected[:, None])[:, 0, :11, :15]
+    np.testing.assert_allclose(focus.numpy(), expected[0].numpy(), atol=2e-5)
+    np.testing.assert_allclose(confidence.numpy(), expected[1].numpy(), atol=2e-5)
 
 
 def test_training_scores_the_focus_map_inference_reads_and_can_learn_from_it():

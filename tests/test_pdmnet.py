@@ -12,8 +12,8 @@ from test_focus_map import run_focus_reference
 
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
-from napari_pdmfuse.model.pdmnet import PDMNet, upsample
-from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, sha256
+from napari_pdmfuse.model.pdmnet import LIGHT_LOGIT_BOUND, LIGHT_WIDTHS, PDMNet, upsample
+from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, save_weights, sha256
 from napari_pdmfuse.training import rendering as render
 from napari_pdmfuse.training.rendering import demo_stack
 
@@ -30,7 +30,8 @@ def head_weights(tmp_path_factory) -> str:
     model = load_model()
     model.focus_head = PDMNet(model.widths, focus_head="coarse").focus_head
     path = tmp_path_factory.mktemp("weights") / "with-head.pt"
-    torch.save({"widths": list(model.widths), "state": model.state_dict()}, path)
+    design = {"light": model.light, "logit_bound": model.logit_bound}
+    torch.save({"widths": list(model.widths), **design, "state": model.state_dict()}, path)
     return str(path)
 
 
@@ -57,7 +58,9 @@ def test_streamed_fusion_equals_one_softmax_over_all_slices(
     np.testing.assert_allclose(weights.sum(0), 1, atol=1e-5)
     # the shipped head and a coarse one: the focus map from their own logits, at half resolution
     assert focus_logits.shape == (1, n_slices, 24, 32)
-    focus, confidence = run_focus_reference(upsample(focus_logits)[0].numpy())
+    # read at that resolution, then upsampled like the logits
+    read = np.stack(run_focus_reference(focus_logits[0].numpy()))
+    focus, confidence = upsample(torch.from_numpy(read)[:, None])[:, 0].numpy()
     result = fuser.fuse_tile(block, lum)
     expected = np.einsum("zyx,zyxc->yxc", weights, block)
     # The logits of one forward pass and of inference in chunks differ by float rounding (the
@@ -162,6 +165,19 @@ def test_tiles_stitch_to_the_whole_image_result(head_weights, focus_head, deep):
     # must be rare and marked as doubtful (the untrained head has 2 of 270 400 here).
     assert off.mean() <= (0 if not focus_head else 1e-5)
     assert (np.maximum(whole.confidence, tiled.confidence)[off] < 0.05).all()
+
+
+def test_light_logits_are_bounded_and_the_design_survives_saving(tmp_path):
+    torch.manual_seed(0)
+    model = PDMNet(LIGHT_WIDTHS, focus_head="fine", light=True, logit_bound=LIGHT_LOGIT_BOUND)
+    save_weights(model, tmp_path / "light.pt", {})
+    loaded = load_model(tmp_path / "light.pt")
+    assert loaded.light and loaded.logit_bound == LIGHT_LOGIT_BOUND
+    x = torch.rand(1, 5, 64, 64) * 1e4  # far outside the normalised range: unbounded, huge
+    with torch.no_grad():
+        logits, focus = loaded(x)
+        assert logits.abs().max() <= LIGHT_LOGIT_BOUND and focus.abs().max() <= LIGHT_LOGIT_BOUND
+        torch.testing.assert_close(logits, model.eval()(x)[0])
 
 
 def test_shipped_weights_match_their_checksum():

@@ -15,9 +15,8 @@ def streamed(logits: torch.Tensor, chunk: int = 4) -> torch.Tensor:
     """FocusRun's focus index of half-resolution logits (N, h, w), fed ``chunk`` at a time."""
     focusing = FocusRun(len(logits))
     for start in range(0, len(logits), chunk):
-        part = logits[start : start + chunk].contiguous()
-        focusing.add(upsample(part[:, None])[:, 0], part)
-    return focusing.result()[0]
+        focusing.add(logits[start : start + chunk].contiguous())
+    return focusing.result(2 * logits.shape[1], 2 * logits.shape[2])[0]
 
 
 def focus_of(logits: np.ndarray) -> float:
@@ -79,8 +78,8 @@ def test_streamed_focus_map_equals_the_whole_stack_read_out():
     logits[:, 0, 0] = 0  # every slice tied
     logits[:, 0, 1] = np.repeat([0, 0, -1], 3)  # a flat top over the first six slices
     half = torch.from_numpy(logits).float()
-    full = upsample(half[:, None])[:, 0]
-    expected = run_focus(torch.softmax(full[None], 1))[0]
+    # Read at the logits' resolution, then upsampled like them.
+    expected = upsample(run_focus(torch.softmax(half[None], 1))[:, None])[0, 0]
     for chunk in (1, 4):
         torch.testing.assert_close(streamed(half, chunk), expected, atol=2e-5, rtol=0)
 

@@ -14,6 +14,8 @@ voxels. The hard selection folds the same chunks into the running best slice ins
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -24,6 +26,9 @@ from ..model.pdmnet import channels_last, upsample
 from ..model.weights import load_model, shipped_model
 from . import DEFAULT_SELECTION
 from .base import TileResult
+
+#: Whether the light design runs in bf16 where the device computes it natively.
+BF16_ENABLED = False
 
 #: Slices decoded together: enough to keep the per-call overhead small, few enough that the
 #: full-resolution intermediates stay a fraction of the features kept for the whole stack.
@@ -53,6 +58,7 @@ class PDMNetMethod:
         self.custom = channels_last(load_model(weights)) if weights else None
         self.to(self.device)
         self.align = self.model.stride
+        self.precision = network_precision(self.model, self.device)
         head = self.model.focus_head
         if head is not None and head.coarse is not None:
             self.halo = FOCUS_HEAD_HALO
@@ -68,22 +74,29 @@ class PDMNetMethod:
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         n, height, width = lum.shape
         with torch.inference_mode(), ieee_float32(self.device):
-            feats = self.model.encode(self._padded(lum), n, CHUNK)
+            with self._network():
+                feats = self.model.encode(self._padded(lum), n, CHUNK)
             fusion, focusing = self.accumulator(), FocusRun(n)
             for i in range(0, n, CHUNK):
-                half, focus_half = self.model.half_logits([f[i : i + CHUNK] for f in feats])
+                with self._network():
+                    half, focus_half = self.model.half_logits([f[i : i + CHUNK] for f in feats])
                 logits = upsample(half)[:, 0, :height, :width]
                 fusion.add(logits, torch.from_numpy(block[i : i + CHUNK]).to(self.device))
-                if focus_half is not half:  # a focus head: the focus map has logits of its own
-                    logits = upsample(focus_half)[:, 0, :height, :width]
-                focusing.add(logits, focus_half[:, 0])
-            focus, confidence = focusing.result()
+                focusing.add(focus_half[:, 0])
+            focus, confidence = focusing.result(height, width)
             fused = fusion.result()
         choice = getattr(fusion, "choice", None)  # the hard selection says which slice it took
         return TileResult(
             *(t.cpu().numpy() for t in (fused, focus, confidence)),
             choice=None if choice is None else choice.cpu().numpy(),
         )
+
+    def _network(self) -> contextlib.AbstractContextManager:
+        """The network's own convolutions in :attr:`precision`; the logits (bounded, in
+        float32) and everything read from them stay in float32."""
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _padded(self, lum: np.ndarray) -> torch.Tensor:
         """(Z, y, x) luminance → (Z, 1, Y, X) tensor padded to the network's stride."""
@@ -94,6 +107,22 @@ class PDMNetMethod:
             mode = "reflect" if pad_y < height and pad_x < width else "replicate"
             x = F.pad(x, (0, pad_x, 0, pad_y), mode=mode)
         return x
+
+
+def network_precision(model: torch.nn.Module, device: torch.device) -> str:
+    """ "bfloat16" where the network's logits are bounded and the device computes bf16 natively
+    (CUDA cards that support it; CPUs with AVX-512 BF16 or AMX), else "float32".
+
+    Unbounded logits span about 100, and bf16's 8 bits of mantissa would move the weights by
+    percents; emulated bf16 is slower than float32.
+    """
+    if not getattr(model, "logit_bound", 0) or not BF16_ENABLED:
+        return "float32"
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bfloat16"
+    return "float32"
 
 
 class StreamingSoftmax:

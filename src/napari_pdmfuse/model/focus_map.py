@@ -32,8 +32,6 @@ mode is a doubt the run leaves out. Training scores the same read-out through
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 
 from .pdmnet import upsample
@@ -47,18 +45,17 @@ RUN_FLOOR = 0.05
 BROAD = (1.5, 2.5)
 #: Vertex offsets (slices) up to this read 0, from twice it on as they are, linear between.
 DEAD_ZONE = 0.07
-#: Slices upsampled together on the passes over the kept logits.
-CHUNK = 4
 
 
 class FocusRun:
     """Focus index and confidence of one stack's per-slice logits, fed a few slices at a time.
 
-    Each chunk comes at full resolution, which finds the best slice, and at half, which is
-    kept: the full-resolution logits are upsampled from it again for one pass up the stack.
-    So the stack's logits are held at a quarter of the voxels, and the pass works on one
-    plane at a time, which keeps it in cache (five times faster, measured, than the same work
-    on whole chunks).
+    The network's focus logits come at half resolution, and the read-out works there too: the
+    focus map and confidence are computed at half resolution and upsampled bilinearly, as the
+    logits would have been. That is a quarter of the work of reading upsampled logits (the
+    read-out was then half of a light network's tile), and the map holds no finer detail
+    than the logits it is read from. The stack's logits are kept (a quarter of the voxels),
+    and the pass up the stack works on one plane at a time, which keeps it in cache.
     """
 
     def __init__(self, n: int) -> None:
@@ -66,10 +63,9 @@ class FocusRun:
         self.start = 0
         self.half = self.peak = self.best = torch.empty(0)
 
-    def add(self, logits: torch.Tensor, half: torch.Tensor) -> None:
-        """Logits of the next k slices at full (k, y, x) and half resolution (k, y/2, x/2),
-        the first the bilinear upsampling of the second, cropped."""
-        top, where = logits.max(0)
+    def add(self, half: torch.Tensor) -> None:
+        """Logits of the next k slices at half resolution (k, y/2, x/2)."""
+        top, where = half.max(0)
         where = where.to(torch.int32)
         if self.start == 0:
             self.peak, self.best = top, where
@@ -80,16 +76,15 @@ class FocusRun:
         self.half[self.start : self.start + len(half)] = half
         self.start += len(half)
 
-    def planes(self) -> Iterator[tuple[int, torch.Tensor]]:
-        """(k, full-resolution logits of slice k), upsampled again a few slices at a time."""
-        height, width = self.peak.shape
-        for start in range(0, self.n, CHUNK):
-            part = upsample(self.half[start : start + CHUNK, None])[:, 0, :height, :width]
-            for j, logits in enumerate(part):
-                yield start + j, logits
+    def result(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Focus index and confidence (height, width): read at half resolution, upsampled and
+        cropped."""
+        focus, confidence = self.read()
+        both = upsample(torch.stack([focus, confidence])[:, None])[:, 0, :height, :width]
+        return both[0], both[1]
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Focus index and confidence (y, x), in one pass up the stack."""
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Focus index and confidence at the logits' resolution, in one pass up the stack."""
         peak = self.peak
         total, z_sum, z2_sum, run_total, run_z_sum = (torch.zeros_like(peak) for _ in range(5))
         # Plane-sized buffers, reused, and arithmetic instead of masks: masked writes and
@@ -103,7 +98,7 @@ class FocusRun:
         last = peak  # the previous plane's logits; unused at the first
         # A slice counts with the product of the gates of the slices from the best one out to
         # it, itself included.
-        for k, logits in self.planes():
+        for k, logits in enumerate(self.half):
             torch.sub(logits, peak, out=e).exp_()  # 1 at the best slice
             total += e
             z_sum.add_(e, alpha=k)

@@ -168,10 +168,16 @@ def depth_map(
 ) -> np.ndarray:
     """Smooth, tilted and stepped surfaces, mapped into the stack's slice range, or with
     ``kinds=("terraces",)`` flat terraces at whole slices: the classic multi-focus case, where
-    each region is in focus in exactly one plane and the focus map should be an integer."""
+    each region is in focus in exactly one plane and the focus map should be an integer.
+    ``"dome"``: a paraboloid cap on a flat ground, its apex nearest, as a cell or a bead."""
     h, w = shape
     yy, xx = np.mgrid[:h, :w] / max(shape)
     kind = rng.choice(list(kinds))
+    if kind == "dome":
+        cy, cx = rng.uniform(0.2, 0.8, 2) * (h / max(shape), w / max(shape))
+        radius = rng.uniform(0.2, 0.6)
+        depth = np.minimum(((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2, 1.0)  # apex nearest
+        return _span(rng, depth, n_slices)
     if kind == "terraces":
         depth = np.full(shape, float(rng.integers(n_slices)))
         for _ in range(rng.integers(1, 6)):
@@ -189,6 +195,11 @@ def depth_map(
             inside = _ellipse(rng, yy, xx, shape)
             base[inside] = rng.random() + 0.2 * (base[inside] - base[inside].mean())
         depth = base
+    return _span(rng, depth, n_slices)
+
+
+def _span(rng: np.random.Generator, depth: np.ndarray, n_slices: int) -> np.ndarray:
+    """``depth`` rescaled to a random part (half to all) of the stack's slice range."""
     depth = (depth - depth.min()) / max(np.ptp(depth), 1e-12)
     span = rng.uniform(0.5, 1.0)
     low = rng.uniform(0, 1 - span)

@@ -5,8 +5,10 @@ fluorescence, 16-bit) is one field at known focus offsets. A fixed, seeded set o
 depth (terraces on whole planes, tilt, dome, mixed; 5–9 planes; 1–2 real offset spacings per
 plane) is composed from the reporting part of each (``napari_pdmfuse.training.defocus``), and
 every method is scored against the in-focus image: SSIM, PSNR, SSIM within 6 px of depth steps,
-and focus-map error in planes (MAE over textured pixels, and over textured pixels whose depth
-lies on a whole plane). Other tools' results are cached in benchmarks/.cache by stack content.
+SSIM over the pixels with detail (``RenderedStack.textured``: most pixels of both series are
+flat, where SSIM measures only how a method's noise matches the in-focus image's), and
+focus-map error in planes (MAE over textured pixels, and over textured pixels whose depth lies
+on a whole plane). Other tools' results are cached in benchmarks/.cache by stack content.
 
     python benchmarks/real_defocus.py                        # report part, every method
     python benchmarks/real_defocus.py --part tune            # the tuning part instead
@@ -46,6 +48,7 @@ COLUMNS = {  # key: (header, digits, higher is better)
     "ssim": ("SSIM", 4, True),
     "psnr": ("PSNR dB", 2, True),
     "ssim_steps": ("SSIM@steps", 4, True),
+    "ssim_detail": ("SSIM@detail", 4, True),
     "focus_mae": ("focus MAE", 3, False),
     "focus_mae_whole": ("MAE whole", 3, False),
     "seconds": ("seconds", 1, None),
@@ -86,6 +89,7 @@ def score(case: RenderedStack, fused: np.ndarray, focus: np.ndarray | None) -> d
         "ssim": metrics.ssim(case.truth, fused),
         "psnr": metrics.psnr(case.truth, fused),
         "ssim_steps": metrics.ssim(case.truth, fused, near_steps(case.depth)),
+        "ssim_detail": metrics.ssim(case.truth, fused, case.textured),
     }
     if focus is not None:
         whole = case.textured & (np.abs(case.depth - np.round(case.depth)) <= WHOLE)

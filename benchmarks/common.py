@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -25,7 +26,7 @@ VARIANTS = {
     "pdmnet-bc": ("pdmnet", {"correct_brightness": True}),  # --correct-brightness
     "pdmnet-hard": ("pdmnet", {"selection": "hard"}),  # --selection hard
 }
-EXTERNAL = ("enfuse", "openfocus-dtcwt", "openfocus-stackmffv3")
+EXTERNAL = ("enfuse", "openfocus-dtcwt", "openfocus-stackmffv3", "clesperanto-edf")
 METHODS = BUILTIN + tuple(VARIANTS) + EXTERNAL
 
 logging.getLogger("tifffile").setLevel(logging.ERROR)  # OpenFocus' grey TIFFs have 3 samples
@@ -94,6 +95,15 @@ def openfocus_bin() -> str | None:
     return shutil.which("openfocus")
 
 
+def clesperanto_python() -> str | None:
+    """A Python with pyclesperanto: $CLESPERANTO_PYTHON, else the side venv's, if it imports it."""
+    for candidate in (os.environ.get("CLESPERANTO_PYTHON"), REPO / ".venv-openfocus/bin/python"):
+        if candidate and Path(candidate).is_file():
+            check = subprocess.run([candidate, "-c", "import pyclesperanto"], capture_output=True)
+            return str(candidate) if check.returncode == 0 else None
+    return None
+
+
 def tool_versions() -> dict:
     versions = {}
     if shutil.which("enfuse"):
@@ -104,6 +114,10 @@ def tool_versions() -> dict:
         code = "import importlib.metadata as m; print(m.version('openfocus'))"
         out = subprocess.run([python, "-c", code], capture_output=True, text=True).stdout
         versions["openfocus"] = f"openfocus {out.strip() or '(unknown version)'} ({binary})"
+    if python := clesperanto_python():
+        code = "import pyclesperanto as c; print(c.__version__, c.list_available_devices())"
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True).stdout
+        versions["clesperanto"] = f"pyclesperanto {out.strip() or '(unknown version)'} ({python})"
     return versions
 
 
@@ -136,6 +150,9 @@ def check_available(name: str, device: str) -> None:
     elif name.startswith("openfocus-") and not openfocus_bin():
         raise Skip("OpenFocus is not installed (python3 -m venv .venv-openfocus && "
                    ".venv-openfocus/bin/pip install openfocus)")  # fmt: skip
+    elif name == "clesperanto-edf" and not clesperanto_python():
+        raise Skip("pyclesperanto is not installed (apt-get install pocl-opencl-icd, then "
+                   ".venv-openfocus/bin/pip install pyclesperanto)")  # fmt: skip
     elif name not in METHODS:
         raise Skip(f"unknown method; choose from {', '.join(METHODS)}")
 
@@ -170,8 +187,25 @@ def spawn(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
     return proc, float(seconds), float(kib) / 1024
 
 
+def run_clesperanto(stack: np.ndarray) -> Run:
+    """clesperanto's variance EDF with its defaults, in its own Python (timed: start-up and
+    OpenCL set-up included), each colour channel on its own: it takes grey stacks only."""
+    with tempfile.TemporaryDirectory(prefix="pdmfuse-bench-") as tmp:
+        source, out = Path(tmp) / "stack.npy", Path(tmp) / "fused.npy"
+        np.save(source, stack)
+        script = REPO / "benchmarks" / "clesperanto_edf.py"
+        proc, seconds, rss_mb = spawn([clesperanto_python(), str(script), str(source), str(out)])
+        if proc.returncode or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise Skip(f"pyclesperanto failed with exit code {proc.returncode}: {tail[0]}")
+        fused = np.load(out)
+    return Run(fused=fused, focus=None, seconds=seconds, rss_mb=rss_mb)
+
+
 def run_external(name: str, stack: np.ndarray, device: str = "auto") -> Run:
     """Write the planes as TIFFs, run the tool's command line on them (timed), read the result."""
+    if name == "clesperanto-edf":
+        return run_clesperanto(stack)
     if stack.dtype not in (np.uint8, np.uint16):
         raise Skip(f"{name} reads 8/16-bit image files; the stack is {stack.dtype}")
     with tempfile.TemporaryDirectory(prefix="pdmfuse-bench-") as tmp:
@@ -218,6 +252,26 @@ def run_method(
     except Exception as err:
         raise Skip(f"{type(err).__name__}: {err}") from None
     return Run(result.fused, result.focus_map, time.perf_counter() - start)
+
+
+def run_cached(name: str, stack: np.ndarray, device: str = "auto") -> Run:
+    """:func:`run_method` for another tool, its result kept in ``benchmarks/.cache`` by the
+    stack's content, so a rerun on the same stacks is quick (our methods always run)."""
+    if name not in EXTERNAL:
+        return run_method(name, stack, device)
+    digest = hashlib.sha1(stack.tobytes() + str((stack.shape, stack.dtype)).encode()).hexdigest()
+    path = CACHE / "tools" / f"{name}-{digest[:20]}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            focus = saved["focus"] if saved["focus"].ndim else None
+            rss = float(saved["rss_mb"])
+            return Run(saved["fused"], focus, float(saved["seconds"]), rss)
+    run = run_method(name, stack, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    focus = np.array(np.nan) if run.focus is None else run.focus
+    rss = np.nan if run.rss_mb is None else run.rss_mb
+    np.savez(path, fused=run.fused, focus=focus, seconds=run.seconds, rss_mb=rss)
+    return run
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,16 +77,20 @@ def psnr(truth: np.ndarray, fused: np.ndarray) -> float:
     )
 
 
-def ssim(truth: np.ndarray, fused: np.ndarray) -> float:
+def ssim(truth: np.ndarray, fused: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean SSIM (over the colour channels for RGB); with ``mask`` (Y, X), the mean of the SSIM
+    map over the masked pixels, the border that the mean SSIM leaves out excluded too."""
     channel_axis = -1 if truth.ndim == 3 else None
-    return float(
-        structural_similarity(
-            truth.astype(np.float64),
-            fused.astype(np.float64),
-            data_range=float(np.ptp(truth)),
-            channel_axis=channel_axis,
-        )
-    )
+    args = (truth.astype(np.float64), fused.astype(np.float64))
+    kwargs = {"data_range": float(np.ptp(truth)), "channel_axis": channel_axis}
+    if mask is None:
+        return float(structural_similarity(*args, **kwargs))
+    _, full = structural_similarity(*args, **kwargs, full=True)
+    local = full.mean(-1) if truth.ndim == 3 else full
+    inside = np.zeros_like(mask, dtype=bool)
+    pad = (7 - 1) // 2  # skimage's default window, whose half it crops from the mean
+    inside[pad:-pad, pad:-pad] = mask[pad:-pad, pad:-pad]
+    return float(local[inside].mean()) if inside.any() else float("nan")
 
 
 def focus_mae(focus: np.ndarray, depth: np.ndarray, textured: np.ndarray) -> float:
@@ -107,6 +111,12 @@ def self_check() -> None:
     truth = rng.random((32, 32)) * 1000
     with np.errstate(divide="ignore"):
         assert psnr(truth, truth) == float("inf") and ssim(truth, truth) > 0.999
+    assert ssim(truth, truth, truth > 500) > 0.999 and np.isnan(ssim(truth, truth, truth < 0))
+    partial = truth.copy()
+    partial[:, :16] = 0
+    masks = np.zeros(truth.shape, bool), np.zeros(truth.shape, bool)
+    masks[0][:, 24:], masks[1][:, :8] = True, True
+    assert ssim(truth, partial, masks[0]) > 0.999 > 0.1 > ssim(truth, partial, masks[1])
     print(f"metrics self-check passed (Q^AB/F of a perfect fusion = Q_MAX = {Q_MAX:.4f})")
 
 

@@ -89,3 +89,16 @@ def test_training_stacks_render_as_the_shipped_weights_were_trained_on(seed, rgb
 
     stack = render.random_stack(np.random.default_rng(seed), (48, 40), rgb=rgb).stack
     assert hashlib.sha256(stack.tobytes()).hexdigest()[:16] == digest
+
+
+def test_a_dome_is_nearest_at_its_apex_and_flat_around_it():
+    depth = render.depth_map(np.random.default_rng(4), (96, 128), 7, kinds=("dome",))
+    assert depth.shape == (96, 128) and depth.min() >= 0 and depth.max() <= 6
+    apex = np.unravel_index(np.argmin(depth), depth.shape)
+    ground = depth == depth.max()  # the flat ground the cap stands on
+    assert ground.mean() > 0.05 and not ground[apex]
+    # Depth grows with the squared distance from the apex: a paraboloid cap, not a ridge or tilt.
+    yy, xx = np.indices(depth.shape)
+    distance = np.hypot(yy - apex[0], xx - apex[1])
+    cap = ~ground
+    assert np.corrcoef(distance[cap] ** 2, depth[cap])[0, 1] > 0.99

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
@@ -42,7 +43,7 @@ PLANE_COUNTS = (5, 6, 7, 8, 9)
 
 
 @dataclass(frozen=True)
-class _Layout:
+class _Storage:
     """How a series is stored and split: its file pattern, the offset (µm) of each file, the
     pixel size, a typical offset spacing near focus, and the tuning and reporting parts."""
 
@@ -53,13 +54,13 @@ class _Layout:
     parts: dict[str, tuple[slice, slice]]
 
 
-_LAYOUTS = {
+_STORAGE = {
     # Reflected light, RGB uint8, 1200 × 1920. Offsets are irregular; "0" is the authors'
     # in-focus reference (+0.79 is as sharp). The nearest real offsets either side of focus are
     # −5.34 and +6.52 µm: their mean, 5.9 µm, is the spacing a stack's step is measured in.
     # Tuning: the bottom band (the interdigitated comb and the pads' lower edges); reporting:
     # the top 800 rows (the "3", the pads' upper edges, the left pads), 32 rows apart.
-    "wafer-defocus-reflected": _Layout(
+    "wafer-defocus-reflected": _Storage(
         pattern="*.tiff",
         offset=lambda name: float(re.search(r"_(-?[\d.]+)\.tiff$", name).group(1)),
         pixel_um=549.2410888671875 / 1920,
@@ -71,7 +72,7 @@ _LAYOUTS = {
     ),
     # Fluorescence, uint16, 800 × 512, two cells: the upper one for tuning, the lower (larger)
     # one for reporting. Offsets (order − 51) × 0.05 µm, every third plane: 0.15 µm apart.
-    "mitochondria-defocus-fluorescence": _Layout(
+    "mitochondria-defocus-fluorescence": _Storage(
         pattern="*.tif",
         offset=lambda name: (int(re.search(r"Abs(\d+)\.tif$", name).group(1)) - 51) * 0.05,
         pixel_um=None,  # not stated upstream
@@ -106,9 +107,9 @@ def data_root() -> Path:
 @cache
 def load_series(name: str, root: Path | None = None) -> DefocusSeries:
     """Read one defocus series (one of :data:`SERIES`), sorted by focus offset."""
-    if name not in _LAYOUTS:
+    if name not in _STORAGE:
         raise ValueError(f"unknown defocus series {name!r}; choose from {', '.join(SERIES)}")
-    layout = _LAYOUTS[name]
+    layout = _STORAGE[name]
     folder = (root or data_root()) / name
     files = sorted(folder.glob(layout.pattern), key=lambda p: layout.offset(p.name))
     if not files:
@@ -129,7 +130,7 @@ def load_series(name: str, root: Path | None = None) -> DefocusSeries:
 def region(series: DefocusSeries, part: str) -> tuple[slice, slice]:
     """The rows and columns of ``part`` ("tune" or "report"): fixed and disjoint, so what a
     network is tuned on is never what it is reported on."""
-    parts = _LAYOUTS[series.name].parts
+    parts = _STORAGE[series.name].parts
     if part not in parts:
         raise ValueError(f"unknown part {part!r}; choose 'tune' or 'report'")
     return parts[part]
@@ -198,16 +199,40 @@ def _value_range(name: str) -> float:
     return float(max(high - low, 1e-6))
 
 
+class Layout(NamedTuple):
+    """Where and how a composed stack is cut from a series (see :func:`random_layout`)."""
+
+    depth: np.ndarray  # (h, w) float32, planes
+    step_um: float
+    origin: tuple[int, int]  # within the part
+    n_planes: int
+
+
 def random_composite(
     rng: np.random.Generator,
     series: DefocusSeries,
     part: str,
     size: int | tuple[int, int],
     n_planes: int | None = None,
+    kinds: tuple[str, ...] = COMPOSITE_KINDS,
 ) -> RenderedStack:
-    """A random stack from ``part``: steps, terraces, tilt, dome or mixed depth over 5–9
-    planes (or ``n_planes``), 1–2 spacings of the real offsets apart, from a random crop with
-    content (the most textured of a few tries), flipped at random.
+    """A random stack from ``part`` (see :func:`random_layout`), flipped at random."""
+    layout = random_layout(rng, series, part, size, n_planes, kinds)
+    depth, step, origin, n = layout
+    return compose(series, depth, step, part, origin, rng=rng, n_planes=n)
+
+
+def random_layout(
+    rng: np.random.Generator,
+    series: DefocusSeries,
+    part: str,
+    size: int | tuple[int, int],
+    n_planes: int | None = None,
+    kinds: tuple[str, ...] = COMPOSITE_KINDS,
+) -> Layout:
+    """Steps, terraces, tilt, dome or mixed depth (one of ``kinds``) over 5–9 planes (or
+    ``n_planes``), 1–2 spacings of the real offsets apart, on a random crop of ``part`` with
+    content (the most textured of a few tries).
 
     The step is capped so that the stack spans no more than the series' offsets, and the depth
     layout is moved within the planes so that the fewest planes need offsets beyond the real
@@ -215,19 +240,16 @@ def random_composite(
     h, w = (size, size) if isinstance(size, int) else size
     n = int(n_planes or rng.choice(PLANE_COUNTS))
     low, high = series.offsets_um[0], series.offsets_um[-1]
-    step = min(series.spacing_um * rng.uniform(1, 2), (high - low) / (n - 1))
-    depth = depth_map(rng, (h, w), n, COMPOSITE_KINDS)
+    step = float(min(series.spacing_um * rng.uniform(1, 2), (high - low) / (n - 1)))
+    depth = depth_map(rng, (h, w), n, kinds)
     # Plane j at depth d needs offsets from -d·step to (n-1-d)·step: centre the layout in the
     # depths that keep both within [low, high], as far as the planes allow.
     centre = ((n - 1) - high / step - low / step) / 2
     span = (depth.min(), depth.max())
     shift = np.clip(centre - (span[0] + span[1]) / 2, -span[0], (n - 1) - span[1])
-    if not np.allclose(depth, np.round(depth)):  # terraces stay on whole planes
-        depth = depth + np.float32(shift)
-    else:
-        depth = depth + np.float32(np.round(shift))
-    origin = _origin(rng, series, part, (h, w))
-    return compose(series, depth, step, part, origin, rng=rng, n_planes=n)
+    whole = np.allclose(depth, np.round(depth))  # terraces stay on whole planes
+    depth = depth + np.float32(np.round(shift) if whole else shift)
+    return Layout(depth, step, _origin(rng, series, part, (h, w)), n)
 
 
 def _origin(

@@ -68,10 +68,12 @@ def cases(part: str, per_series: int) -> dict[str, Case]:
     out = {}
     for s, name in enumerate(defocus.SERIES):
         series = defocus.load_series(name)
+        # The parts differ in size (the wafer's tuning band has 368 rows).
+        size = min(SIZES[name], *(s.stop - s.start for s in defocus.region(series, part)))
         for i in range(per_series):
             kind = KINDS[i % len(KINDS)]
             rng = np.random.default_rng(SEED + 100 * s + i)
-            layout = defocus.random_layout(rng, series, part, SIZES[name], kinds=(kind,))
+            layout = defocus.random_layout(rng, series, part, size, kinds=(kind,))
             depth, step, origin, n = layout
             stack = defocus.compose(series, depth, step, part, origin, rng=rng, n_planes=n)
             out[f"{SHORT[name]}-{kind}-{i}"] = Case(name, kind, step, stack)

@@ -20,7 +20,7 @@ from napari_pdmfuse.training.rendering import random_stack
 def small_validation(monkeypatch):
     rng = np.random.default_rng(1)
     examples = [training_data.to_example(random_stack(rng, (64, 64), n)) for n in (3, 5)]
-    monkeypatch.setattr(train, "validation_set", lambda: examples)
+    monkeypatch.setattr(train, "validation_set", lambda mix: examples)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)  # training sets it for the process
@@ -28,7 +28,7 @@ def small_validation(monkeypatch):
 
 def run(out, *extra: str) -> dict:
     tiny = ["--pool", "8", "--size", "64", "--steps", "4", "--log-every", "2", "--threads", "1"]
-    tiny += ["--refine-steps", "4", "--terraces", "4", "--deep-stacks", "2"]
+    tiny += ["--refine-steps", "4", "--terraces", "4", "--deep-stacks", "2", "--real", "4"]
     train.main([*tiny, "--out", str(out), *extra])
     return json.loads(out.with_suffix(".json").read_text())
 
@@ -71,8 +71,8 @@ def test_the_second_stage_draws_its_share_of_batches_from_deep_stacks(tmp_path, 
         return draw(pool, rng, args)
 
     draw = training_data.draw
-    monkeypatch.setattr(train, "draw", recording_draw)  # the first stage
-    monkeypatch.setattr(training_focus, "draw", recording_draw)  # the second
+    monkeypatch.setattr(training_data, "draw", recording_draw)  # either stage, any pool
+    monkeypatch.setattr(training_focus, "draw", recording_draw)  # the second's deep stacks
     card = run(tmp_path / "deep.pt", "--deep-share", str(share))
     assert card["refine"]["deep_share"] == share and card["refine"]["deep_stacks"] == 2
     first, second = drawn[:4], drawn[4:]

@@ -20,6 +20,7 @@ from ..model.focus_map import run_focus
 from ..model.losses import focus_l1, fusion_loss
 from ..model.pdmnet import PDMNet, mean_focus, upsample
 from ..stack import as_stack, normalisation
+from .mix import DEFAULT_MIX
 from .rendering import (
     BLUR_RANGE,
     DEPTH_KINDS,
@@ -60,7 +61,9 @@ def render_pool(
     slice_counts: tuple[int, ...],
     blur_range: tuple[float, float] = BLUR_RANGE,
     depth_kinds: tuple[str, ...] = DEPTH_KINDS,
+    mix: str = DEFAULT_MIX,
 ) -> dict[int, list[Example]]:
+    """``n`` training stacks of the ``mix`` (:data:`.mix.MIXES`), by slice count."""
     rng = np.random.default_rng(seed)
     pool: dict[int, list[Example]] = {}
     for _ in range(n):
@@ -71,6 +74,7 @@ def render_pool(
             slice_counts=slice_counts,
             blur_range=blur_range,
             depth_kinds=depth_kinds,
+            mix=mix,
         )
         ex = to_example(stack)
         pool.setdefault(ex.slices.shape[0], []).append(ex)
@@ -93,20 +97,20 @@ def real_pool(n: int, seed: int, size: int) -> dict[int, list[Example]]:
 
 
 def validation_stacks(
-    size: int = 192, seed: int = VALIDATION_SEED, per_count: int = 2
+    size: int = 192, seed: int = VALIDATION_SEED, per_count: int = 2, mix: str = DEFAULT_MIX
 ) -> list[RenderedStack]:
     """Held-out stacks of 3 to 30 slices, ``per_count`` of each, from validation content only;
     the defaults are the ones training validates on (benchmarks draw more from other seeds)."""
     rng = np.random.default_rng(seed)
     return [
-        random_stack(rng, (size, size), n, images=VALIDATION_IMAGES)
+        random_stack(rng, (size, size), n, images=VALIDATION_IMAGES, mix=mix)
         for n in (3, 5, 8, 12, 20, 30)
         for _ in range(per_count)
     ]
 
 
-def validation_set(size: int = 192) -> list[Example]:
-    return [to_example(r) for r in validation_stacks(size)]
+def validation_set(size: int = 192, mix: str = DEFAULT_MIX) -> list[Example]:
+    return [to_example(r) for r in validation_stacks(size, mix=mix)]
 
 
 def batch(examples: list[Example], rng: np.random.Generator, device: torch.device) -> tuple:

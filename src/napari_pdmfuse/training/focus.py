@@ -55,11 +55,17 @@ def refine_network(
     torch.manual_seed(args.seed + 3)
     rng = np.random.default_rng(args.seed + 3)
     terraces = render_pool(
-        args.terraces, args.seed + 1, args.size, args.slice_counts, args.blur_range, ("terraces",)
+        args.terraces,
+        args.seed + 1,
+        args.size,
+        args.slice_counts,
+        args.blur_range,
+        ("terraces",),
+        mix=args.mix,
     )
     pool = {n: pool.get(n, []) + terraces.get(n, []) for n in sorted(set(pool) | set(terraces))}
     deep = render_pool(
-        args.deep_stacks, args.seed + 7, args.size, DEEP_SLICE_COUNTS, DEEP_BLUR_RANGE
+        args.deep_stacks, args.seed + 7, args.size, DEEP_SLICE_COUNTS, DEEP_BLUR_RANGE, mix=args.mix
     )
     deep_rng = np.random.default_rng(args.seed + 11)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)

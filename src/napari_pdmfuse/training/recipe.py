@@ -49,6 +49,7 @@ from .data import (
     validation_set,
 )
 from .focus import refine_network, train_focus_head
+from .mix import DEFAULT_MIX, MIXES
 from .rendering import (
     BLUR_RANGE,
     SLICE_COUNTS,
@@ -126,6 +127,7 @@ def train_network(
         "teacher": str(args.teacher) if args.distill else None,
         "slice_counts": list(args.slice_counts),
         "blur_range": list(args.blur_range),
+        "mix": args.mix,
         "focus_weight": args.focus_weight,
         "joint_focus_weight": args.joint_focus_weight,
         "minutes": round((time.time() - start) / 60, 1),
@@ -138,9 +140,11 @@ def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = pick_device(args.device)
     start = time.time()
-    pool = render_pool(args.pool, args.seed, args.size, args.slice_counts, args.blur_range)
+    pool = render_pool(
+        args.pool, args.seed, args.size, args.slice_counts, args.blur_range, mix=args.mix
+    )
     real = real_pool(args.real, args.seed + 13, args.size) if args.real else {}
-    val = validation_set()
+    val = validation_set(mix=args.mix)
     print(
         f"rendered {args.pool} training, composed {args.real} real and {len(val)} validation "
         "stacks "
@@ -200,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
         default=BLUR_RANGE,
         help="range of the training stacks' blur per slice in px, before the (1 + 4/N) short "
         "stacks get, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mix",
+        choices=sorted(MIXES),
+        default=DEFAULT_MIX,
+        help="the training stacks' optics: v1, the intensity PSFs the shipped weights were "
+        "trained on; v2, with wave optics, fluorescence and acquisition faults "
+        "(napari_pdmfuse.training.mix; default: %(default)s)",
     )
     parser.add_argument(
         "--focus-weight",

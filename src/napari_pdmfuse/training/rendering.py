@@ -20,6 +20,15 @@ from functools import cache
 import numpy as np
 from scipy import ndimage, signal
 
+from .mix import BLUR_RANGE, DEFAULT_MIX, SETUP, SLICE_COUNTS, draw, kind_of, optics_of
+from .optics import (
+    PSFS,
+    Fluorescence,
+    Microscope,
+    acquired,
+    fluorescence_images,
+)
+
 #: scikit-image images bundled with the package, split so validation content is never trained on.
 TRAIN_IMAGES = (
     "astronaut", "brick", "camera", "cat", "coffee", "grass", "gravel", "moon", "page",
@@ -27,9 +36,6 @@ TRAIN_IMAGES = (
 )  # fmt: skip
 VALIDATION_IMAGES = ("immunohistochemistry", "coins")
 PROCEDURAL = ("fluorescence", "brightfield", "periodic")
-PSFS = ("gaussian", "disk", "airy")
-#: PSFs that differ above and below focus, as aberrated optics' do.
-ABERRATED_PSFS = ("astigmatic", "spherical")
 
 
 @dataclass
@@ -150,6 +156,61 @@ def content(
         keep = keep[..., None] if img.ndim == 3 else keep
         img = keep * img + (1 - keep) * flat
     return np.clip(img, 0, 1).astype(np.float32)
+
+
+def puncta(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Bright, diffraction-sized spots on a dark ground (vesicles, beads, FISH dots)."""
+    img = np.zeros(shape)
+    count = rng.integers(10, 200)
+    ys, xs = rng.integers(0, shape[0], count), rng.integers(0, shape[1], count)
+    np.add.at(img, (ys, xs), 10 ** rng.uniform(-1, 0, count))
+    img = ndimage.gaussian_filter(img, rng.uniform(0.5, 1.5))
+    img += rng.uniform(0, 0.02) * _fractal(rng, shape)  # faint autofluorescence
+    return np.clip(img / max(img.max(), 1e-6), 0, 1)
+
+
+def relief_map(rng: np.random.Generator, sharp: np.ndarray, amplitude: float) -> np.ndarray:
+    """A specimen's relief (µm) up to ``amplitude``: the thickness of its stained parts and
+    of smooth, unstained cells, with fine texture."""
+    shape = sharp.shape[:2]
+    stained = 1 - (sharp if sharp.ndim == 2 else sharp.mean(-1))
+    stained = ndimage.gaussian_filter(stained, rng.uniform(0.5, 2))
+    cells = _smooth_noise(rng, shape, rng.uniform(3, 12)) > rng.uniform(0.5, 0.7)
+    cells = ndimage.gaussian_filter(cells.astype(float), rng.uniform(1, 3))
+    share = rng.uniform(0, 1)
+    relief = share * stained / max(stained.max(), 1e-6) + (1 - share) * cells
+    relief += rng.uniform(0, 0.3) * _fractal(rng, shape)
+    return (amplitude * relief / max(relief.max(), 1e-6)).astype(np.float32)
+
+
+#: What a training kind's specimen is (:data:`.mix.MIXES`): intensities seen through an
+#: intensity PSF; a transmittance with phase; a reflecting surface with height; or emitters.
+SPECIMENS = ("content", "transmittance", "surface", "emission")
+
+
+def specimen(
+    kind: str, rng: np.random.Generator, shape: tuple[int, int], images: tuple[str, ...], rgb: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A specimen of one of :data:`SPECIMENS` kinds: its image in [0, 1] and its relief (µm;
+    None for intensities and emitters)."""
+    if kind == "emission":
+        pick = rng.random()
+        if pick < 0.35:
+            sharp = puncta(rng, shape)
+        elif pick < 0.7:
+            sharp = fluorescence(rng, shape)
+        else:
+            sharp = content(rng, shape, images, False)
+        sharp = (sharp[..., None] * rng.uniform(0.3, 1.0, 3)) if rgb else sharp
+        return sharp.astype(np.float32), None
+    sharp = content(rng, shape, images, rgb)
+    if kind == "content":
+        return sharp, None
+    if kind == "transmittance":  # from nearly transparent (phase only) to fully stained
+        sharp = 1 - 10 ** rng.uniform(-1.5, 0) * (1 - sharp)
+        return sharp, relief_map(rng, sharp, 10 ** rng.uniform(-1.7, -0.4))
+    reflectance = 0.2 + 0.8 * sharp  # surface: height up to about λ/4
+    return reflectance.astype(np.float32), relief_map(rng, sharp, 10 ** rng.uniform(-1.7, -0.8))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,42 +374,98 @@ def render_stack(
     levels_per_slice: int = 4,
     occlusion: bool = False,
     halo: float = 0.0,
+    optics: Microscope | None = None,
+    relief: np.ndarray | None = None,
+    magnification: float = 0.0,
+    lateral_drift: float = 0.0,
+    illumination: float = 0.0,
+    bleaching: float = 0.0,
 ) -> RenderedStack:
     """Render ``n_slices`` planes of ``sharp`` (in [0, 1]) at the depths of ``depth``.
 
-    ``psf_kind``: one of :data:`PSFS` or :data:`ABERRATED_PSFS`. ``occlusion``: render by
-    layers of equal depth instead of gathering, nearest (smallest depth) first, each layer's
-    defocused light composited over what lies behind it through its defocused coverage, so a
-    near object out of focus spreads over a far one in focus and veils it. ``halo``: the
+    ``psf_kind``: one of :data:`.optics.PSFS` or :data:`.optics.ABERRATED_PSFS`.
+    ``occlusion``: render by layers of equal depth instead of gathering, nearest (smallest
+    depth) first, each layer's defocused light composited over what lies behind it through its
+    defocused coverage, so a near object out of focus spreads over a far one in focus and
+    veils it. ``halo``: the
     strength of the fringes defocus gives a brightfield specimen's edges (0.3–1 is visible).
+
+    ``optics``: physical optics (:mod:`.optics`) instead of a PSF of intensities (the PSF
+    arguments are then unused): :class:`~.optics.Brightfield` or :class:`~.optics.Reflected`
+    wave optics, where ``sharp`` is the specimen's intensity transmittance or reflectance and
+    ``relief`` (Y, X) its optical path difference or surface height in µm; or
+    :class:`~.optics.Fluorescence`, where ``sharp`` is the emission density and every layer's
+    light adds to every plane. The truth is then each pixel as the plane through its own depth
+    sees it (diffraction-limited; with fluorescence, with the haze no fusion can remove).
+
+    Acquisition: ``magnification``, the relative change in magnification per slice (focus
+    breathing, about the middle plane); ``lateral_drift``, the stage's random walk in px per
+    slice (the truth in the planes' mean position); ``illumination``, a smooth unevenness of
+    the illumination (share of the mean, at the field's corners) that wanders from plane to
+    plane; ``bleaching``, the share of the fluorescence lost per plane. ``drift`` is the
+    brightness drift between slices (a random walk of gains).
     """
-    optics = Optics(psf_kind, blur_per_slice, depth_of_field, halo)
     grid = np.round(depth * levels_per_slice).astype(int)
-    if occlusion:
-        planes = [_layered(sharp, grid, k, levels_per_slice, optics) for k in range(n_slices)]
+    if optics is not None:
+        if occlusion:
+            raise ValueError("occlusion is a model of intensity PSFs: give it without optics")
+        stack, truth = _physical(optics, sharp, relief, grid, n_slices, levels_per_slice)
     else:
-        seen: dict[int, np.ndarray] = {}  # defocused images, shared by the planes
-        planes = [
-            _gathered(sharp, grid, k, levels_per_slice, optics, seen) for k in range(n_slices)
-        ]
-    stack = np.stack(planes)
+        blur = Optics(psf_kind, blur_per_slice, depth_of_field, halo)
+        if occlusion:
+            planes = [_layered(sharp, grid, k, levels_per_slice, blur) for k in range(n_slices)]
+        else:
+            seen: dict[int, np.ndarray] = {}  # defocused images, shared by the planes
+            planes = [
+                _gathered(sharp, grid, k, levels_per_slice, blur, seen) for k in range(n_slices)
+            ]
+        stack, truth = np.stack(planes), sharp
     if drift:
         gains = np.cumprod(1 + rng.normal(0, drift, n_slices)).astype(np.float32)
         stack *= gains.reshape(-1, *([1] * sharp.ndim))
+    stack = acquired(stack, rng, magnification, lateral_drift, illumination, bleaching)
     stack = rng.poisson(np.clip(stack, 0, None) * photons) / photons
     stack = stack + rng.normal(0, read_noise, stack.shape)
     full = 2**bits - 1
     level = full * rng.uniform(0.6, 0.95)
     dtype = np.uint8 if bits <= 8 else np.uint16
     quantised = np.clip(np.rint(stack * level), 0, full).astype(dtype)
-    detail = ndimage.gaussian_gradient_magnitude(sharp if sharp.ndim == 2 else sharp.mean(-1), 1.0)
+    detail = ndimage.gaussian_gradient_magnitude(truth if truth.ndim == 2 else truth.mean(-1), 1.0)
     textured = ndimage.maximum_filter(detail, 5) > 0.04
     return RenderedStack(
         stack=quantised,
-        truth=(sharp * level).astype(np.float32),
+        truth=(truth * level).astype(np.float32),
         depth=depth.astype(np.float32),
         textured=textured,
     )
+
+
+def _physical(
+    optics: Microscope,
+    sharp: np.ndarray,
+    relief: np.ndarray | None,
+    grid: np.ndarray,
+    n_slices: int,
+    levels: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The planes and the truth (each pixel as the plane at its own depth sees it) through
+    physical optics."""
+    planes = np.arange(n_slices) * levels
+    if isinstance(optics, Fluorescence):
+        images = fluorescence_images(optics, sharp, grid, levels, np.union1d(planes, grid))
+        return np.stack([images[p] for p in planes]), _picked(images, grid)
+    offsets = grid[None] - planes[:, None, None]
+    images = optics.images(sharp, relief, np.union1d(offsets, [0]), levels)
+    return np.stack([_picked(images, o) for o in offsets]), images[0]
+
+
+def _picked(images: dict[int, np.ndarray], keys: np.ndarray) -> np.ndarray:
+    """Each pixel from the image its key names."""
+    out = np.empty_like(images[int(keys.flat[0])])
+    for key in np.unique(keys):
+        mask = keys == key
+        out[mask] = images[int(key)][mask]
+    return out
 
 
 def _gathered(
@@ -395,11 +512,6 @@ def _layered(
     return plane
 
 
-SLICE_COUNTS = (2, 3, 4, 5, 6, 8, 10, 12, 16)
-#: Range of the blur per slice of defocus (px), before the (1 + 4 / N) that short stacks get.
-BLUR_RANGE = (0.8, 4.0)
-
-
 def random_stack(
     rng: np.random.Generator,
     shape: tuple[int, int] = (128, 128),
@@ -410,25 +522,17 @@ def random_stack(
     slice_counts: tuple[int, ...] = SLICE_COUNTS,
     blur_range: tuple[float, float] = BLUR_RANGE,
     depth_kinds: tuple[str, ...] = DEPTH_KINDS,
+    mix: str = DEFAULT_MIX,
 ) -> RenderedStack:
-    """A stack with every rendering parameter drawn from the range the network must handle."""
+    """A stack with every rendering parameter drawn from the range the network must handle:
+    its optics a kind of the training ``mix`` (:data:`.mix.MIXES`), drawn by share."""
     n = int(n_slices or rng.choice(slice_counts))
     rgb = bool(rng.random() < 0.3) if rgb is None else rgb
-    sharp = content(rng, shape, images, rgb)
+    kind = kind_of(rng, mix)
+    sharp, relief = specimen(kind["specimen"], rng, shape, images, rgb)
     depth = depth_map(rng, shape, n, depth_kinds)
-    return render_stack(
-        sharp,
-        depth,
-        n,
-        rng=rng,
-        psf_kind=str(rng.choice(PSFS)),
-        blur_per_slice=float(rng.uniform(*blur_range) * (1 + 4 / n)),
-        depth_of_field=float(rng.uniform(0, 0.4)),
-        photons=float(10 ** rng.uniform(1.5, 4)),
-        read_noise=float(10 ** rng.uniform(-3.5, -1.7)),
-        bits=int(rng.choice([8, 12, 16])),
-        drift=float(rng.choice([0, 0.01, 0.03])),
-    )
+    values = {k: draw(rng, spec, n, blur_range) for k, spec in kind.items() if k not in SETUP}
+    return render_stack(sharp, depth, n, rng=rng, relief=relief, **optics_of(kind, values, rgb))
 
 
 def demo_stack(

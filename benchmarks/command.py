@@ -50,15 +50,17 @@ def prepared(slices: int, size: int) -> tuple[Path, list[str]]:
     return stack_file, planes
 
 
-def commands(stack: Path, planes: list[str], methods: list[str], out: Path) -> dict:
+def commands(stack: Path, planes: list[str], methods: list[str], out: Path, extra: dict) -> dict:
     pdmfuse = shutil.which("pdmfuse", path=str(Path(sys.executable).parent)) or "pdmfuse"
     runs = {}
-    for method in methods:
+    for method in [*methods, *extra]:
         if method == "enfuse":
             if shutil.which("enfuse"):
                 runs[method] = common.enfuse_command(planes, out / "enfuse.tif")
             continue
-        name, options = common.VARIANTS.get(method, (method, {}))
+        base, weights = extra.get(method, (method, None))
+        name, options = common.VARIANTS.get(base, (base, {}))
+        options = {**options, "weights": weights} if weights else options
         flags = [f"--{key.replace('_', '-')}" for key, value in options.items() if value is True]
         flags += [f"--{k.replace('_', '-')}={v}" for k, v in options.items() if v is not True]
         runs[method] = [
@@ -75,10 +77,14 @@ def main() -> None:
     parser.add_argument(
         "--methods", default="enfuse,pdmnet,wavelet", help="enfuse, ours, or their variants"
     )
+    parser.add_argument(
+        "--weights", help="PDMNet weights files as extra commands, NAME=PATH,... (pdmnet@label)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap our vector instructions")
     args = parser.parse_args()
     os.environ.update(ISA_CAPS.get(args.isa, {}))
+    extra = common.parse_weights(args.weights)
     print(common.describe_machine(common.machine()))
     for tool in common.tool_versions().values():
         print(f"Tool: {tool}")
@@ -92,7 +98,7 @@ def main() -> None:
         megapixels = slices * side * side / 1e6
         out = common.CACHE / "command-out"
         out.mkdir(parents=True, exist_ok=True)
-        runs = commands(stack, planes, args.methods.split(","), out)
+        runs = commands(stack, planes, args.methods.split(","), out, extra)
         seconds: dict[str, list[float]] = {name: [] for name in runs}
         rss: dict[str, float] = dict.fromkeys(runs, 0.0)
         for round_ in range(args.repeats + 1):

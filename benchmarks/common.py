@@ -278,6 +278,19 @@ def run_cached(name: str, stack: np.ndarray, device: str = "auto") -> Run:
 # Output
 
 
+def parse_weights(text: str | None) -> dict[str, tuple[str, str]]:
+    """``NAME=PATH,...`` → {method name: (our method it runs, weights file)}; a NAME without
+    ``@`` is a label for ``pdmnet``."""
+    extra = {}
+    for item in filter(None, (text or "").split(",")):
+        name, _, path = item.partition("=")
+        base, at, _ = name.partition("@")
+        if not path or (at and base not in ("pdmnet", *VARIANTS)):
+            raise SystemExit(f"--weights: {item!r} is not NAME=PATH with NAME pdmnet[-…]@label")
+        extra[name if at else f"pdmnet@{name}"] = (base if at else "pdmnet", path)
+    return extra
+
+
 def fmt(value: float | None, digits: int) -> str:
     if value is None or not np.isfinite(value):
         return "—" if value is None or np.isnan(value) else str(value)

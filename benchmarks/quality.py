@@ -296,7 +296,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--weights",
-        help="a PDMNet weights file for pdmnet and its variants instead of the shipped one",
+        help="PDMNet weights files as extra methods, NAME=PATH,... with NAME pdmnet[-…]@label "
+        "(e.g. pdmnet@first=src/napari_pdmfuse/training/teacher.pt)",
     )
     parser.add_argument("--out", type=Path, help="write every score to this JSON file")
     args = parser.parse_args()
@@ -304,6 +305,7 @@ def main() -> None:
     names = args.cases.split(",") if args.cases else list(QUICK["cases"] if args.quick else CASES)
     size = args.size or (QUICK["size"] if args.quick else 256)
     methods = args.methods.split(",") if args.methods else list(common.METHODS)
+    extra = common.parse_weights(args.weights)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     unknown = [n for n in names if n not in CASES] + [m for m in methods if m not in common.METHODS]
@@ -315,7 +317,7 @@ def main() -> None:
     print(common.describe_machine(report["machine"]))
     for tool in report["tools"].values():
         print(f"Tool: {tool}")
-    runnable = []
+    runnable = list(extra)
     for m in methods:
         try:
             common.check_available(m, args.device)
@@ -337,7 +339,8 @@ def main() -> None:
         results, rows, failures = {}, [], {}
         for m in runnable:
             try:
-                run = common.run_method(m, case.stack, args.device, args.weights)
+                base, weights = extra.get(m, (m, None))
+                run = common.run_method(base, case.stack, args.device, weights)
             except common.Skip as why:
                 failures[m] = str(why)
                 continue

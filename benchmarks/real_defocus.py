@@ -180,19 +180,6 @@ def error_ratio(report: dict, methods: list[str]) -> str:
     )
 
 
-def parse_weights(text: str | None) -> dict[str, tuple[str, str]]:
-    """``NAME=PATH,...`` → {method name: (our method it runs, weights file)}; a NAME without
-    ``@`` is a label for ``pdmnet``."""
-    extra = {}
-    for item in filter(None, (text or "").split(",")):
-        name, _, path = item.partition("=")
-        base, at, _ = name.partition("@")
-        if not path or (at and base not in ("pdmnet", *common.VARIANTS)):
-            raise SystemExit(f"--weights: {item!r} is not NAME=PATH with NAME pdmnet[-…]@label")
-        extra[name if at else f"pdmnet@{name}"] = (base if at else "pdmnet", path)
-    return extra
-
-
 def finite(obj: object) -> object:
     """JSON-safe copy: NaN and infinities become null."""
     if isinstance(obj, dict):
@@ -219,7 +206,7 @@ def main() -> None:
     unknown = [m for m in methods if m not in common.METHODS]
     if unknown:
         parser.error(f"unknown method: {', '.join(unknown)}; choose from {common.METHODS}")
-    extra = parse_weights(args.weights)
+    extra = common.parse_weights(args.weights)
     missing = [n for n in defocus.SERIES if not (defocus.data_root() / n).is_dir()]
     if missing:
         parser.error(f"no {', '.join(missing)} in {defocus.data_root()} (set $PDMFUSE_DATA)")

@@ -459,6 +459,23 @@ def test_open_dialog_takes_stack_folders_and_files(qtbot, tmp_path):
     assert choose(other) == (None, 0)  # any other folder is entered
 
 
+def test_napari_reader_question_offers_the_plugin_first(qtbot, tmp_path):
+    # What File ▸ Open shows for a TIFF until a choice is remembered (README, docs/napari.md).
+    import npe2
+    from napari._qt.dialogs.qt_reader_dialog import QtReaderDialog
+    from napari.plugins import _npe2
+
+    npe2.PluginManager.instance().discover()
+    path = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(path, uint16_stack())
+    dialog = QtReaderDialog(pth=str(path), readers=_npe2.get_readers(str(path)))
+    qtbot.addWidget(dialog)
+    assert [b.text() for b in dialog.reader_btn_group.buttons()] == ["PDM Fuse", "napari builtins"]
+    assert dialog._get_plugin_choice() == "PDM Fuse"  # already chosen: OK opens it lazily
+    # Remembering the choice for an .ome.tif saves it for every .tif.
+    assert dialog.persist_checkbox.text().endswith("files with a .tif extension")
+
+
 def test_manifest_validates():
     run = subprocess.run(
         [sys.executable, "-m", "npe2", "validate", "napari-pdmfuse", "--imports"],

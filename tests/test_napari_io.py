@@ -97,15 +97,69 @@ def compatible(name):
     return sorted({r.plugin_name for r in readers})
 
 
-def test_napari_asks_no_question_for_plain_tiffs_and_vendor_files():
-    # Plain TIFFs go to napari's own reader alone, vendor files to this one alone.
-    for name in ("stack.tif", "STACK.TIFF"):
-        assert compatible(name) == ["napari"]
+def test_napari_asks_for_tiffs_and_zarr_not_for_vendor_files():
+    # napari's own reader claims TIFF and zarr too: napari asks until a choice is remembered.
+    for name in ("stack.tif", "STACK.TIFF", "stack.ome.tif", "stack.ome.zarr"):
+        assert compatible(name) == ["napari", PLUGIN]
     for name in ("cells.czi", "cells.ND2", "cells.lif"):
         assert compatible(name) == [PLUGIN]
-    # napari's reader claims *.ome.tif and *.zarr too: napari asks once ("remember" keeps it).
-    for name in ("stack.ome.tif", "stack.ome.tiff", "stack.ome.zarr"):
-        assert compatible(name) == ["napari", PLUGIN]
+
+
+def test_plain_tiff_and_imagej_hyperstack_open_lazily(tmp_path, monkeypatch):
+    plain = tmp_path / "plain.tif"
+    stack = uint16((5, 64, 48))
+    tifffile.imwrite(plain, stack, tile=(32, 32))  # tifffile's shaped description, no axes
+    hyper = tmp_path / "hyper.tif"
+    cells = uint16((4, 2, 32, 40), seed=1)  # Z, C, Y, X
+    tifffile.imwrite(
+        hyper,
+        cells,
+        imagej=True,
+        resolution=(4.0, 4.0),  # pixels per µm: 0.25 µm pixels
+        metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um", "Labels": ["DAPI", "GFP"] * 4},
+    )
+
+    def whole_file_read(*args, **kwargs):
+        raise AssertionError("the reader decoded the whole file")
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", whole_file_read)
+    monkeypatch.setattr(tifffile, "imread", whole_file_read)
+
+    [(data, kwargs, kind)] = read(plain)
+    assert kind == "image"
+    assert isinstance(data, da.Array) and data.chunksize == (1, 64, 48)
+    np.testing.assert_array_equal(data[3].compute(), stack[3])
+    assert kwargs["name"] == "plain"
+    assert kwargs["axis_labels"] == ("z", "y", "x")
+    assert kwargs["scale"] == (1.0, 1.0, 1.0)
+    assert "units" not in kwargs
+
+    [(data, kwargs, _)] = read(hyper)
+    assert isinstance(data, da.Array) and data.chunksize == (1, 1, 32, 40)  # a plane a chunk
+    np.testing.assert_array_equal(data[2, 1].compute(), cells[2, 1])
+    assert kwargs["axis_labels"] == ("z", "c", "y", "x")
+    np.testing.assert_allclose(kwargs["scale"], (1.5, 1.0, 0.25, 0.25))
+    assert kwargs["units"] == ("micrometer", "pixel", "micrometer", "micrometer")
+    assert kwargs["metadata"]["channel_names"] == ("DAPI", "GFP")
+
+
+def test_shaped_tiff_axes_and_resolution(tmp_path):
+    path = tmp_path / "lapse.tif"
+    lapse = uint16((3, 4, 24, 32))
+    tifffile.imwrite(
+        path,
+        lapse,
+        photometric="minisblack",
+        metadata={"axes": "TZYX"},
+        resolution=(2e4, 2e4),  # pixels per cm: 0.5 µm pixels
+        resolutionunit="CENTIMETER",
+    )
+    [(data, kwargs, _)] = read(path)
+    assert isinstance(data, da.Array)
+    np.testing.assert_array_equal(data.compute(), lapse)
+    assert kwargs["axis_labels"] == ("t", "z", "y", "x")
+    np.testing.assert_allclose(kwargs["scale"], (1.0, 1.0, 0.5, 0.5))
+    assert kwargs["units"] == ("pixel", "pixel", "micrometer", "micrometer")
 
 
 def write_czi(path, data):
@@ -162,19 +216,77 @@ def test_time_lapse_with_named_channels(tmp_path):
     assert kwargs["metadata"]["channel_names"] == ("DAPI", "GFP")
 
 
-def test_reader_passes_on_what_napari_reads_itself(tmp_path):
+def test_every_tiff_opens_so_the_reader_can_be_the_default(tmp_path):
+    # Chosen as napari's reader for *.tif, the plugin must open TIFFs that hold no stack too.
     flat = tmp_path / "flat.tif"
-    tifffile.imwrite(flat, uint16((32, 32)))
-    assert get_reader(str(flat)) is None
-    rgb_plane = tmp_path / "photo.tif"
-    tifffile.imwrite(rgb_plane, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
-    assert get_reader(str(rgb_plane)) is None
+    tifffile.imwrite(flat, uint16((32, 40)))
+    [(data, kwargs, _)] = read(flat)
+    assert isinstance(data, da.Array) and data.shape == (32, 40)
+    assert kwargs["axis_labels"] == ("y", "x") and kwargs["rgb"] is False
+
+    photo = tmp_path / "photo.tif"
+    tifffile.imwrite(photo, np.zeros((32, 40, 3), np.uint8), photometric="rgb")
+    [(data, kwargs, _)] = read(photo)
+    assert data.shape == (32, 40, 3) and kwargs["rgb"] is True
+
+    channels = tmp_path / "channels.tif"  # an ImageJ image of two channels, no Z
+    tifffile.imwrite(
+        channels, uint16((2, 32, 40)), imagej=True, metadata={"axes": "CYX", "Labels": ["a", "b"]}
+    )
+    [(data, kwargs, _)] = read(channels)
+    assert data.shape == (2, 32, 40)
+    assert kwargs["axis_labels"] == ("c", "y", "x")
+    assert kwargs["metadata"]["channel_names"] == ("a", "b")
+
+
+def test_folder_of_planes_opens_as_one_stack(tmp_path):
+    planes = [uint16((24, 32), seed=k) for k in range(3)]
+    for k, plane in enumerate(planes):
+        tifffile.imwrite(tmp_path / f"z{k + 1}.tif", plane)
+    (tmp_path / "notes.txt").write_text("not a plane")
+    [(data, kwargs, _)] = read(tmp_path)
+    assert isinstance(data, da.Array)
+    np.testing.assert_array_equal(data.compute(), np.stack(planes))
+    assert kwargs["axis_labels"] == ("z", "y", "x")
+
+
+def test_reader_passes_on_what_it_cannot_read(tmp_path):
     assert get_reader(str(tmp_path / "missing.tif")) is None
+    (tmp_path / "text.tif").write_text("not a TIFF")
+    assert get_reader(str(tmp_path / "text.tif")) is None
     zarr.create_array(str(tmp_path / "plane.zarr"), data=uint16((32, 32)))
     assert get_reader(str(tmp_path / "plane.zarr")) is None
     zarr.open_group(str(tmp_path / "group.zarr"), mode="w").attrs["something"] = "else"
     assert get_reader(str(tmp_path / "group.zarr")) is None
-    assert get_reader([str(flat), str(rgb_plane)]) is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert get_reader(str(empty)) is None
+    assert get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
+
+
+def test_remembered_choice_opens_tiffs_without_a_question(tmp_path, monkeypatch):
+    from napari.components import ViewerModel
+    from napari.errors import MultipleReaderError
+    from napari.settings import get_settings
+
+    stack, flat = tmp_path / "stack.tif", tmp_path / "flat.tif"
+    tifffile.imwrite(stack, uint16((5, 16, 16)))
+    tifffile.imwrite(flat, uint16((16, 16)))
+    viewer = ViewerModel()
+    [layer] = viewer.open(str(stack))  # scripts: napari's own reader unless told otherwise
+    assert isinstance(layer.data, np.ndarray)
+    with pytest.raises(MultipleReaderError):  # File ▸ Open (plugin=None) asks which reader
+        viewer.open(str(stack), plugin=None)
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "_save_on_change", False)  # leave the user's settings alone
+    monkeypatch.setattr(settings.plugins, "extension2reader", {"*.tif": PLUGIN})
+    [layer] = viewer.open(str(stack), plugin=None)  # as after "remember this choice"
+    assert isinstance(layer.data, da.Array)
+    assert layer.axis_labels == ("z", "y", "x")
+    assert layer.source.reader_plugin == PLUGIN
+    [layer] = viewer.open(str(flat), plugin=None)
+    assert isinstance(layer.data, da.Array) and layer.data.shape == (16, 16)
 
 
 def _ngff_axes():
@@ -274,7 +386,11 @@ def test_writer_round_trips_physical_sizes(tmp_path):
     np.testing.assert_array_equal(tifffile.imread(path), focus)
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
-    # The reader needs a stack, so round-trip a 3-D RGB layer through reader and writer too.
+    [(data, kwargs, _)] = read(path)
+    assert kwargs["scale"] == (0.5, 0.25)
+    assert kwargs["units"] == ("micrometer", "micrometer")
+
+    # A 3-D RGB layer through writer and reader.
     rgb = np.random.default_rng(1).integers(0, 255, (3, 20, 30, 3), dtype=np.uint8)
     meta = {
         "rgb": True,

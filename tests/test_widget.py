@@ -385,6 +385,97 @@ def test_reader_opens_ome_tiff_and_focus_map_is_physical(
     assert pixels["PhysicalSizeXUnit"] == "µm"
 
 
+def test_open_stack_button_opens_lazily_and_selects_the_source(
+    make_napari_viewer, qtbot, tmp_path, notifications
+):
+    path = tmp_path / "cells.tif"
+    cells = uint16_stack((4, 2, 48, 48))  # an ImageJ hyperstack: Z, C, Y, X
+    metadata = {"axes": "ZCYX", "spacing": 2.0, "unit": "um"}
+    tifffile.imwrite(path, cells, imagej=True, resolution=(5.0, 5.0), metadata=metadata)
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    widget.mode.value = "planes"
+    asked = []
+    widget.choose_path = lambda: asked.append(1) or str(path)  # the file dialog's answer
+
+    widget.open_button.clicked()
+
+    assert asked == [1] and notifications == []
+    layer = viewer.layers["cells"]
+    assert hasattr(layer.data, "dask")  # read lazily, by the plugin's reader
+    assert layer.axis_labels == ("z", "c", "y", "x")
+    np.testing.assert_allclose(layer.scale, (2.0, 1.0, 0.2, 0.2))
+    assert widget.mode.value == "stack"
+    assert widget.image.value is layer
+    assert widget.z_axis.value == 0 and widget.channel_axis.value == 1
+    assert "cells" in widget.status.value
+
+    fuse_layer(qtbot, widget, layer)
+    assert notifications == []
+    assert viewer.layers["cells fused"].data.shape == (2, 48, 48)
+
+
+def test_open_stack_button_folder_refusal_and_cancel(make_napari_viewer, tmp_path, notifications):
+    planes = tmp_path / "planes"
+    planes.mkdir()
+    for k in range(3):
+        tifffile.imwrite(planes / f"z{k}.tif", uint16_stack((32, 40), seed=k))
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+
+    widget.choose_path = lambda: planes
+    widget.open_button.clicked()
+    assert widget.image.value is viewer.layers["planes"]
+    assert viewer.layers["planes"].data.shape == (3, 32, 40)
+
+    widget.choose_path = lambda: None  # cancelled: nothing happens
+    widget.open_button.clicked()
+    assert len(viewer.layers) == 1 and notifications == []
+
+    widget.choose_path = lambda: planes / "z0.tif"  # one plane is no stack: said, not added
+    widget.open_button.clicked()
+    assert len(viewer.layers) == 1
+    assert len(notifications) == 1 and "single 2-D image" in notifications[0]
+
+
+def test_open_dialog_takes_stack_folders_and_files(qtbot, tmp_path):
+    from napari_pdmfuse.viewer.open_dialog import StackDialog
+
+    planes, other = tmp_path / "planes", tmp_path / "other"
+    planes.mkdir()
+    other.mkdir()
+    for k in range(2):
+        tifffile.imwrite(planes / f"z{k}.tif", uint16_stack((8, 8), seed=k))
+
+    def choose(path):
+        dialog = StackDialog(directory=str(tmp_path))
+        qtbot.addWidget(dialog)
+        dialog.selectFile(str(path))
+        dialog.accept()
+        return dialog.chosen, dialog.result()
+
+    assert choose(planes) == (planes, 1)  # a folder of planes is taken, not entered
+    assert choose(planes / "z1.tif") == (planes / "z1.tif", 1)
+    assert choose(other) == (None, 0)  # any other folder is entered
+
+
+def test_napari_reader_question_offers_the_plugin_first(qtbot, tmp_path):
+    # What File ▸ Open shows for a TIFF until a choice is remembered (README, docs/napari.md).
+    import npe2
+    from napari._qt.dialogs.qt_reader_dialog import QtReaderDialog
+    from napari.plugins import _npe2
+
+    npe2.PluginManager.instance().discover()
+    path = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(path, uint16_stack())
+    dialog = QtReaderDialog(pth=str(path), readers=_npe2.get_readers(str(path)))
+    qtbot.addWidget(dialog)
+    assert [b.text() for b in dialog.reader_btn_group.buttons()] == ["PDM Fuse", "napari builtins"]
+    assert dialog._get_plugin_choice() == "PDM Fuse"  # already chosen: OK opens it lazily
+    # Remembering the choice for an .ome.tif saves it for every .tif.
+    assert dialog.persist_checkbox.text().endswith("files with a .tif extension")
+
+
 def test_manifest_validates():
     run = subprocess.run(
         [sys.executable, "-m", "npe2", "validate", "napari-pdmfuse", "--imports"],

@@ -1,18 +1,18 @@
-"""napari reader: focus stacks in TIFF, OME-TIFF, OME-Zarr (local or at an http(s)/s3 address)
-and microscope vendors' files (CZI, ND2, LIF, with the optional formats), opened lazily.
+"""napari reader: focus stacks in TIFF (plain, ImageJ hyperstack, OME), OME-Zarr (local or at an
+http(s)/s3 address), folders of planes and microscope vendors' files (CZI, ND2, LIF, with the
+optional formats), opened lazily.
 
 Nothing is decoded when a file is opened: layers hold dask arrays whose chunks are read as napari
-displays them (or as the fusion asks for tiles), so stacks larger than memory open instantly.
-Axis labels, physical scale, units and channel names come from the file's metadata, so the
-widget fuses them with the right Z axis and writes the focus map in physical units.
+displays them (or as the fusion asks for tiles), so stacks larger than memory open in seconds.
+Axis labels, physical scale, units and channel names come from the file's metadata (OME, ImageJ,
+tifffile's shaped description, NGFF), so the widget fuses them with the right Z axis and writes
+the focus map in physical units.
 
-napari's own reader also claims ``*.tif`` and ``*.zarr``, and napari asks the user to choose
-whenever two readers claim a file. The manifest therefore claims no plain ``.tif``/``.tiff``
-(napari opens those itself, without asking), only OME-TIFF names, zarr stores and vendor
-files; vendor files are claimed by no other reader, so they open without a question. The reader
-claims only what it adds value to — stacks with a Z axis (time points and channels included),
-OME-Zarr images and zarr arrays with three or more axes — and returns None for anything else
-(a 2-D image, an unrelated zarr group), so napari's own readers take over. Qt-free.
+napari's own reader also claims ``*.tif``, ``*.zarr`` and folders, and napari asks which reader
+to use whenever two claim a file, until the user ticks "remember" (a pattern in napari's
+``settings.plugins.extension2reader``). Chosen once for ``*.tif``, this reader then opens every
+TIFF: a file that holds no focus stack (one plane, an RGB picture, channels without Z) opens
+lazily too, labelled, rather than failing and bringing the question back. Qt-free.
 """
 
 from __future__ import annotations
@@ -23,25 +23,28 @@ from typing import Any
 
 import dask.array as da
 
-from .errors import PdmFuseError
-from .ngff import multiscales, transforms
-from .reading import Image, is_url, open_image
+from .errors import InputError, PdmFuseError
+from .ngff import is_zarr_name, is_zarr_store, multiscales, transforms
+from .reading import Image, is_tiff, is_url, open_image
+from .reading.axes import ordered, viewable_axes
+from .reading.guarded import unreadable
 from .reading.image import stem
 from .reading.remote import open_zarr, url_name
-from .reading.vendor import FORMATS
+from .reading.scale import Scale
+from .reading.tiff import open_tiff
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerData]]
 
-#: Files opened through :func:`~napari_pdmfuse.reading.open_image` (TIFF names, vendor files).
-FILE_SUFFIXES = (".tif", ".tiff", *FORMATS)
-ZARR_SUFFIXES = (".zarr",)
+#: This plugin's name, as napari's ``plugin=`` arguments and reader preferences name it.
+PLUGIN = "napari-pdmfuse"
 
 #: napari's unit for axes without a physical size.
 _PIXEL = "pixel"
 
 #: The order layers show an image's axes in: napari displays the last two (or three, with RGB
-#: samples) axes, and the widget finds the channels in front of Y and X.
+#: samples) axes, and the widget finds the channels in front of Y and X. Other letters (axes a
+#: file leaves unnamed) go first.
 _LAYER_ORDER = "TZCYXS"
 
 
@@ -51,59 +54,110 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
         if len(path) != 1:
             return None
         path = path[0]
+    try:
+        layers = read_layers(path)
+    except PdmFuseError:
+        return None  # not an image this reader understands: napari's own readers may be
+    return lambda _path: layers
+
+
+def read_layers(path: str | Path, stacks_only: bool = False) -> list[LayerData]:
+    """The layers of a file, folder or address, opened lazily, or a one-sentence PdmFuseError.
+
+    Zarr stores give OME-Zarr images (multiscale when they have levels) or zarr arrays of three
+    or more axes; folders give their planes as one stack; files give their whole stack, with
+    time points and channels. A TIFF that holds no stack opens as the image it is, unless
+    ``stacks_only`` (the widget's "Open stack…") asks for a stack and gets the reason instead.
+    """
     remote = is_url(str(path))
-    p = Path(path)
-    name = (url_name(str(path)) if remote else p.name).lower().rstrip("/")
-    if not remote and name.endswith(FILE_SUFFIXES) and p.is_file():
+    local = Path(path)
+    if remote or (local.is_dir() and (is_zarr_name(local) or is_zarr_store(local))):
         try:
-            image = open_image([p], for_viewing=True)
+            layer = zarr_layer(str(path) if remote else local)
         except PdmFuseError:
-            return None  # a 2-D image or a layout that is not one stack: napari's reader opens it
-        return lambda _path: [image_layer(image)]
-    if name.endswith(ZARR_SUFFIXES) and (remote or p.is_dir()):
-        try:
-            layer = zarr_layer(str(path) if remote else p)
+            raise
         except Exception:
-            return None  # not a zarr store we understand, or an address that cannot be reached
-        if layer is None:
-            return None
-        return lambda _path: [layer]
-    return None
+            raise unreadable(str(path) if remote else local) from None
+        if layer is None or (stacks_only and _ndim(layer) < 3):
+            raise InputError(
+                f"{path} holds no stack (an OME-Zarr image or a zarr array of three or more "
+                "axes); choose the store of a focus stack."
+            )
+        return [layer]
+    try:
+        return [image_layer(open_image([local], for_viewing=True))]
+    except InputError:
+        if stacks_only or not local.is_file() or not is_tiff(local):
+            raise
+        return [tiff_layer(local)]
+
+
+def _ndim(layer: LayerData) -> int:
+    data, kwargs, _ = layer
+    return int((data[0] if kwargs.get("multiscale") else data).ndim)
 
 
 # ---------------------------------------------------------------------------------------------
-# Files opened as one Image: TIFF, OME-TIFF, vendor formats
+# Files opened as one Image: TIFF, OME-TIFF, vendor formats, folders of planes
 
 
 def image_layer(image: Image) -> LayerData:
     """One image layer: the image's axes in T, Z, C, Y, X order (RGB samples last), labelled,
     scaled by the file's Z step and pixel size, with their units when the file gives them, and
     the channel names (as the widget reads them) in the metadata."""
-    image = image.ordered("".join(a for a in _LAYER_ORDER if a in image.axes))
-    shown = image.axes.replace("S", "")
-    py, px = image.pixel_size or (1.0, 1.0)
-    sizes = {"Z": image.z_spacing or 1.0, "Y": py, "X": px}
+    source = str(image.sources[0]) if image.sources else image.name
+    return _layer(image.data, image.axes, image.name, source, image, image.channel_names)
+
+
+def tiff_layer(path: Path) -> LayerData:
+    """A TIFF that holds no focus stack (one plane, an RGB picture, channels or time points
+    without Z), opened lazily with its axes as the file names them, so that this reader can be
+    napari's reader for every TIFF."""
+    opened = open_tiff(path)
+    data, axes = viewable_axes(opened.data, opened.axes, path)
+    names = opened.channel_names
+    if names is not None and ("C" not in axes or len(names) != data.shape[axes.index("C")]):
+        names = None
+    return _layer(data, axes, opened.name or stem(path), str(path), opened.scale, names)
+
+
+def _layer(
+    data: Any,
+    axes: str,
+    name: str | None,
+    source: str | None,
+    sizes: Image | Scale,
+    channel_names: tuple[str, ...] | None,
+) -> LayerData:
+    """An image layer of ``data`` whose axes are ``axes`` (letters), placed by ``sizes`` (Z step,
+    pixel size, unit and time step, as an Image or a file's Scale holds them)."""
+    order = sorted(range(len(axes)), key=lambda i: (_LAYER_ORDER.find(axes[i]), i))
+    data = ordered(data, order)
+    axes = "".join(axes[i] for i in order)
+    rgb = axes.endswith("S") and int(data.shape[-1]) in (3, 4)
+    shown = axes[:-1] if rgb else axes
+    py, px = sizes.pixel_size or (1.0, 1.0)
+    steps = {"Z": sizes.z_spacing or 1.0, "Y": py, "X": px}
     kwargs: dict[str, Any] = {
-        "name": image.name,
-        "rgb": image.rgb,
+        "name": name,
+        "rgb": rgb,
         "axis_labels": tuple(a.lower() for a in shown),
-        "scale": tuple(float(sizes.get(a, 1.0)) for a in shown),
+        "scale": tuple(float(steps.get(a, 1.0)) for a in shown),
         "metadata": {
-            "source": str(image.sources[0]) if image.sources else image.name,
-            "axes": image.axes,
-            "z_spacing": image.z_spacing,
-            "pixel_size": image.pixel_size,
-            "unit": image.unit,
-            "channel_names": image.channel_names,
-            "time_interval": image.time_interval,
+            "source": source,
+            "axes": axes,
+            "z_spacing": sizes.z_spacing,
+            "pixel_size": sizes.pixel_size,
+            "unit": sizes.unit,
+            "channel_names": channel_names,
+            "time_interval": sizes.time_interval,
         },
     }
-    if image.unit == "um":
-        um = "micrometer"
-        known = {"Z": image.z_spacing is not None, "Y": image.pixel_size is not None}
+    if sizes.unit == "um":
+        known = {"Z": sizes.z_spacing is not None, "Y": sizes.pixel_size is not None}
         known["X"] = known["Y"]
-        kwargs["units"] = tuple(um if known.get(a) else _PIXEL for a in shown)
-    return image.data, kwargs, "image"
+        kwargs["units"] = tuple("micrometer" if known.get(a) else _PIXEL for a in shown)
+    return data, kwargs, "image"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,6 +96,22 @@ def require_planes(path: Path, extra: list[str], n_series: int) -> None:
     )
 
 
+def viewable_axes(data: Any, axes: str, path: Path) -> tuple[Any, str]:
+    """A file's array (``axes`` in tifffile's letters) without its axes of length one, with
+    the letters T Z C S Y X where the file says (or implies) what an axis holds: samples that
+    are not RGB(A) are channels, and unlabelled pages (tifffile's I or Q) are the focal planes
+    when they are the only axis besides Y, X and samples. Other letters are left as they are."""
+    data, axes = squeeze(data, axes)
+    if "Y" not in axes or "X" not in axes:
+        raise unreadable(path)
+    if "S" in axes and data.shape[axes.index("S")] not in (3, 4) and "C" not in axes:
+        axes = axes.replace("S", "C")  # extra samples that are not RGB(A): channels
+    extra = [a for a in axes if a not in "YXS"]
+    if "Z" not in axes and len(extra) == 1 and extra[0] in GENERIC_PLANE_AXES:
+        axes = axes.replace(extra[0], "Z")  # unlabelled pages: the focal planes
+    return data, axes
+
+
 def file_axes(data: Any, axes: str, path: Path, n_series: int) -> tuple[Any, str]:
     """A file's array (``axes`` in tifffile's letters) without its axes of length one, and its
     axes in the letters T Z C S Y X, or a one-sentence refusal.
@@ -103,22 +119,14 @@ def file_axes(data: Any, axes: str, path: Path, n_series: int) -> tuple[Any, str
     Unlabelled pages (tifffile's I or Q) are the focal planes when they are the only axis
     besides Y, X and samples; samples that are not RGB(A) are channels.
     """
-    data, axes = squeeze(data, axes)
-    if "Y" not in axes or "X" not in axes:
-        raise unreadable(path)
-    if "S" in axes and data.shape[axes.index("S")] not in (3, 4) and "C" not in axes:
-        axes = axes.replace("S", "C")  # extra samples that are not RGB(A): channels
+    data, axes = viewable_axes(data, axes, path)
     extra = [a for a in axes if a not in "YXS"]
     require_planes(path, extra, n_series)
-    if "Z" not in axes:
-        generic = [a for a in extra if a in GENERIC_PLANE_AXES]
-        if generic and len(extra) == 1:
-            axes = axes.replace(generic[0], "Z")  # unlabelled pages: the focal planes
-        elif not generic:
-            raise InputError(
-                f"{path} has axes {axes} but none is Z; name the focal-plane axis (--axes on the "
-                "command line, e.g. --axes ZYX), or save the planes as a Z stack."
-            )
+    if "Z" not in axes and not any(a in GENERIC_PLANE_AXES for a in extra):
+        raise InputError(
+            f"{path} has axes {axes} but none is Z; name the focal-plane axis (--axes on the "
+            "command line, e.g. --axes ZYX), or save the planes as a Z stack."
+        )
     sizes = zip(axes, data.shape, strict=True)
     unknown = [f"{a}={n}" for a, n in sizes if a not in AXIS_NAMES]
     if unknown:

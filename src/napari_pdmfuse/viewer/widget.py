@@ -2,12 +2,16 @@
 
 The widget turns its choices into one run (:mod:`.jobs`), runs :func:`.jobs.fuse_run` in a
 napari ``thread_worker`` and hands what comes back to :mod:`.layers`; every computation happens
-in the core or in those Qt-free modules. This and napari itself are the only places that
-import Qt.
+in the core or in those Qt-free modules. "Open stack…" opens a file or folder with the
+plugin's reader (:func:`napari_pdmfuse._reader.read_layers`), lazily and without napari's
+question of which reader to use. This, its file dialog (:mod:`.open_dialog`) and napari itself
+are the only places that import Qt.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -24,11 +28,12 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from napari.layers import Image, Surface
+from napari.layers import Image, Layer, Surface
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
+from .._reader import read_layers
 from ..errors import InputError, PdmFuseError
 from ..methods import DEFAULT_METHOD
 from ..options import (
@@ -42,7 +47,14 @@ from ..options import (
 from ..planning import Progress
 from . import layers
 from .jobs import Failure, Outcome, Run, fuse_run, layer_run, planes_run, without_stores
-from .sources import default_channel_axis, default_time_axis, default_z_axis, stack_axes
+from .open_dialog import ask_stack_path
+from .sources import (
+    default_channel_axis,
+    default_time_axis,
+    default_z_axis,
+    full_data,
+    stack_axes,
+)
 
 STACK, PLANES = "stack", "planes"
 NO_AXIS = -1
@@ -75,6 +87,13 @@ class FuseWidget(Container):
         from ..model.device import describe_devices
 
         self.viewer = napari_viewer
+        #: Asks for the file or folder "Open stack…" opens (None: cancelled); replaceable.
+        self.choose_path: Callable[[], str | Path | None] = lambda: ask_stack_path(self.native)
+        self.open_button = PushButton(text="Open stack…")
+        self.open_button.tooltip = (
+            "Open a TIFF, OME-TIFF, OME-Zarr, CZI, ND2 or LIF stack, or a folder of planes, "
+            "lazily (read as it is shown and fused), and fuse it from here."
+        )
         self.mode = RadioButtons(
             label="source",
             choices=[("one layer with a Z axis", STACK), ("2-D layers as planes", PLANES)],
@@ -135,6 +154,7 @@ class FuseWidget(Container):
         self.height_button = PushButton(text="Show 3-D height view", enabled=False)
         self.extend(
             [
+                self.open_button,
                 self.mode,
                 self.image,
                 self.z_axis,
@@ -164,6 +184,7 @@ class FuseWidget(Container):
         self.streaming: Outcome | None = None  # a streamed run's layers, while it runs
         self.last: Outcome | None = None
         self.stores: dict[str, Outcome] = {}  # streamed results shown, by source name
+        self.open_button.changed.connect(self.open_stack)
         self.mode.changed.connect(self._on_mode)
         self.image.changed.connect(self._on_layer)
         self.z_axis.changed.connect(lambda _: self._reset_channel())
@@ -176,6 +197,30 @@ class FuseWidget(Container):
         self._on_mode(self.mode.value)
         self._on_method(self.method.value)
         self._on_layer(self.image.value)
+
+    # -- opening --------------------------------------------------------------------------------
+
+    def open_stack(self) -> Image | None:
+        """The "Open stack…" button: ask for a file or folder and open it (:meth:`open_path`)."""
+        path = self.choose_path()
+        return self.open_path(path) if path else None
+
+    def open_path(self, path: str | Path) -> Image | None:
+        """Open a stack file or folder with the plugin's reader, lazily and without asking
+        which reader, and make it the source; None (and a notification) if it holds no stack."""
+        try:
+            found = read_layers(path, stacks_only=True)
+        except PdmFuseError as err:
+            show_error(str(err))
+            return None
+        layer = self.viewer.add_layer(Layer.create(*found[0]))
+        self.mode.value = STACK
+        self.image.reset_choices()
+        self.image.value = layer
+        shape = " × ".join(map(str, full_data(layer).shape))
+        axes = ", ".join(map(str, layer.axis_labels))
+        self._set_status(f"Opened {layer.name!r} ({shape}: {axes}), read as shown and fused.")
+        return layer
 
     # -- choices --------------------------------------------------------------------------------
 

@@ -337,6 +337,12 @@ CLI_CASES = [
         lambda: fuse_args(good(), out=empty_folder("fused.ome.zarr")),
     ),
     CliCase(
+        "A type OME-XML lacks (int64, uint64, float16) into an OME-TIFF",
+        lambda: fuse_args(
+            tif("deep.tif", STACK.astype(np.int64), photometric="minisblack"), out="f.ome.tif"
+        ),
+    ),
+    CliCase(
         "Channels fused separately on an RGB stack",
         lambda: [*fuse_args(rgb_stack()), "--channel-mode", "separate"],
     ),
@@ -622,7 +628,9 @@ into place when complete, so an error, Ctrl-C or SIGTERM leaves no partial file.
 outright (SIGKILL, power loss) can leave such a temporary file, never a file at the output's name;
 the next run in that folder removes it once the process named in it is gone.
 
-Not errors: a stack whose slices are each constant (all alike or all different) fuses to a valid
+Not errors: file names holding bytes that are not UTF-8, newlines or terminal escapes fuse like
+any other, and messages and output metadata show those characters escaped (`\\xff`, `\\n`,
+`\\x1b`). A stack whose slices are each constant (all alike or all different) fuses to a valid
 image with zero confidence everywhere; pixels with no texture in any plane within a method's reach
 get zero confidence too. Values near the float32 limits are fused (scaled internally by a power of
 two). A TIFF whose tags or pages had to be skipped is fused with the warning

@@ -372,6 +372,67 @@ def test_a_name_longer_than_the_file_system_allows_is_refused_before_work(tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
+# Any name Linux allows (any byte but "/" and NUL) fuses, and is recorded and shown escaped
+
+#: File names, as bytes, of each kind that once broke a metadata encoder or a message.
+NAMES = {
+    "undecodable": (b"st\xffack\xfe", "st\\xffack\\xfe"),
+    "newline": (b"two\nlines", "two\\nlines"),
+    "terminal escape": (b"red\x1b[31m\tx", "red\\x1b[31m\\tx"),
+    "near NAME_MAX": (b"n\xc3\xa9" * 80, "n\u00e9" * 80),  # 244 bytes with .tif, UTF-8 kept
+}
+
+
+def recorded_name(path: Path) -> str:
+    """The image name an output records: OME-Zarr's multiscale, OME-XML's, or ImageJ's."""
+    if path.name.endswith(".ome.zarr"):
+        import zarr
+
+        return zarr.open_group(str(path), mode="r").attrs["ome"]["multiscales"][0]["name"]
+    with tifffile.TiffFile(path) as tif:
+        if tif.is_imagej:
+            return tif.imagej_metadata["Properties"]["Name"]
+        return tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Name"]
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".ome.tif", ".ome.zarr"])
+@pytest.mark.parametrize("kind", list(NAMES))
+def test_any_file_name_fuses_and_is_recorded_and_shown_escaped(tmp_path, capsys, kind, suffix):
+    raw, shown = NAMES[kind]
+    source = stack_file(tmp_path, os.fsdecode(raw + b".tif"))
+    target = tmp_path / os.fsdecode(raw + b"_fused" + suffix.encode())
+    code, err = run(capsys, "fuse", source, "-o", target, "--method", "argmax")
+    assert code == 0, err
+    assert recorded_name(target) == shown
+    assert err[-1].startswith("pdmfuse: fused 3 planes")
+    assert err[-1].endswith(f"→ {tmp_path}/{shown}_fused{suffix}")
+    assert not any("\x1b" in line for line in err)
+    assert temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["undecodable", "newline", "terminal escape"])
+def test_messages_and_batch_summaries_show_names_escaped_on_one_line(tmp_path, capsys, kind):
+    raw, shown = NAMES[kind]
+    good = stack_file(tmp_path, os.fsdecode(raw + b".tif"))
+    flat = tmp_path / os.fsdecode(raw + b"-one.tif")
+    tifffile.imwrite(flat, np.zeros((24, 28), np.uint8))
+    code, err = run(capsys, "fuse", flat, "-o", tmp_path / "f.tif")
+    assert code == 2 and err == [
+        f"pdmfuse: error: {tmp_path}/{shown}-one.tif holds a single 2-D image, not a stack; give "
+        "the file with all focal planes, or several plane files."
+    ]
+    code, err = run(capsys, "batch", good, flat, "--out-dir", tmp_path / "out", "-q",
+                    "--method", "argmax", "--focus-map")  # fmt: skip
+    assert code == 2 and err[-2:] == [
+        "pdmfuse: batch done: 1 fused, 1 failed:",
+        f"pdmfuse:   - {tmp_path}/{shown}-one.tif holds a single 2-D image, not a stack; give "
+        "the file with all focal planes, or several plane files.",
+    ]
+    written = sorted(os.listdir(os.fsencode(tmp_path / "out")))
+    assert written == [raw + b"_focus.tif", raw + b"_fused.tif"]
+
+
+# ---------------------------------------------------------------------------------------------
 # The terminal: closed or broken stderr, hang-ups, Ctrl-C at start-up
 
 
@@ -471,7 +532,7 @@ def test_ctrl_c_while_starting_up_is_one_line_without_traceback(capsys, monkeypa
 
 
 def test_ctrl_c_while_the_command_loads_is_one_line_without_traceback(capsys, monkeypatch):
-    def interrupted(argv=None):
+    def interrupted(argv=None, started=None):
         raise KeyboardInterrupt  # as if pressed while importing the command's modules
 
     monkeypatch.setattr("napari_pdmfuse.cli.main", interrupted)

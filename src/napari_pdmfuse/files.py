@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InputError, PdmFuseError
 from .options import FuseOptions
-from .outputs import KINDS, FileOutputs, output_bytes
+from .outputs import KINDS, FileOutputs, check_formats, output_bytes
 from .planning import AlignmentLog, Job, Progress, plan_job
 from .reading import is_url, open_image
 from .sizes import check_disk
@@ -123,6 +123,7 @@ def fuse_files_iter(
     paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=overwrite)
     try:
         job = plan_job(image, options, source=source)
+        check_formats(job, targets)
         sizes = output_bytes(job, list(targets))
         check_disk([(targets[k], sizes[k]) for k in targets])
         try:

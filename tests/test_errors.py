@@ -171,6 +171,7 @@ class CliCase:
     what: str
     make: Callable[[], list[str]]
     needs_no_cuda: bool = False
+    memory_limit_left: int | None = None  # what a memory limit (ulimit -v, a cgroup's) leaves
 
 
 CLI_CASES = [
@@ -343,6 +344,11 @@ CLI_CASES = [
         ),
     ),
     CliCase(
+        "A memory limit (ulimit -v, a cgroup's) below what the smallest tiles need",
+        lambda: fuse_args(good(), method="pdmnet"),
+        memory_limit_left=300 * 2**20,
+    ),
+    CliCase(
         "Channels fused separately on an RGB stack",
         lambda: [*fuse_args(rgb_stack()), "--channel-mode", "separate"],
     ),
@@ -464,6 +470,7 @@ def scratch() -> Iterator[Path]:
             with (
                 mock.patch.object(sizes, "free_disk", lambda folder: FREE_DISK),
                 mock.patch.object(sizes, "available_memory", lambda: FREE_MEMORY),
+                mock.patch.object(sizes, "limit_left", lambda: None),
             ):
                 yield Path(tmp)
         finally:
@@ -492,7 +499,8 @@ class CliRun:
 
 
 def run_cli(case: CliCase) -> CliRun:
-    with scratch() as here:
+    limit = mock.patch.object(sizes, "limit_left", lambda: case.memory_limit_left)
+    with scratch() as here, limit:
         args = case.make()
         before = snapshot(here)
         out, err = io.StringIO(), io.StringIO()

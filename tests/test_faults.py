@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_pdmfuse
-from napari_pdmfuse import OutputError
+from napari_pdmfuse import OutputError, sizes
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.entry import launch
 from napari_pdmfuse.errors import Terminated
@@ -430,6 +430,108 @@ def test_messages_and_batch_summaries_show_names_escaped_on_one_line(tmp_path, c
     ]
     written = sorted(os.listdir(os.fsencode(tmp_path / "out")))
     assert written == [raw + b"_focus.tif", raw + b"_fused.tif"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Short of memory: a limit of the process's own (ulimit -v, a cgroup's) shrinks the tiles, or the
+# run is refused up front; it is never killed halfway
+
+
+def cgroups(root: Path, membership: str, groups: dict[str, tuple[str, int, int]]) -> Path:
+    """A fake /proc and /sys under ``root``: this process in ``membership`` (/proc/self/cgroup),
+    and memory accounts (limit, use, inactive page cache) by cgroup folder."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(membership)
+    for folder, (limit, used, cache) in groups.items():
+        group = root / folder
+        group.mkdir(parents=True, exist_ok=True)
+        v2 = folder.startswith("sys/fs/cgroup/memory") is False
+        names = ("memory.max", "memory.current") if v2 else (
+            "memory.limit_in_bytes", "memory.usage_in_bytes")  # fmt: skip
+        (group / names[0]).write_text(f"{limit}\n")
+        (group / names[1]).write_text(f"{used}\n")
+        key = "inactive_file" if v2 else "total_inactive_file"
+        (group / "memory.stat").write_text(f"active_file 5\n{key} {cache}\nfile 9\n")
+    return root
+
+
+MiB = 2**20
+
+
+def test_cgroup_memory_limits_are_read_through_the_parents(tmp_path):
+    v2 = cgroups(tmp_path / "v2", "0::/batch.slice/job42\n", {
+        "sys/fs/cgroup/batch.slice": (str(4096 * MiB), 3000 * MiB, 0),  # 1096 MiB left
+        "sys/fs/cgroup/batch.slice/job42": (str(1024 * MiB), 700 * MiB, 200 * MiB),  # 524 left
+    })  # fmt: skip
+    assert sizes._cgroup_memory_left(v2) == 524 * MiB  # inactive page cache is given back
+    v1 = cgroups(tmp_path / "v1", "12:pids:/x\n4:cpu,memory:/docker/abc\n0::/\n", {
+        "sys/fs/cgroup/memory/docker/abc": ("9223372036854771712", 10 * MiB, 0),  # no limit
+        "sys/fs/cgroup/memory/docker": (str(2048 * MiB), 1500 * MiB, 100 * MiB),
+        "sys/fs/cgroup/memory": ("9223372036854771712", 8000 * MiB, 0),
+    })  # fmt: skip
+    assert sizes._cgroup_memory_left(v1) == 648 * MiB
+    unlimited = cgroups(tmp_path / "none", "0::/user.slice\n", {
+        "sys/fs/cgroup/user.slice": ("max", 900 * MiB, 0),
+    })  # fmt: skip
+    assert sizes._cgroup_memory_left(unlimited) is None
+    # In a cgroup namespace the process's own cgroup is the mount's root.
+    namespaced = cgroups(tmp_path / "ns", "0::/\n", {"sys/fs/cgroup": (str(512 * MiB), 0, 0)})
+    assert sizes._cgroup_memory_left(namespaced) == 512 * MiB
+    assert sizes._cgroup_memory_left(tmp_path / "no-such-system") is None
+
+
+def test_under_a_memory_limit_tiles_shrink_below_the_usual_floor(monkeypatch):
+    import psutil
+
+    from napari_pdmfuse.methods.argmax import ArgmaxMethod
+    from napari_pdmfuse.planning import tile_budget
+
+    class Plenty:
+        available = 64 * 2**30
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Plenty)
+    monkeypatch.setattr(sizes, "limit_left", lambda: 300 * MiB)
+    # What the method keeps besides its tiles (160 MiB), then two tiles' working sets.
+    assert tile_budget(ArgmaxMethod()) == 70 * MiB
+    assert sizes.available_memory() == 300 * MiB
+    monkeypatch.setattr(sizes, "limit_left", lambda: None)
+    assert tile_budget(ArgmaxMethod()) == 640 * MiB
+
+
+def address_space(limit: int):
+    """A child's address space limited to ``limit`` bytes, as ``ulimit -v`` does."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+@pytest.mark.slow
+@posix_only
+def test_under_a_1_gib_address_space_limit_a_stack_fuses_or_is_refused_up_front(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (6, 1200, 1200), dtype=np.uint8)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, data, photometric="minisblack")
+    limited = {"preexec_fn": address_space(2**30), "env": QUIET_ENV, "timeout": 600}
+    free = subprocess.run(
+        command("fuse", stack, "-o", tmp_path / "free.tif", "--method", "argmax", "-q"),
+        capture_output=True,
+        env=QUIET_ENV,
+        timeout=600,
+    )
+    assert free.returncode == 0, free.stderr
+    tight = subprocess.run(command("fuse", stack, "-o", tmp_path / "tight.tif", "--method",
+                                   "argmax", "-q"), capture_output=True, **limited)  # fmt: skip
+    assert tight.returncode == 0, tight.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "tight.tif"),
+                                  tifffile.imread(tmp_path / "free.tif"))  # fmt: skip
+    refused = subprocess.run(command("fuse", stack, "-o", tmp_path / "net.tif", "-q"),
+                             capture_output=True, text=True, **limited)  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        f"pdmfuse: error: {stack}: Fusing this 6-plane stack with the pdmnet method needs about "
+    )
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["free.tif", "stack.tif", "tight.tif"]
 
 
 # ---------------------------------------------------------------------------------------------

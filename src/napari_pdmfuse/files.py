@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, PdmFuseError
+from .executing import out_of_memory
 from .options import FuseOptions
 from .outputs import KINDS, FileOutputs, check_formats, output_bytes
 from .planning import AlignmentLog, Job, Progress, plan_job
@@ -147,6 +148,8 @@ def fuse_files_iter(
             if isinstance(exc, PdmFuseError):
                 raise
             raise write_failed(paths[0].parent, exc) from None
+        except MemoryError:  # outside a tile's fusion, which splits the tile first
+            raise out_of_memory() from None
     except PdmFuseError as exc:
         raise _naming(exc, source) from None
     seconds = time.perf_counter() - started

@@ -186,6 +186,18 @@ def stderr_closed() -> Seen:
     return Seen(done.returncode, done.stdout.decode(), "", sorted(_files() - before))
 
 
+def memory_ran_out() -> Seen:
+    """Every allocation of a tile's fusion fails, as under a memory limit that the tile size
+    could not foresee (another program took the memory meanwhile)."""
+    inputs = _fuse(stack())
+
+    def short(self: ArgmaxMethod, block: np.ndarray, lum: np.ndarray) -> object:
+        raise MemoryError("Unable to allocate 12.0 MiB for an array")
+
+    with mock.patch.object(ArgmaxMethod, "fuse_tile", short):
+        return cli([*inputs, "--tile", "16"])  # the smallest: no halving before the error
+
+
 def no_worker() -> Seen:
     """A dask scheduler without any worker."""
     from distributed import LocalCluster
@@ -216,6 +228,7 @@ FAULTS = [
     Fault("stderr closed (`2>&-`): the run completes", stderr_closed, 0, ("fused.tif",),
           posix=True),
     Fault("Cluster without workers (`--scheduler`)", no_worker, 2),
+    Fault("Memory ran out mid-run, even in the smallest tiles", memory_ran_out, 2),
 ]  # fmt: skip
 
 

@@ -171,6 +171,7 @@ class CliCase:
     what: str
     make: Callable[[], list[str]]
     needs_no_cuda: bool = False
+    memory_limit_left: int | None = None  # what a memory limit (ulimit -v, a cgroup's) leaves
 
 
 CLI_CASES = [
@@ -337,6 +338,17 @@ CLI_CASES = [
         lambda: fuse_args(good(), out=empty_folder("fused.ome.zarr")),
     ),
     CliCase(
+        "A type OME-XML lacks (int64, uint64, float16) into an OME-TIFF",
+        lambda: fuse_args(
+            tif("deep.tif", STACK.astype(np.int64), photometric="minisblack"), out="f.ome.tif"
+        ),
+    ),
+    CliCase(
+        "A memory limit (ulimit -v, a cgroup's) below what the smallest tiles need",
+        lambda: fuse_args(good(), method="pdmnet"),
+        memory_limit_left=300 * 2**20,
+    ),
+    CliCase(
         "Channels fused separately on an RGB stack",
         lambda: [*fuse_args(rgb_stack()), "--channel-mode", "separate"],
     ),
@@ -458,6 +470,7 @@ def scratch() -> Iterator[Path]:
             with (
                 mock.patch.object(sizes, "free_disk", lambda folder: FREE_DISK),
                 mock.patch.object(sizes, "available_memory", lambda: FREE_MEMORY),
+                mock.patch.object(sizes, "limit_left", lambda: None),
             ):
                 yield Path(tmp)
         finally:
@@ -486,7 +499,8 @@ class CliRun:
 
 
 def run_cli(case: CliCase) -> CliRun:
-    with scratch() as here:
+    limit = mock.patch.object(sizes, "limit_left", lambda: case.memory_limit_left)
+    with scratch() as here, limit:
         args = case.make()
         before = snapshot(here)
         out, err = io.StringIO(), io.StringIO()
@@ -622,7 +636,9 @@ into place when complete, so an error, Ctrl-C or SIGTERM leaves no partial file.
 outright (SIGKILL, power loss) can leave such a temporary file, never a file at the output's name;
 the next run in that folder removes it once the process named in it is gone.
 
-Not errors: a stack whose slices are each constant (all alike or all different) fuses to a valid
+Not errors: file names holding bytes that are not UTF-8, newlines or terminal escapes fuse like
+any other, and messages and output metadata show those characters escaped (`\\xff`, `\\n`,
+`\\x1b`). A stack whose slices are each constant (all alike or all different) fuses to a valid
 image with zero confidence everywhere; pixels with no texture in any plane within a method's reach
 get zero confidence too. Values near the float32 limits are fused (scaled internally by a power of
 two). A TIFF whose tags or pages had to be skipped is fused with the warning

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pdmfuse import PdmFuseWarning, fuse
+from napari_pdmfuse import InputError, PdmFuseWarning, fuse
 from napari_pdmfuse.executing import flat_mask
 from napari_pdmfuse.methods.argmax import ArgmaxMethod
 from napari_pdmfuse.planning import FusionPlan
@@ -173,3 +173,47 @@ def test_zero_confidence_far_from_texture_and_tiles_still_stitch(method):
     np.testing.assert_array_equal(tiled.fused, whole.fused)
     assert (whole.confidence[:30] == 0).all() and (whole.confidence[-30:] == 0).all()
     assert whole.confidence[200:296, 200:296].max() > 0
+
+
+class ShortOfMemoryMethod(FakeGPUMethod):
+    """Argmax on the host, whose allocations fail for blocks over ``limit`` pixels, as NumPy's
+    do (MemoryError) or PyTorch's CPU allocator's (a RuntimeError)."""
+
+    def __init__(self, limit: int | None, error: BaseException) -> None:
+        super().__init__(limit)
+        self.device = torch.device("cpu")
+        self.error = error
+
+    def fuse_tile(self, block: np.ndarray, lum: np.ndarray):
+        shape = block.shape[1:3]
+        fails = self.limit is None or shape[0] * shape[1] > self.limit
+        self.calls.append((shape, "cpu", fails))
+        if fails:
+            raise self.error
+        return ArgmaxMethod().fuse_tile(block, lum)
+
+
+HOST_ERRORS = [
+    MemoryError("Unable to allocate 2.00 GiB for an array"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648"),
+]
+
+
+@pytest.mark.parametrize("error", HOST_ERRORS, ids=["numpy", "torch"])
+def test_host_memory_running_short_halves_the_tile(stack, reference, error):
+    method = ShortOfMemoryMethod(limit=130 * 130, error=error)
+    sink, messages = run(method, stack, tile=192)
+    same(sink, reference)
+    assert messages == ["Memory ran short; continuing with tiles of 96 px."]
+    assert len([c for c in method.calls if c[2]]) == 1
+
+
+@pytest.mark.parametrize("error", HOST_ERRORS, ids=["numpy", "torch"])
+def test_host_memory_short_even_for_the_smallest_tile_is_one_sentence(stack, error):
+    method = ShortOfMemoryMethod(limit=None, error=error)
+    with pytest.raises(InputError) as refused:
+        run(method, stack, tile=32)
+    assert str(refused.value).startswith("Memory ran out even with tiles of 16 px")
+    assert str(refused.value).endswith(
+        "; raise the memory limit, close other programs or fuse fewer planes."
+    )

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_pdmfuse
-from napari_pdmfuse import OutputError
+from napari_pdmfuse import OutputError, sizes
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.entry import launch
 from napari_pdmfuse.errors import Terminated
@@ -372,6 +372,169 @@ def test_a_name_longer_than_the_file_system_allows_is_refused_before_work(tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
+# Any name Linux allows (any byte but "/" and NUL) fuses, and is recorded and shown escaped
+
+#: File names, as bytes, of each kind that once broke a metadata encoder or a message.
+NAMES = {
+    "undecodable": (b"st\xffack\xfe", "st\\xffack\\xfe"),
+    "newline": (b"two\nlines", "two\\nlines"),
+    "terminal escape": (b"red\x1b[31m\tx", "red\\x1b[31m\\tx"),
+    "near NAME_MAX": (b"n\xc3\xa9" * 80, "n\u00e9" * 80),  # 244 bytes with .tif, UTF-8 kept
+}
+
+
+def recorded_name(path: Path) -> str:
+    """The image name an output records: OME-Zarr's multiscale, OME-XML's, or ImageJ's."""
+    if path.name.endswith(".ome.zarr"):
+        import zarr
+
+        return zarr.open_group(str(path), mode="r").attrs["ome"]["multiscales"][0]["name"]
+    with tifffile.TiffFile(path) as tif:
+        if tif.is_imagej:
+            return tif.imagej_metadata["Properties"]["Name"]
+        return tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Name"]
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".ome.tif", ".ome.zarr"])
+@pytest.mark.parametrize("kind", list(NAMES))
+def test_any_file_name_fuses_and_is_recorded_and_shown_escaped(tmp_path, capsys, kind, suffix):
+    raw, shown = NAMES[kind]
+    source = stack_file(tmp_path, os.fsdecode(raw + b".tif"))
+    target = tmp_path / os.fsdecode(raw + b"_fused" + suffix.encode())
+    code, err = run(capsys, "fuse", source, "-o", target, "--method", "argmax")
+    assert code == 0, err
+    assert recorded_name(target) == shown
+    assert err[-1].startswith("pdmfuse: fused 3 planes")
+    assert err[-1].endswith(f"→ {tmp_path}/{shown}_fused{suffix}")
+    assert not any("\x1b" in line for line in err)
+    assert temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["undecodable", "newline", "terminal escape"])
+def test_messages_and_batch_summaries_show_names_escaped_on_one_line(tmp_path, capsys, kind):
+    raw, shown = NAMES[kind]
+    good = stack_file(tmp_path, os.fsdecode(raw + b".tif"))
+    flat = tmp_path / os.fsdecode(raw + b"-one.tif")
+    tifffile.imwrite(flat, np.zeros((24, 28), np.uint8))
+    code, err = run(capsys, "fuse", flat, "-o", tmp_path / "f.tif")
+    assert code == 2 and err == [
+        f"pdmfuse: error: {tmp_path}/{shown}-one.tif holds a single 2-D image, not a stack; give "
+        "the file with all focal planes, or several plane files."
+    ]
+    code, err = run(capsys, "batch", good, flat, "--out-dir", tmp_path / "out", "-q",
+                    "--method", "argmax", "--focus-map")  # fmt: skip
+    assert code == 2 and err[-2:] == [
+        "pdmfuse: batch done: 1 fused, 1 failed:",
+        f"pdmfuse:   - {tmp_path}/{shown}-one.tif holds a single 2-D image, not a stack; give "
+        "the file with all focal planes, or several plane files.",
+    ]
+    written = sorted(os.listdir(os.fsencode(tmp_path / "out")))
+    assert written == [raw + b"_focus.tif", raw + b"_fused.tif"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Short of memory: a limit of the process's own (ulimit -v, a cgroup's) shrinks the tiles, or the
+# run is refused up front; it is never killed halfway
+
+
+def cgroups(root: Path, membership: str, groups: dict[str, tuple[str, int, int]]) -> Path:
+    """A fake /proc and /sys under ``root``: this process in ``membership`` (/proc/self/cgroup),
+    and memory accounts (limit, use, inactive page cache) by cgroup folder."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(membership)
+    for folder, (limit, used, cache) in groups.items():
+        group = root / folder
+        group.mkdir(parents=True, exist_ok=True)
+        v2 = folder.startswith("sys/fs/cgroup/memory") is False
+        names = ("memory.max", "memory.current") if v2 else (
+            "memory.limit_in_bytes", "memory.usage_in_bytes")  # fmt: skip
+        (group / names[0]).write_text(f"{limit}\n")
+        (group / names[1]).write_text(f"{used}\n")
+        key = "inactive_file" if v2 else "total_inactive_file"
+        (group / "memory.stat").write_text(f"active_file 5\n{key} {cache}\nfile 9\n")
+    return root
+
+
+MiB = 2**20
+
+
+def test_cgroup_memory_limits_are_read_through_the_parents(tmp_path):
+    v2 = cgroups(tmp_path / "v2", "0::/batch.slice/job42\n", {
+        "sys/fs/cgroup/batch.slice": (str(4096 * MiB), 3000 * MiB, 0),  # 1096 MiB left
+        "sys/fs/cgroup/batch.slice/job42": (str(1024 * MiB), 700 * MiB, 200 * MiB),  # 524 left
+    })  # fmt: skip
+    assert sizes._cgroup_memory_left(v2) == 524 * MiB  # inactive page cache is given back
+    v1 = cgroups(tmp_path / "v1", "12:pids:/x\n4:cpu,memory:/docker/abc\n0::/\n", {
+        "sys/fs/cgroup/memory/docker/abc": ("9223372036854771712", 10 * MiB, 0),  # no limit
+        "sys/fs/cgroup/memory/docker": (str(2048 * MiB), 1500 * MiB, 100 * MiB),
+        "sys/fs/cgroup/memory": ("9223372036854771712", 8000 * MiB, 0),
+    })  # fmt: skip
+    assert sizes._cgroup_memory_left(v1) == 648 * MiB
+    unlimited = cgroups(tmp_path / "none", "0::/user.slice\n", {
+        "sys/fs/cgroup/user.slice": ("max", 900 * MiB, 0),
+    })  # fmt: skip
+    assert sizes._cgroup_memory_left(unlimited) is None
+    # In a cgroup namespace the process's own cgroup is the mount's root.
+    namespaced = cgroups(tmp_path / "ns", "0::/\n", {"sys/fs/cgroup": (str(512 * MiB), 0, 0)})
+    assert sizes._cgroup_memory_left(namespaced) == 512 * MiB
+    assert sizes._cgroup_memory_left(tmp_path / "no-such-system") is None
+
+
+def test_under_a_memory_limit_tiles_shrink_below_the_usual_floor(monkeypatch):
+    import psutil
+
+    from napari_pdmfuse.methods.argmax import ArgmaxMethod
+    from napari_pdmfuse.planning import tile_budget
+
+    class Plenty:
+        available = 64 * 2**30
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Plenty)
+    monkeypatch.setattr(sizes, "limit_left", lambda: 300 * MiB)
+    # What the method keeps besides its tiles (160 MiB), then two tiles' working sets.
+    assert tile_budget(ArgmaxMethod()) == 70 * MiB
+    assert sizes.available_memory() == 300 * MiB
+    monkeypatch.setattr(sizes, "limit_left", lambda: None)
+    assert tile_budget(ArgmaxMethod()) == 640 * MiB
+
+
+def address_space(limit: int):
+    """A child's address space limited to ``limit`` bytes, as ``ulimit -v`` does."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+@pytest.mark.slow
+@posix_only
+def test_under_a_1_gib_address_space_limit_a_stack_fuses_or_is_refused_up_front(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (6, 1200, 1200), dtype=np.uint8)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, data, photometric="minisblack")
+    limited = {"preexec_fn": address_space(2**30), "env": QUIET_ENV, "timeout": 600}
+    free = subprocess.run(
+        command("fuse", stack, "-o", tmp_path / "free.tif", "--method", "argmax", "-q"),
+        capture_output=True,
+        env=QUIET_ENV,
+        timeout=600,
+    )
+    assert free.returncode == 0, free.stderr
+    tight = subprocess.run(command("fuse", stack, "-o", tmp_path / "tight.tif", "--method",
+                                   "argmax", "-q"), capture_output=True, **limited)  # fmt: skip
+    assert tight.returncode == 0, tight.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "tight.tif"),
+                                  tifffile.imread(tmp_path / "free.tif"))  # fmt: skip
+    refused = subprocess.run(command("fuse", stack, "-o", tmp_path / "net.tif", "-q"),
+                             capture_output=True, text=True, **limited)  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        f"pdmfuse: error: {stack}: Fusing this 6-plane stack with the pdmnet method needs about "
+    )
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["free.tif", "stack.tif", "tight.tif"]
+
+
+# ---------------------------------------------------------------------------------------------
 # The terminal: closed or broken stderr, hang-ups, Ctrl-C at start-up
 
 
@@ -471,7 +634,7 @@ def test_ctrl_c_while_starting_up_is_one_line_without_traceback(capsys, monkeypa
 
 
 def test_ctrl_c_while_the_command_loads_is_one_line_without_traceback(capsys, monkeypatch):
-    def interrupted(argv=None):
+    def interrupted(argv=None, started=None):
         raise KeyboardInterrupt  # as if pressed while importing the command's modules
 
     monkeypatch.setattr("napari_pdmfuse.cli.main", interrupted)

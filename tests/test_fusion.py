@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from napari_pdmfuse import InputError, fuse, fuse_iter
+from napari_pdmfuse import InputError, fuse, fuse_iter, sizes
 from napari_pdmfuse.methods.base import laplacian_energy, select_planes
 from napari_pdmfuse.stack import as_stack, normalisation
 from napari_pdmfuse.training.rendering import demo_stack
@@ -178,6 +178,7 @@ def test_tiles_are_sized_from_free_memory_on_the_host_or_the_gpu(monkeypatch):
         device = torch.device("cuda", 0)
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory)
+    monkeypatch.setattr(sizes, "limit_left", lambda: None)  # no ulimit -v, no cgroup limit
     assert tile_budget() == 640 * 2**20  # capped: a run stays under 1.5 GB of RSS
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2**30, 80 * 2**30))
     assert tile_budget(OnGpu()) == 5 * 2**30  # half the free device memory

@@ -434,3 +434,17 @@ def test_writer_refuses_a_layout_ome_cannot_hold(tmp_path):
             plugin_name=PLUGIN,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.float16])
+def test_writer_refuses_a_pixel_type_ome_xml_lacks_in_one_sentence(tmp_path, dtype):
+    from napari_pdmfuse import OutputError
+
+    path = tmp_path / "deep.ome.tif"
+    with pytest.raises(OutputError) as refused:
+        npe2.write(str(path), [(np.zeros((4, 4), dtype), {}, "image")], plugin_name=PLUGIN)
+    assert str(refused.value) == (
+        f"The output {path} is an OME-TIFF, which cannot hold {np.dtype(dtype)} pixels; name it "
+        ".tif or .ome.zarr, which keep them."
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import zarr
 
-from napari_pdmfuse import InputError, PdmFuseWarning, ReadError
+from napari_pdmfuse import FuseOptions, InputError, PdmFuseWarning, ReadError, fuse_files
 from napari_pdmfuse.reading import Image, guarded, natural_key, normalise_axes, open_image
 from napari_pdmfuse.training import rendering as render
 
@@ -134,6 +134,39 @@ def test_plain_multipage_rgb(tmp_path):
     assert stack.axes == "ZYXS" and stack.rgb and stack.channel_axis is None
     np.testing.assert_array_equal(np.asarray(stack.data), data)
     assert stack.z_spacing is None and stack.pixel_size is None
+
+
+def plain_save(path, data):
+    """``tifffile.imwrite(path, data)`` with no options, as a script would save a stack (its
+    warning that later versions will save (3, Y, X) as pages is beside the point here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tifffile.imwrite(path, data)
+
+
+@pytest.mark.parametrize("n_planes", [3, 4])
+def test_a_plain_save_of_3_or_4_planes_is_a_stack(tmp_path, n_planes):
+    path = tmp_path / "plain.tif"
+    data = stack_of(np.uint16, n=n_planes)
+    plain_save(path, data)
+    with tifffile.TiffFile(path) as tif:  # one page of 3 or 4 samples, the shape recorded
+        assert len(tif.pages) == 1 and tif.series[0].axes == "SYX"
+        assert tif.shaped_metadata[0]["shape"] == list(data.shape)
+    stack = open_image([path])
+    assert stack.axes == "ZYX" and not stack.rgb
+    np.testing.assert_array_equal(np.asarray(stack.data), data)
+    fused = fuse_files(path, tmp_path / "fused.tif", FuseOptions(method="argmax"))
+    assert fused.shape == data.shape
+    # One RGB(A) picture saved the same way is told apart by naming its axes: nothing to fuse.
+    with pytest.raises(InputError, match="have no Z axis; a focus stack needs Z, Y and X"):
+        open_image([path], axes="SYX")
+
+
+def test_a_plain_save_of_one_rgb_picture_is_still_one_image(tmp_path):
+    path = tmp_path / "photo.tif"
+    plain_save(path, stack_of(np.uint8, rgb=True, n=2)[0])  # (Y, X, 3): samples last
+    with pytest.raises(InputError, match="holds a single 2-D image, not a stack"):
+        open_image([path])
 
 
 def test_singleton_axes_are_dropped(tmp_path):

@@ -126,3 +126,21 @@ def test_what_the_command_kept_out_of_dask_stays_importable(module, use):
 def test_the_pdmfuse_script_starts_through_the_quiet_launcher():
     scripts = metadata.entry_points(group="console_scripts")
     assert [s.value for s in scripts if s.name == "pdmfuse"] == ["napari_pdmfuse.entry:launch"]
+
+
+@pytest.mark.slow
+def test_the_closing_line_counts_from_the_interpreters_start_not_the_shells(tmp_path):
+    """A shell that execs the command hands over its process, with the time it ran before:
+    ``bash -c 'sleep 3; exec pdmfuse …'`` must not report the sleep."""
+    data = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", data, photometric="minisblack")
+    script = 'sleep 3; exec "$0" -m napari_pdmfuse fuse stack.tif -o f.tif --method argmax'
+    done = subprocess.run(
+        ["bash", "-c", script, sys.executable], capture_output=True, text=True, cwd=tmp_path,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    closing = done.stderr.strip().splitlines()[-1]
+    seconds = float(closing.split(" in ")[1].split(" s ")[0])
+    assert closing.startswith("pdmfuse: fused 3 planes of 64×64 with argmax in ")
+    assert 0 < seconds < 3, closing

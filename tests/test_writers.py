@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_pdmfuse import FuseOptions, OutputError, fuse_files
 from napari_pdmfuse.errors import InputError
+from napari_pdmfuse.planning import Job
 from napari_pdmfuse.writing import OutputMeta, open_output
 from napari_pdmfuse.writing.atomic import temp_name
 from napari_pdmfuse.writing.tiff import tiff_options
@@ -273,3 +275,100 @@ def test_an_unknown_ome_zarr_version_is_refused(tmp_path):
             tmp_path / "a.ome.zarr", "YX", (4, 4), np.uint8, OutputMeta(), ome_zarr_version="0.3"
         )
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Every pixel type the readers accept, into every format: kept, or refused before any work
+
+#: The types a stack can have (bool and complex are refused on reading).
+PIXEL_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+               "float16", "float32", "float64"]  # fmt: skip
+
+#: What OME-XML has no pixel type for.
+NOT_OME = {"int64", "uint64", "float16"}
+
+
+def read_back(path):
+    if path.name.endswith(".ome.zarr"):
+        import zarr
+
+        return zarr.open_group(str(path), mode="r")["0"][...]
+    return tifffile.imread(path)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".ome.tif", ".ome.zarr"])
+@pytest.mark.parametrize("dtype", PIXEL_TYPES)
+def test_every_pixel_type_is_kept_in_every_format_or_refused_up_front(
+    tmp_path, monkeypatch, dtype, suffix
+):
+    stack = random((3, 24, 28), dtype, seed=3)  # integers over the type's whole range
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack, photometric="minisblack", metadata={"axes": "ZYX"})
+    target = tmp_path / f"fused{suffix}"
+    if suffix == ".ome.tif" and dtype in NOT_OME:
+
+        def no_work(*args, **kwargs):
+            raise AssertionError("the run started")
+
+        monkeypatch.setattr(Job, "run", no_work)
+        with pytest.raises(OutputError) as refused:
+            fuse_files(source, target, FuseOptions(method="argmax"))
+        assert str(refused.value) == (
+            f"{source}: The output {target} is an OME-TIFF, which cannot hold {dtype} pixels; "
+            "name it .tif or .ome.zarr, which keep them."
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]
+        return
+    fuse_files(source, target, FuseOptions(method="argmax"))
+    fused = read_back(target)
+    assert fused.dtype == np.dtype(dtype) and fused.shape == (24, 28)
+    # argmax copies each pixel from one plane: every value is the stack's own, to the last bit
+    assert (fused[None] == stack).any(axis=0).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["stack.tif", target.name])
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint16"])
+def test_a_big_endian_stack_is_written_in_native_order(tmp_path, dtype):
+    stack = random((3, 24, 28), dtype, seed=4)
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack, byteorder=">", photometric="minisblack")
+    for suffix in (".tif", ".ome.zarr"):
+        target = tmp_path / f"fused{suffix}"
+        fuse_files(source, target, FuseOptions(method="argmax"))
+        fused = read_back(target)
+        assert fused.dtype == np.dtype(dtype) and fused.dtype.isnative
+        assert (fused[None] == stack).any(axis=0).all()
+
+
+def test_a_tif_of_a_type_ome_xml_lacks_records_its_metadata_as_json(tmp_path):
+    data = random((2, 2, 37, 50), np.int64)
+    meta = meta_for("TCYX")
+    path = tmp_path / "deep.tif"
+    stream(path, "TCYX", data, meta)
+    with tifffile.TiffFile(path) as tif:
+        assert not tif.is_ome and not tif.is_imagej
+        series = tif.series[0]
+        assert series.axes == "TCYX" and series.dtype == np.int64
+        np.testing.assert_array_equal(series.asarray(), data)
+        recorded = tif.shaped_metadata[0]
+        page = tif.pages.first
+        assert page.tags["ResolutionUnit"].value == 3  # centimetres
+        assert page.tags["XResolution"].value == (40_000, 1)  # 0.25 µm
+        assert page.tags["YResolution"].value == (20_000, 1)
+    assert recorded["name"] == "sample" and recorded["fusion"] == FUSION
+    assert recorded["channel_names"] == ["DAPI", "GFP"] and recorded["time_interval"] == 1.5
+    assert recorded["pixel_size"] == [0.5, 0.25] and recorded["unit"] == "um"
+
+
+def test_pyramids_of_64_bit_integers_are_exact_means(tmp_path):
+    """float64 holds 53 bits: a mean taken in it rounds, and the type's extremes wrap round."""
+    info = np.iinfo(np.int64)
+    data = np.full((1100, 1030), info.max, np.int64)
+    data[::2] = info.max - 3
+    data[:, :4] = info.min
+    path = tmp_path / "big.ome.zarr"
+    stream(path, "YX", data, OutputMeta())
+    level1 = ngff(path, "0.5")[0]["1"][...]
+    assert level1.dtype == np.int64
+    assert (level1[:, :2] == info.min).all()
+    assert (level1[:, 2:] == info.max - 1).all()  # (2 max - 3) / 2, half to even: max - 1

@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 
 from .errors import OutputError
-from .writing import atomic_files
+from .writing import atomic_files, check_format
 
 #: OME dimension letter for common axis labels (napari's, OME-NGFF's, ImageJ's).
 _AXIS_LETTERS = {
@@ -123,6 +123,7 @@ def write_ome_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if meta.get("name"):
         metadata["Name"] = str(meta["name"])
     target = Path(path)
+    check_format(target, array.dtype)
     try:
         with atomic_files([target], overwrite=True) as (temp,):  # napari asks first
             tifffile.imwrite(

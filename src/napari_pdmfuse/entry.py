@@ -7,9 +7,17 @@ the terminal handling lives in :mod:`.terminal`, the command in :mod:`.cli`.
 from __future__ import annotations
 
 import sys
+import time
 from typing import NoReturn
 
 from .errors import EXIT_INTERRUPTED
+
+#: When this interpreter started, on the ``time.perf_counter()`` clock: this module is the
+#: first of the command's code to run, and before it the interpreter spent only CPU time on
+#: its own start-up (about 10 ms), which the process's CPU time so far counts. Not the
+#: process's creation: a shell that ends in ``exec`` (``bash -c 'sleep 5; pdmfuse …'``, a job
+#: script's last line) hands its process over, with everything the shell ran before.
+STARTED = time.perf_counter() - time.process_time()
 
 
 def launch() -> NoReturn:
@@ -24,7 +32,7 @@ def launch() -> NoReturn:
         load_dask_array()
         from .cli import main
 
-        status = main()
+        status = main(started=STARTED)
     except KeyboardInterrupt:
         from .terminal import guarded_stderr, open_std_descriptors
 

@@ -7,6 +7,28 @@ as is, the widget can show it in a notification, and scripts can catch one base 
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """``text`` with what would not print as one safe line escaped, as Python writes it.
+
+    Linux file names may hold any byte but ``/`` and NUL: bytes that are not UTF-8 (which Python
+    keeps as lone surrogates, ``\\udcff``, that no encoder accepts), newlines that would split a
+    one-line message or a metadata entry, and terminal escape sequences that would recolour or
+    rewrite the user's terminal. Messages and the names recorded in output metadata show them
+    as ``\\xff``, ``\\n`` and ``\\x1b`` instead; everything else is kept as written.
+    """
+    if text.isprintable():
+        return text
+    escaped = []
+    for char in text:
+        if "\udc80" <= char <= "\udcff":  # an undecodable byte, as os.fsdecode keeps it
+            escaped.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif char.isprintable():
+            escaped.append(char)
+        else:
+            escaped.append(char.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(escaped)
+
+
 class PdmFuseError(Exception):
     """Base class of every error napari-pdmfuse raises on purpose."""
 

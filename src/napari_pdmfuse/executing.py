@@ -1,10 +1,12 @@
-"""What happens around each tile's fusion: reading, checks and recovery from GPU memory faults.
+"""What happens around each tile's fusion: reading, checks and recovery from memory faults.
 
 :class:`TileFuser` reads a tile, refuses NaN or infinite values, runs the method, zeroes the
 confidence where no plane has any texture within the method's reach, and crops the core. When
 the GPU runs out of memory it splits the tile into smaller ones (down to the method's minimum
 tile, remembered for the tiles that follow) and, if even that fails, moves the method to the CPU
-with a warning. Splitting is exact: sub-tiles are read with the full halo at aligned origins.
+with a warning. When the host runs out (a memory limit, ``ulimit -v`` or a cgroup's, that the
+tile size could not foresee), tiles are split the same way, and below the smallest the run ends
+with one sentence. Splitting is exact: sub-tiles are read with the full halo at aligned origins.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .errors import PdmFuseWarning
+from . import sizes
+from .errors import InputError, PdmFuseWarning
 from .methods.base import FusionMethod, TileResult, select_planes
-from .sizes import min_tile
+from .sizes import gib, min_tile
 from .stack import Normalisation, beyond_float32, is_lazy, non_finite, read_now
 from .tiling import Tile
 
@@ -67,6 +70,29 @@ def safe_factor(block: np.ndarray) -> float:
 def is_cuda_oom(exc: BaseException) -> bool:
     torch = sys.modules.get("torch")  # a method that never imported torch cannot raise its OOM
     return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+#: How PyTorch's RuntimeErrors say that the host ran out of memory: its CPU allocator, and
+#: oneDNN, whose convolutions cannot be set up without their scratch memory.
+HOST_OOM_TEXTS = ("can't allocate memory", "could not create a primitive")
+
+
+def is_host_oom(exc: BaseException) -> bool:
+    """NumPy's MemoryError, or PyTorch failing to allocate on the host."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(text in str(exc) for text in HOST_OOM_TEXTS)
+    )
+
+
+def out_of_memory(side: int | None = None) -> InputError:
+    """The one sentence for a run that ran out of memory (even with tiles of ``side`` px)."""
+    left = sizes.limit_left()
+    where = "" if left is None else f" ({gib(left)} left under this process's memory limit)"
+    tiles = "" if side is None else f" even with tiles of {side} px"
+    return InputError(
+        f"Memory ran out{tiles}{where}; raise the memory limit, close other programs or fuse "
+        "fewer planes."
+    )
 
 
 def _free_cuda_cache() -> None:
@@ -161,18 +187,21 @@ class TileFuser:
         try:
             return self._fuse(tile, raw)
         except Exception as exc:
-            if not is_cuda_oom(exc):
+            on_host = is_host_oom(exc)
+            if not (on_host or is_cuda_oom(exc)):
                 raise
-            oom = exc.with_traceback(None)  # drop the frames that hold GPU tensors
+            oom = exc.with_traceback(None)  # drop the frames that hold the tile's arrays
+        raw = None
         _free_cuda_cache()
         smallest = min_tile(self.method.halo, self.method.align)
         half = max(smallest, _round_up(-(-max(height, width) // 2), self.method.align))
+        short = "Memory ran short" if on_host else "The GPU ran out of memory"
         if half < max(height, width):
             self.core_limit = half
-            self._warn(
-                f"The GPU ran out of memory; continuing with tiles of {half} px.", key=str(half)
-            )
+            self._warn(f"{short}; continuing with tiles of {half} px.", str(half))
             return self._in_parts(tile, half)
+        if on_host:
+            raise out_of_memory(max(height, width)) from None
         if not move_to_cpu(self.method):
             raise oom
         self.core_limit = None

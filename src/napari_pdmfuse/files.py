@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, PdmFuseError
+from .executing import out_of_memory
 from .options import FuseOptions
-from .outputs import KINDS, FileOutputs, output_bytes
+from .outputs import KINDS, FileOutputs, check_formats, output_bytes
 from .planning import AlignmentLog, Job, Progress, plan_job
 from .reading import is_url, open_image
 from .sizes import check_disk
@@ -123,6 +124,7 @@ def fuse_files_iter(
     paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=overwrite)
     try:
         job = plan_job(image, options, source=source)
+        check_formats(job, targets)
         sizes = output_bytes(job, list(targets))
         check_disk([(targets[k], sizes[k]) for k in targets])
         try:
@@ -146,6 +148,8 @@ def fuse_files_iter(
             if isinstance(exc, PdmFuseError):
                 raise
             raise write_failed(paths[0].parent, exc) from None
+        except MemoryError:  # outside a tile's fusion, which splits the tile first
+            raise out_of_memory() from None
     except PdmFuseError as exc:
         raise _naming(exc, source) from None
     seconds = time.perf_counter() - started

@@ -22,7 +22,7 @@ from .planning import Job, Part
 from .stack import to_dtype
 from .tiling import Tile
 from .version import __version__
-from .writing import DEFAULT_NGFF_VERSION, OutputMeta, open_output
+from .writing import DEFAULT_NGFF_VERSION, OutputMeta, check_format, open_output
 
 #: What a run can write, in the order outputs are named.
 KINDS = ("fused", "focus_map", "confidence", "coverage")
@@ -102,6 +102,13 @@ def output_specs(job: Job) -> dict[str, tuple[str, tuple[int, ...], np.dtype, Ou
             OutputMeta(values="coverage", value_unit="255 where every plane saw the pixel", **base),
         ),
     }
+
+
+def check_formats(job: Job, paths: dict[str, Path]) -> None:
+    """Refuse, before any work, an output (by kind) whose format cannot hold its pixels."""
+    specs = output_specs(job)
+    for kind, path in paths.items():
+        check_format(path, specs[kind][2])
 
 
 def output_bytes(job: Job, kinds: list[str]) -> dict[str, int]:

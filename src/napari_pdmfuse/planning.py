@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from . import sizes
 from .errors import InputError
 from .executing import TileFuser
 from .methods import cached_method
-from .methods.base import FusionMethod, TileResult
+from .methods.base import CLASSICAL_RESERVE, FusionMethod, TileResult
 from .options import FuseOptions
 from .reading.image import Image
-from .sizes import check_tile, min_tile
+from .sizes import check_tile, gib, min_tile, system_memory
 from .stack import Normalisation, Stack, as_stack, is_lazy, normalisation
 from .tiling import Tile, count_tiles, tile_grid
 
@@ -42,29 +43,76 @@ class Sink(Protocol):
     def write(self, tile: Tile, result: TileResult) -> None: ...
 
 
-#: Largest working memory of one tile (see :func:`tile_budget`).
+#: Working memory of one tile (see :func:`tile_budget`): at most, and at least unless the
+#: process has a memory limit of its own.
 TILE_BUDGET_MAX = 640 * 2**20
+TILE_BUDGET_MIN = 256 * 2**20
+
+#: Under a memory limit, what is left besides the method's reserve is shared by this many
+#: tiles' working sets: the tile being fused and the next one read ahead, their copies and the
+#: allocator's slack.
+LIMIT_SHARE = 2
 
 
 def tile_budget(method: FusionMethod | None = None) -> int:
-    """Working memory for one tile: a quarter of what is free now, between 256 and 640 MiB.
+    """Working memory for one tile: a quarter of what is free now, between 256 and 640 MiB,
+    and never more than a quarter of what the process's own memory limit leaves.
 
     640 MiB keeps a whole run (libraries, model, the readers' and writers' buffers and
     allocator slack besides the tile: about 0.7 GB) under 1.5 GB however large the stack and
-    whatever its channels and output format. A method running on a CUDA GPU keeps its
-    working set there instead, so its tiles take half the free device memory (the host then
-    holds only the tile's data, a quarter of what it has free).
+    whatever its channels and output format. The machine's free memory is a soft bound (the
+    system makes room), hence the 256 MiB floor; a limit (``ulimit -v``, a cgroup's) is a wall
+    past which the process fails or is killed, so under one tiles shrink as far as the method
+    allows. A method running on a CUDA GPU keeps its working set there instead, so its tiles
+    take half the free device memory (the host then holds only the tile's data, a quarter of
+    what it has free).
     """
-    import psutil
-
-    host = psutil.virtual_memory().available // 4
+    free = system_memory() or 0
     device = getattr(method, "device", None)
     if device is not None and getattr(device, "type", None) == "cuda":
         import torch
 
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(max(256 * 2**20, min(free // 2, host)))
-    return int(np.clip(host, 256 * 2**20, TILE_BUDGET_MAX))
+        gpu_free, _ = torch.cuda.mem_get_info(device)
+        budget = int(max(TILE_BUDGET_MIN, min(gpu_free // 2, free // 4)))
+    else:
+        budget = int(np.clip(free // 4, TILE_BUDGET_MIN, TILE_BUDGET_MAX))
+    left = sizes.limit_left()
+    if left is None:
+        return budget
+    return min(budget, max(left - getattr(method, "reserve_bytes", 0), 0) // LIMIT_SHARE)
+
+
+def pixel_bytes(stack: Stack, method: FusionMethod) -> int:
+    """Working memory of one pixel of a tile's window, every plane and channel."""
+    # Lazy stacks are read ahead into two buffers of their own dtype (TileFuser.each).
+    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels if is_lazy(stack.data) else 0
+    return stack.n_slices * (4 * stack.n_channels + read_ahead + method.bytes_per_voxel)
+
+
+def smallest_tile(method: FusionMethod) -> int:
+    """The smallest tile core the automatic size goes down to."""
+    return max(4 * method.align, min_tile(method.halo, method.align))
+
+
+def check_tile_memory(stack: Stack, method: FusionMethod) -> None:
+    """Refuse up front a stack whose smallest tile would not fit in what the process's memory
+    limit leaves (see :data:`LIMIT_SHARE`), rather than fail on the first tile or be killed by
+    the kernel halfway."""
+    left = sizes.limit_left()
+    if left is None:
+        return
+    side = smallest_tile(method) + 2 * method.halo
+    height, width = (min(side, n) for n in stack.shape_yx)
+    need = method.reserve_bytes + height * width * pixel_bytes(stack, method) * LIMIT_SHARE
+    if need > left:
+        classical = method.reserve_bytes <= CLASSICAL_RESERVE
+        lighter = "" if classical else ", or with a classical method (wavelet, argmax)"
+        raise InputError(
+            f"Fusing this {stack.n_slices}-plane stack with the {method.name} method needs about "
+            f"{gib(need)} of memory even in its smallest tiles, but this process's memory limit "
+            f"leaves {gib(left)}; raise the limit (ulimit -v, or the job's or container's) or "
+            f"fuse fewer planes{lighter}."
+        )
 
 
 def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> int:
@@ -73,14 +121,11 @@ def auto_tile(stack: Stack, method: FusionMethod, budget: int | None = None) -> 
     A stack that fits is one tile (no halo work at all); otherwise the plane is cut into the
     fewest equal tiles that fit, so no thin remainder tile pays a full halo.
     """
-    # Lazy stacks are read ahead into two buffers of their own dtype (TileFuser.each).
-    read_ahead = 2 * np.dtype(stack.dtype).itemsize * stack.n_channels if is_lazy(stack.data) else 0
-    per_pixel = stack.n_slices * (4 * stack.n_channels + read_ahead + method.bytes_per_voxel)
-    window = int(np.sqrt((budget or tile_budget(method)) / per_pixel))
+    window = int(np.sqrt((budget or tile_budget(method)) / pixel_bytes(stack, method)))
     longest = max(stack.shape_yx)
     if window >= longest:
         return -(-longest // method.align) * method.align
-    smallest = max(4 * method.align, min_tile(method.halo, method.align))
+    smallest = smallest_tile(method)
     core = max(window - 2 * method.halo, smallest)
     n_tiles = -(-longest // core)
     core = -(-longest // n_tiles)
@@ -334,5 +379,6 @@ def plan_job(image: Image, options: FuseOptions, *, source: str = "The image") -
     map_axes = t_axis + ("C" if separate else "") + "YX"
     draft = Job(image, options, method, parts, 1, fused_axes, map_axes, scale)
     first = draft.stack(parts[0])  # checks shape, dtype and sides once
+    check_tile_memory(first, method)
     tile = options.tile or auto_tile(first, method)
     return Job(image, options, method, parts, tile, fused_axes, map_axes, scale)

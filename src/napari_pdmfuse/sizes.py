@@ -72,7 +72,23 @@ def result_bytes(shape_yx: tuple[int, int], n_channels: int, dtype: np.dtype) ->
 
 
 def available_memory() -> int | None:
-    """Memory this process can still allocate without swapping, or None when unknown."""
+    """Memory this process can still allocate without swapping or being stopped, or None when
+    unknown: the machine's available memory, or less where the process has a limit of its own,
+    an address-space limit (``ulimit -v``) or its cgroup's (a container, a systemd unit, a
+    batch job's allocation), whose kernel kills the process outright when it is passed."""
+    known = [n for n in (system_memory(), limit_left()) if n is not None]
+    return max(0, min(known)) if known else None
+
+
+def limit_left() -> int | None:
+    """What this process's own memory limits leave (see :func:`available_memory`), or None
+    when it has none: unlike the machine's free memory, which the system can make room in, a
+    limit is a wall."""
+    known = [n for n in (_address_space_left(), _cgroup_memory_left()) if n is not None]
+    return max(0, min(known)) if known else None
+
+
+def system_memory() -> int | None:
     try:
         import psutil
 
@@ -83,6 +99,82 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+#: Limits at or above this are no limits (cgroup v1 spells "none" as about 2**63).
+NO_LIMIT = 2**60
+
+
+def _address_space_left() -> int | None:
+    """What ``ulimit -v`` (RLIMIT_AS) leaves of the address space, which every mapping counts
+    (reserved thread stacks and malloc arenas too), or None without such a limit."""
+    try:
+        import resource
+
+        import psutil
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY or soft >= NO_LIMIT:
+            return None
+        return soft - int(psutil.Process().memory_info().vms)
+    except Exception:  # no resource module (Windows), or the process cannot be inspected
+        return None
+
+
+#: Where each cgroup version keeps memory accounts: the controller's mount, and the limit, use
+#: and memory.stat's reclaimable page-cache entry file by file.
+CGROUPS = {
+    "v2": ("sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
+    "v1": ("sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+           "total_inactive_file"),
+}  # fmt: skip
+
+
+def _cgroup_memory_left(system: Path = Path("/")) -> int | None:
+    """The least that the memory limits of this process's cgroup and its parents leave, or
+    None without a limit (``system`` is the root of /proc and /sys). Their use counts page
+    cache, of which the inactive part is given back before the kernel kills anything, so it is
+    not counted as used."""
+    try:
+        lines = (system / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    left: list[int] = []
+    for line in lines:
+        hierarchy, controllers, path = ([*line.split(":", 2), "", ""])[:3]
+        version = "v2" if hierarchy == "0" and not controllers else "v1"
+        if version == "v1" and "memory" not in controllers.split(","):
+            continue
+        mount, limit_file, use_file, cache_key = CGROUPS[version]
+        root = system / mount
+        folder = root / path.lstrip("/")
+        if not folder.is_dir():  # a cgroup namespace shows its own cgroup as the root
+            folder = root
+        for group in (folder, *folder.parents):
+            if not group.is_relative_to(root):
+                break
+            room = _cgroup_room(group, limit_file, use_file, cache_key)
+            if room is not None:
+                left.append(room)
+    return min(left) if left else None
+
+
+def _cgroup_room(group: Path, limit_file: str, use_file: str, cache_key: str) -> int | None:
+    """Memory one cgroup's limit leaves, or None if it sets none (or cannot be read)."""
+    try:
+        limit_text = (group / limit_file).read_text().strip()
+        if limit_text == "max" or int(limit_text) >= NO_LIMIT:
+            return None
+        used = int((group / use_file).read_text())
+        stat = (group / "memory.stat").read_text().split("\n")
+    except (OSError, ValueError):
+        return None
+    cache = 0
+    for entry in stat:
+        key, _, value = entry.partition(" ")
+        if key == cache_key and value.strip().isdigit():
+            cache = int(value)
+    return int(limit_text) - (used - cache)
 
 
 def check_memory(shape_yx: tuple[int, int], n_channels: int, dtype: np.dtype) -> None:

@@ -9,6 +9,7 @@ ones.
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from ..errors import (
     PdmFuseError,
     PdmFuseWarning,
     Terminated,
+    printable,
 )
 from ..terminal import drop_async_leftovers, guarded_stderr, open_std_descriptors, stop_signals
 from .arguments import build_parser
@@ -33,7 +35,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     if issubclass(category, PdmFuseWarning):
         from tqdm import tqdm
 
-        tqdm.write(f"pdmfuse: warning: {message}", file=sys.stderr)
+        tqdm.write(f"pdmfuse: warning: {printable(str(message))}", file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -41,12 +43,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _default_showwarning = warnings.showwarning
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pdmfuse``; returns the exit status instead of exiting, for tests."""
+def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> int:
+    """Entry point of ``pdmfuse``; returns the exit status instead of exiting, for tests.
+
+    ``started`` is when the run began on the ``time.perf_counter()`` clock, for the closing
+    line (the interpreter's start when run as a program; else now).
+    """
+    started = time.perf_counter() if started is None else started
     open_std_descriptors()
     with guarded_stderr():
         try:
             args = build_parser().parse_args(argv)
+            args.started = started
         except SystemExit as exc:  # --help, --version and usage errors: argparse already printed
             return exc.code if isinstance(exc.code, int) else EXIT_ERROR
         except KeyboardInterrupt:  # Ctrl-C while starting up: no traceback
@@ -57,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 status = run_batch(args) if args.command == "batch" else run_fuse(args)
             except PdmFuseError as exc:
-                print(f"pdmfuse: error: {exc}", file=sys.stderr)
+                print(f"pdmfuse: error: {printable(str(exc))}", file=sys.stderr)
                 status = EXIT_ERROR
             except KeyboardInterrupt:
                 print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)

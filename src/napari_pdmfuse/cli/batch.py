@@ -25,6 +25,7 @@ from ..errors import (
     OutputError,
     PdmFuseError,
     Terminated,
+    printable,
 )
 from ..files import Outputs, fuse_files_iter
 from ..planning import checked_method
@@ -124,7 +125,7 @@ def run_batch(args: argparse.Namespace) -> int:
                     if bar is None:
                         bar = progress_bar("pdmfuse batch", None, args.quiet)
                     if step.done == 0:
-                        bar.set_description(f"{number}/{len(inputs)} {name}")
+                        bar.set_description(f"{number}/{len(inputs)} {printable(name)}")
                         bar.total = done_before + step.total * (len(inputs) - number + 1)
                         bar.refresh()
                     bar.update(done_before + step.done - bar.n)
@@ -166,5 +167,5 @@ def run_batch(args: argparse.Namespace) -> int:
     for failure in failures:
         named_input = str(failure.input) in failure.reason
         reason = failure.reason if named_input else f"{failure.input}: {failure.reason}"
-        print(f"pdmfuse:   - {reason}", file=sys.stderr)
+        print(f"pdmfuse:   - {printable(reason)}", file=sys.stderr)
     return EXIT_FAILED if unexpected else EXIT_ERROR

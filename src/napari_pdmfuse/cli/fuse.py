@@ -45,5 +45,6 @@ def run_fuse(args: argparse.Namespace) -> int:
         print_alignment(written.alignments, options.align)
     if not args.quiet:
         names = ", ".join(str(p) for p in written.paths)
-        say(f"fused {written.description} with {options.method} in {elapsed():.1f} s → {names}")
+        seconds = elapsed(args.started)
+        say(f"fused {written.description} with {options.method} in {seconds:.1f} s → {names}")
     return EXIT_OK

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Generator
 from typing import Any, TypeVar
 
+from ..errors import printable
 from ..planning import AlignmentLog, Progress
 
 T = TypeVar("T")
@@ -46,20 +47,20 @@ def drive(steps: Generator[Progress, None, T], label: str, quiet: bool) -> T:
             bar.close()
 
 
-def elapsed() -> float:
-    """Seconds since this process started: the whole run, start-up included."""
+def elapsed(started: float) -> float:
+    """Seconds since ``started`` (``time.perf_counter()``): with the interpreter's start, the
+    whole run, loading the libraries included."""
     import time
 
-    import psutil
-
-    return time.time() - psutil.Process().create_time()
+    return time.perf_counter() - started
 
 
 def say(message: str) -> None:
-    """One line on stderr, above any progress bar."""
+    """One line on stderr, above any progress bar (file names in it escaped, see
+    :func:`~napari_pdmfuse.errors.printable`)."""
     from tqdm import tqdm
 
-    tqdm.write(f"pdmfuse: {message}", file=sys.stderr)
+    tqdm.write(f"pdmfuse: {printable(message)}", file=sys.stderr)
 
 
 def print_alignment(log: AlignmentLog, model: str) -> None:

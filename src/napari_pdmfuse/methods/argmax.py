@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import TileResult, focus_from_sharpness, laplacian_energy, select_planes
+from .base import (
+    CLASSICAL_RESERVE,
+    TileResult,
+    focus_from_sharpness,
+    laplacian_energy,
+    select_planes,
+)
 
 
 class ArgmaxMethod:
@@ -12,6 +18,7 @@ class ArgmaxMethod:
     halo = 16
     align = 1
     bytes_per_voxel = 20  # measured: 11 B of its own, plus the luminance and the read
+    reserve_bytes = CLASSICAL_RESERVE
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         sharpness = laplacian_energy(lum, size=1.0)

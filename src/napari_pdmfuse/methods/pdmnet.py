@@ -46,6 +46,9 @@ class PDMNetMethod:
     # of the slice range on a weakly textured 30-slice stack (6.0e-3 slices), within 3e-4.
     halo = 96
     bytes_per_voxel = 32  # measured: 24.5 B of its own, plus the luminance and the read
+    # Besides its tiles a run takes 250-410 MB of address space (160-210 MB resident): PyTorch's
+    # thread pool, oneDNN's primitives and scratch memory, cached per tile shape.
+    reserve_bytes = 416 * 2**20
 
     def __init__(
         self, device: str = "auto", weights: str | None = None, selection: str = DEFAULT_SELECTION

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .base import TileResult, focus_from_sharpness, local_energy
+from .base import CLASSICAL_RESERVE, TileResult, focus_from_sharpness, local_energy
 
 KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16
 
@@ -48,6 +48,7 @@ class PyramidMethod:
     align = 2**levels
     halo = 160
     bytes_per_voxel = 28  # measured: 20 B of its own, plus the luminance and the read
+    reserve_bytes = CLASSICAL_RESERVE
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         data = np.moveaxis(block, -1, 1)  # (Z, C, y, x)

@@ -13,7 +13,7 @@ import numpy as np
 import pywt
 from scipy import ndimage
 
-from .base import TileResult, focus_from_sharpness
+from .base import CLASSICAL_RESERVE, TileResult, focus_from_sharpness
 
 
 def majority(index: np.ndarray, n: int, size: int = 3) -> np.ndarray:
@@ -52,6 +52,7 @@ class WaveletMethod:
     align = 2**levels
     halo = 160
     bytes_per_voxel = 22  # measured: 12 B of its own, plus the luminance and the read
+    reserve_bytes = CLASSICAL_RESERVE
 
     def fuse_tile(self, block: np.ndarray, lum: np.ndarray) -> TileResult:
         n, height, width, _ = block.shape

@@ -83,6 +83,8 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
             series = tif.series[0]
             axes = series.get_axes(True)
             full_axes = series.get_axes(False)
+            if _planes_saved_as_samples(tif):
+                axes, full_axes = axes.replace("S", "Q"), full_axes.replace("S", "Q")
             full_shape = tuple(int(n) for n in series.get_shape(False))
             ome = _ome_image(tif)
             pixels = _ome_pixels(ome)
@@ -164,6 +166,27 @@ def read_tiff(path: Path, axes: str | None = None, planes_together: bool = True)
     if opened.damaged:
         warnings.warn(damaged(path), stacklevel=3)
     return image
+
+
+def _planes_saved_as_samples(tif: tifffile.TiffFile) -> bool:
+    """Whether the file is a plain ``tifffile.imwrite(path, stack)`` of 3 or 4 planes.
+
+    tifffile stores an unlabelled (3, Y, X) or (4, Y, X) array as one page of 3 or 4 colour
+    samples, one plane after the other, and records the array's shape, without axes, in its
+    description: the planes of the array, not the colours of one picture (which, saved as
+    (Y, X, 3), is recorded with its samples last). A file that names its axes is taken at
+    its word; one RGB picture saved this way is told apart only by ``--axes SYX``.
+    """
+    if not tif.is_shaped or len(tif.pages) != 1:
+        return False
+    recorded = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    series = tif.series[0]
+    return (
+        "axes" not in recorded
+        and list(recorded.get("shape", ())) == list(series.get_shape(False))
+        and series.get_axes(False) == "SYX"
+        and series.get_shape(False)[0] in (3, 4)
+    )
 
 
 def _length(data: Any, axes: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .atomic import atomic_files, check_outputs, output_name, temp_name, write_failed
 from .meta import CLASSIC_TIFF_BYTES, IMAGEJ_DTYPES, OutputMeta, Pixels
 from .omezarr import DEFAULT_NGFF_VERSION, NGFF_VERSIONS
-from .output import open_output
+from .output import check_format, open_output
 
 __all__ = [
     "CLASSIC_TIFF_BYTES",
@@ -20,6 +20,7 @@ __all__ = [
     "OutputMeta",
     "Pixels",
     "atomic_files",
+    "check_format",
     "check_outputs",
     "open_output",
     "output_name",

@@ -42,8 +42,9 @@ STARTED = time.time()
 #: that shares the folder (a PID means nothing across machines).
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
+#: A temporary file's name; the target's name may hold any character, newlines included.
 TEMP_PATTERN = re.compile(
-    r"^\.(?P<name>.+)\.pdmfuse-tmp-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]{8}$"
+    r"\.(?P<name>.+)\.pdmfuse-tmp-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]{8}\Z", re.DOTALL
 )
 
 

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import printable
+
 #: Order of the axes of every output array; an output's axes are a subset of it.
 OUTPUT_AXES = "TCYXS"
 
@@ -22,6 +24,9 @@ CLASSIC_TIFF_BYTES = 2**32 - 2**25
 
 #: Data types ImageJ opens natively; anything else is written as an OME-TIFF.
 IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+#: Data types OME-XML has a pixel type for: not 64-bit integers, not 16-bit floats.
+OME_DTYPES = tuple(np.dtype(t) for t in ("i1", "i2", "i4", "u1", "u2", "u4", "f4", "f8"))
 
 #: Units of length as OME-XML spells them, by the names images carry.
 OME_UNITS = {"um": "µm", "µm": "µm", "micron": "µm", "nm": "nm", "mm": "mm", "m": "m"}
@@ -52,6 +57,15 @@ class OutputMeta:
     # How the image was made (method, weights' SHA-256, package version, …), so that a result
     # opened months later in Fiji, QuPath or OMERO can be traced and made again.
     fusion: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # Names come from file names, which may hold bytes no metadata encoding accepts (see
+        # printable); they are recorded as they would be printed.
+        if self.name is not None:
+            object.__setattr__(self, "name", printable(self.name))
+        if self.channel_names is not None:
+            names = tuple(printable(n) for n in self.channel_names)
+            object.__setattr__(self, "channel_names", names)
 
     def describe(self) -> str | None:
         """What the pixels are, for a person reading the file's description: e.g.
@@ -99,6 +113,16 @@ def check_axes(axes: str, shape: Sequence[int]) -> None:
         or ("S" in axes and shape[-1] not in (3, 4))
     ):
         raise ValueError(f"output axes {axes!r} do not fit shape {tuple(shape)}")
+
+
+def native(dtype: np.dtype) -> np.dtype:
+    """``dtype`` in this machine's byte order, spelt the way every library recognises.
+
+    numpy has two spellings of 64-bit integers (``long`` and ``long long``) that compare equal
+    but that zarr tells apart, and big-endian TIFFs give big-endian types; outputs are written
+    in the one canonical native type.
+    """
+    return np.dtype(np.dtype(dtype).newbyteorder("=").str)
 
 
 def software() -> str:
@@ -167,6 +191,36 @@ def imagej_resolution(meta: OutputMeta) -> dict[str, object]:
         return {}
     py, px = meta.pixel_size
     return {"resolution": (1 / px, 1 / py)}
+
+
+#: Units of length in centimetres, for the TIFF resolution tags of a plain TIFF.
+CENTIMETRES = {"um": 1e-4, "µm": 1e-4, "micron": 1e-4, "nm": 1e-7, "mm": 0.1, "m": 100.0}
+
+
+def json_metadata(axes: str, meta: OutputMeta) -> dict[str, object]:
+    """tifffile's JSON description, for the pixel types that neither ImageJ nor OME-XML holds
+    (64-bit integers, 16-bit floats): the axes, which tifffile reads back, and everything the
+    other formats record."""
+    facts: dict[str, object] = {
+        "name": meta.name,
+        "pixel_size": list(meta.pixel_size) if meta.pixel_size and meta.unit else None,
+        "unit": meta.unit if meta.pixel_size else None,
+        "time_interval": meta.time_interval if "T" in axes else None,
+        "channel_names": list(meta.channel_names) if meta.channel_names else None,
+        "values": meta.values,
+        "value_unit": meta.value_unit,
+        "fusion": dict(meta.fusion) if meta.fusion else None,
+    }
+    return {"axes": axes} | {k: v for k, v in facts.items() if v is not None}
+
+
+def tiff_resolution(meta: OutputMeta) -> dict[str, object]:
+    """The standard TIFF resolution tags (pixels per centimetre) for the pixel size."""
+    per_cm = CENTIMETRES.get(meta.unit or "")
+    if meta.pixel_size is None or per_cm is None:
+        return {}
+    py, px = meta.pixel_size
+    return {"resolution": (1 / (px * per_cm), 1 / (py * per_cm)), "resolutionunit": "CENTIMETER"}
 
 
 def channel_colours(n_channels: int, rgb: bool) -> list[str]:

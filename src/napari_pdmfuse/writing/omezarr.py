@@ -46,12 +46,24 @@ def level_shapes(shape_yx: tuple[int, int]) -> list[tuple[int, int]]:
 
 
 def halve(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """2 × 2 means of the last two axes (even sizes), rounded back to integer types."""
+    """2 × 2 means of the last two axes (even sizes), rounded half to even for integer types.
+
+    Integer means are exact in the type itself: a float64 mean rounds 64-bit values (and can
+    round the largest past the type's range, where the cast wraps them round), so each quarter
+    is summed apart from the remainders.
+    """
     *lead, height, width = block.shape
-    means = block.reshape(*lead, height // 2, 2, width // 2, 2).mean(axis=(-3, -1))
-    if dtype.kind in "iu":
-        means = np.rint(means)
-    return means.astype(dtype)
+    quads = block.reshape(*lead, height // 2, 2, width // 2, 2)
+    if dtype.kind not in "iu":
+        return quads.mean(axis=(-3, -1)).astype(dtype)
+    quads = quads.astype(dtype, copy=False)
+    four = dtype.type(4)
+    base = (quads // four).sum(axis=(-3, -1), dtype=dtype)  # within the type's range
+    rest = (quads % four).sum(axis=(-3, -1), dtype=np.int8)  # 0 to 12 quarters
+    means = base + (rest // 4).astype(dtype)  # same type: uint64 and int8 would mix as float
+    quarters = rest % 4
+    up = (quarters == 3) | ((quarters == 2) & (means % 2 == 1))
+    return means + up.astype(dtype)
 
 
 def shrink(above: Any, below: Any, dtype: np.dtype) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OutputError
 from ..ngff import is_zarr_name
 from .atomic import output_name, temp_name
-from .meta import OutputMeta, Pixels, check_axes
+from .meta import OME_DTYPES, OutputMeta, Pixels, check_axes, native
 from .ometiff import OmeTiffPixels, is_ome_tiff_name
 from .omezarr import DEFAULT_NGFF_VERSION, ZarrPixels, check_ngff_version
 from .tiff import TiffPixels
@@ -35,11 +36,26 @@ def open_output(
     shape = tuple(int(n) for n in shape)
     check_axes(axes, shape)
     check_ngff_version(ome_zarr_version)
-    dtype = np.dtype(dtype)
+    dtype = native(dtype)
     name = Path(output_name(path))
+    check_format(name, dtype)
     if is_zarr_name(name):
         return ZarrPixels(path, axes, shape, dtype, meta, ome_zarr_version)
     if is_ome_tiff_name(name):
         scratch = temp_name(path.with_name(name.name))
         return OmeTiffPixels(path, scratch, axes, shape, dtype, meta)
     return TiffPixels(path, axes, shape, dtype, meta)
+
+
+def check_format(path: Path, dtype: np.dtype) -> None:
+    """Refuse an output whose format cannot hold ``dtype`` pixels, so that no run ends in it.
+
+    Plain TIFFs and OME-Zarr hold every type fused; OME-XML has no pixel type for 64-bit
+    integers or 16-bit floats.
+    """
+    dtype = native(dtype)
+    if is_ome_tiff_name(Path(path)) and dtype not in OME_DTYPES:
+        raise OutputError(
+            f"The output {path} is an OME-TIFF, which cannot hold {dtype} pixels; name it .tif "
+            "or .ome.zarr, which keep them."
+        )

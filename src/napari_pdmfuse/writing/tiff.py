@@ -18,12 +18,15 @@ from .fsops import write_at
 from .meta import (
     CLASSIC_TIFF_BYTES,
     IMAGEJ_DTYPES,
+    OME_DTYPES,
     OutputMeta,
     check_axes,
     imagej_metadata,
     imagej_resolution,
+    json_metadata,
     ome_metadata,
     software,
+    tiff_resolution,
 )
 
 
@@ -41,7 +44,9 @@ def tiff_options(
     axes: str, shape: Sequence[int], dtype: np.dtype, meta: OutputMeta
 ) -> dict[str, object]:
     """``tifffile`` keywords for a plain TIFF: an ImageJ hyperstack (the output axes are already
-    in ImageJ's T C Y X S order) or, when ImageJ cannot open it, an OME-TIFF, BigTIFF if large."""
+    in ImageJ's T C Y X S order) or, when ImageJ cannot open it, an OME-TIFF, BigTIFF if large;
+    pixel types OME-XML has no name for (64-bit integers, 16-bit floats) get tifffile's JSON
+    description instead, which keeps the axes and the metadata as well."""
     rgb = "S" in axes
     options: dict[str, object] = {
         "software": software(),
@@ -53,8 +58,12 @@ def tiff_options(
         metadata = imagej_metadata(axes, shape, meta)
         return {"imagej": True, "metadata": metadata, **imagej_resolution(meta), **options}
     big = int(np.prod(shape)) * np.dtype(dtype).itemsize >= CLASSIC_TIFF_BYTES
-    metadata = ome_metadata(axes, shape, meta)
-    return {"ome": True, "bigtiff": big, "metadata": metadata, **options}
+    if np.dtype(dtype) in OME_DTYPES:
+        metadata = ome_metadata(axes, shape, meta)
+        return {"ome": True, "bigtiff": big, "metadata": metadata, **options}
+    metadata = json_metadata(axes, meta)
+    options |= tiff_resolution(meta)
+    return {"ome": False, "imagej": False, "bigtiff": big, "metadata": metadata, **options}
 
 
 class TiffPixels:

@@ -20,6 +20,7 @@ from .options import FuseOptions
 from .outputs import KINDS, FileOutputs, output_bytes
 from .planning import AlignmentLog, Job, Progress, plan_job
 from .reading import is_url, open_image
+from .resume import outputs_done
 from .sizes import check_disk
 from .writing.atomic import atomic_files, check_outputs, write_failed
 from .writing.omezarr import DEFAULT_NGFF_VERSION, check_ngff_version
@@ -49,6 +50,7 @@ class Written:
     description: str
     seconds: float
     alignments: AlignmentLog = field(default_factory=AlignmentLog)
+    skipped: bool = False  # resumed: the outputs were already there, made the same way
 
 
 def describe_inputs(inputs: Sequence[Path]) -> str:
@@ -90,6 +92,7 @@ def fuse_files_iter(
     client: Any = None,
     keep: Sequence[str | Path] = (),
     ome_zarr_version: str = DEFAULT_NGFF_VERSION,
+    resume: bool = False,
 ) -> Generator[Progress, None, Written]:
     """Fuse a stack on disk into files, yielding progress over all tiles.
 
@@ -98,7 +101,11 @@ def fuse_files_iter(
     picking the format (.tif, .ome.tif, .ome.zarr); ``axes`` names the input's axes instead of
     its own labels; ``client`` is a dask.distributed client to fuse on; ``keep`` lists further
     files never to write over (the other inputs of a batch); ``ome_zarr_version`` is the NGFF
-    version of .ome.zarr outputs ("0.5", or "0.4" for older readers). Raises
+    version of .ome.zarr outputs ("0.5", or "0.4" for older readers). With ``resume`` (and
+    without ``overwrite``), outputs that exist as this run would make them are left untouched:
+    when all do, nothing is fused and the result says ``skipped``; when some are missing, the
+    job runs and replaces them all; an output made another way is refused (see
+    :mod:`~napari_pdmfuse.resume`). Raises
     :class:`~napari_pdmfuse.PdmFuseError` subclasses, naming the input, for anything the user
     can fix.
     """
@@ -116,13 +123,20 @@ def fuse_files_iter(
             "translation or similarity."
         )
     protected = [*(p for p in raw if isinstance(p, Path)), *(Path(p) for p in keep)]
+    resume = resume and not overwrite
     # Refuse clashing outputs before even opening the inputs, then again against every file read.
-    check_outputs(list(targets.values()), protected, overwrite=overwrite)
+    existing = overwrite or resume  # with resume, existing outputs are judged once planned
+    check_outputs(list(targets.values()), protected, overwrite=existing)
     source = describe_inputs(raw)
     image = open_image(raw, axes=axes)  # its messages name the file
-    paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=overwrite)
+    paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=existing)
     try:
         job = plan_job(image, options, source=source)
+        if resume:
+            if outputs_done(job, dict(zip(targets, paths, strict=True))):
+                shape = tuple(int(n) for n in image.data.shape)
+                return Written(paths, shape, describe_job(job), 0.0, skipped=True)
+            overwrite = any(p.exists() for p in paths)  # made the same way: replaced as a set
         sizes = output_bytes(job, list(targets))
         check_disk([(targets[k], sizes[k]) for k in targets])
         try:

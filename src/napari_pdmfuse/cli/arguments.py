@@ -275,7 +275,10 @@ def add_batch_parser(commands: Any) -> None:
             "<stem>_focus.tif, <stem>_confidence.tif and <stem>_coverage.tif when asked); "
             "time points and channels are kept as in 'pdmfuse fuse'. A stack that cannot be "
             "fused is reported and skipped; the command exits with status 2 at the end if any "
-            "failed, after a summary. Each stack's files appear together or not at all."
+            "failed, after a summary. Each stack's files appear together or not at all. "
+            "Without --overwrite a rerun resumes: a stack whose outputs exist, made with the same "
+            "options and weights (as they record), is kept as it is; one with outputs missing is "
+            "fused again; one made with other options is refused."
         ),
         formatter_class=_HelpFormatter,
     )

@@ -69,8 +69,11 @@ def test_an_interrupted_batch_resumes_without_redoing_finished_stacks(
 
     monkeypatch.setattr(outputs.FileOutputs, "write", interrupted)
     out = tmp_path / "resumed"
-    code, err = batch(capsys, inputs, out, *ARGMAX)
+    report = tmp_path / "report.html"
+    code, err = batch(capsys, inputs, out, *ARGMAX, "--report", str(report))
     assert code == 130 and "interrupted at" in err
+    assert f"Stopped at {inputs[2]}: 2 not fused." in report.read_text()
+    assert report.with_suffix(".csv").read_text().count("\n") == 3  # a header, two stacks
     finished = stamps(out)
     assert sorted(finished) == ["s0_focus.tif", "s0_fused.tif", "s1_focus.tif", "s1_fused.tif"]
 

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import InputError, PdmFuseError
 from .options import FuseOptions
 from .outputs import KINDS, FileOutputs, output_bytes
+from .overview import Overview, Sampler, overview_of_files
 from .planning import AlignmentLog, Job, Progress, plan_job
 from .reading import is_url, open_image
 from .resume import outputs_done
@@ -51,6 +52,7 @@ class Written:
     seconds: float
     alignments: AlignmentLog = field(default_factory=AlignmentLog)
     skipped: bool = False  # resumed: the outputs were already there, made the same way
+    overview: Overview | None = None  # samples and figures, when asked for
 
 
 def describe_inputs(inputs: Sequence[Path]) -> str:
@@ -93,6 +95,7 @@ def fuse_files_iter(
     keep: Sequence[str | Path] = (),
     ome_zarr_version: str = DEFAULT_NGFF_VERSION,
     resume: bool = False,
+    overview: bool = False,
 ) -> Generator[Progress, None, Written]:
     """Fuse a stack on disk into files, yielding progress over all tiles.
 
@@ -105,7 +108,8 @@ def fuse_files_iter(
     without ``overwrite``), outputs that exist as this run would make them are left untouched:
     when all do, nothing is fused and the result says ``skipped``; when some are missing, the
     job runs and replaces them all; an output made another way is refused (see
-    :mod:`~napari_pdmfuse.resume`). Raises
+    :mod:`~napari_pdmfuse.resume`). With ``overview``, the result holds samples of the
+    outputs and figures about them (:class:`~napari_pdmfuse.overview.Overview`). Raises
     :class:`~napari_pdmfuse.PdmFuseError` subclasses, naming the input, for anything the user
     can fix.
     """
@@ -133,9 +137,11 @@ def fuse_files_iter(
     try:
         job = plan_job(image, options, source=source)
         if resume:
-            if outputs_done(job, dict(zip(targets, paths, strict=True))):
+            by_kind = dict(zip(targets, paths, strict=True))
+            if outputs_done(job, by_kind):
                 shape = tuple(int(n) for n in image.data.shape)
-                return Written(paths, shape, describe_job(job), 0.0, skipped=True)
+                seen = overview_of_files(job, by_kind) if overview else None
+                return Written(paths, shape, describe_job(job), 0.0, skipped=True, overview=seen)
             overwrite = any(p.exists() for p in paths)  # made the same way: replaced as a set
         sizes = output_bytes(job, list(targets))
         check_disk([(targets[k], sizes[k]) for k in targets])
@@ -146,13 +152,15 @@ def fuse_files_iter(
                     dict(zip(targets, temps, strict=True)),
                     ome_zarr_version=ome_zarr_version,
                 )
+                sampler = Sampler(job, sink) if overview else None
+                tiles = sink if sampler is None else sampler
                 try:
                     if client is None:
-                        yield from job.run(sink)
+                        yield from job.run(tiles)
                     else:
                         from .cluster import run_on_cluster
 
-                        yield from run_on_cluster(job, sink, client)
+                        yield from run_on_cluster(job, tiles, client)
                     sink.finish()
                 finally:
                     sink.close()
@@ -164,7 +172,8 @@ def fuse_files_iter(
         raise _naming(exc, source) from None
     seconds = time.perf_counter() - started
     shape = tuple(int(n) for n in image.data.shape)
-    return Written(paths, shape, describe_job(job), seconds, job.alignments)
+    seen = None if sampler is None else sampler.overview()
+    return Written(paths, shape, describe_job(job), seconds, job.alignments, overview=seen)
 
 
 def fuse_files(

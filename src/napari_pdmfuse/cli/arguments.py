@@ -308,6 +308,15 @@ def add_batch_parser(commands: Any) -> None:
         help="fuse on this dask.distributed cluster, every stack's tiles spread over its workers "
         "(default: the DASK_SCHEDULER_ADDRESS environment variable, else this machine)",
     )
+    batch.add_argument(
+        "--report",
+        type=Path,
+        metavar="REPORT.html",
+        help="also write a report to look the batch over: a self-contained HTML page with a row "
+        "per stack (thumbnails of the fused image and focus map, focus range in planes and µm, "
+        "share of low-confidence area, warnings, time and throughput, or its error), and the "
+        "same rows in REPORT.csv beside it",
+    )
     _add_fusion_options(batch)
     batch.set_defaults(command="batch")
 

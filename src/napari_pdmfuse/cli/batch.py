@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ..errors import (
     InputError,
     OutputError,
     PdmFuseError,
+    PdmFuseWarning,
     Terminated,
 )
 from ..files import Outputs, Written, fuse_files_iter
@@ -36,6 +38,7 @@ from ..reading.image import stem
 from .arguments import fuse_options, scheduler_address
 from .fuse import connected
 from .progress import progress_bar, say
+from .report import check_report, report_csv, write_report
 
 OUTPUT_SUFFIXES = {
     "fused": "_fused.tif",
@@ -131,6 +134,28 @@ class BatchRun:
         this one, for the bar's total); a failure is reported and kept, not raised."""
         outcome = Outcome(stack)
         self.outcomes.append(outcome)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", PdmFuseWarning)  # each stack's, for the report
+                self._fuse(outcome, label, after, keep)
+        finally:
+            for warning in caught:  # shown as they would have been, once the stack is done
+                if issubclass(warning.category, PdmFuseWarning):
+                    outcome.warnings.append(str(warning.message))
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        if self.args.quiet or outcome.written is None:
+            return outcome
+        if outcome.written.skipped:
+            say(f"kept {stack.input}: its outputs exist, made with the same options")
+        else:
+            names = ", ".join(str(p) for p in outcome.written.paths)
+            say(f"fused {stack.input} in {outcome.written.seconds:.1f} s → {names}")
+        return outcome
+
+    def _fuse(self, outcome: Outcome, label: str, after: int, keep: list[Path]) -> None:
+        stack = outcome.stack
         steps = fuse_files_iter(
             [stack.input],
             self.outputs(stack),
@@ -140,6 +165,7 @@ class BatchRun:
             client=self.client,
             keep=keep,
             resume=True,
+            overview=getattr(self.args, "report", None) is not None,
         )
         total = 0
         try:
@@ -163,14 +189,6 @@ class BatchRun:
             steps.close()  # this stack's temporary files go before the next starts
             if outcome.status == "failed" and self.bar is not None:
                 self.done_before = self.bar.n
-        if self.args.quiet or outcome.written is None:
-            return outcome
-        if outcome.written.skipped:
-            say(f"kept {stack.input}: its outputs exist, made with the same options")
-        else:
-            names = ", ".join(str(p) for p in outcome.written.paths)
-            say(f"fused {stack.input} in {outcome.written.seconds:.1f} s → {names}")
-        return outcome
 
     def _advance(self, done: int, total: int, label: str, after: int) -> None:
         if self.bar is None:
@@ -227,16 +245,25 @@ def run_batch(args: argparse.Namespace) -> int:
     options = fuse_options(args)
     checked_method(options)
     stacks = stacks_of(inputs, args.out_dir)
+    if args.report is not None:
+        check_report(args.report, args.overwrite, args.out_dir)
     make_out_dir(args.out_dir)
     run = BatchRun(args, options)
+    notes: list[str] = []
     try:
         for number, stack in enumerate(stacks, 1):
             label = f"{number}/{len(stacks)} {stack.name}"
             try:
                 run.fuse(stack, label, len(stacks) - number, inputs)
             except (KeyboardInterrupt, Terminated) as stop:
-                done = sum(o.status != "failed" for o in run.outcomes[:-1])
+                run.outcomes.pop()  # the stack cut short: not fused, not failed
+                done = sum(o.status != "failed" for o in run.outcomes)
+                notes.append(f"Stopped at {stack.input}: {len(stacks) - number + 1} not fused.")
                 return stopped(stop, stack.input, done, len(stacks))
     finally:
         run.close()
+        if args.report is not None:
+            write_report(args.report, run.outcomes, "pdmfuse batch", notes)
+            if not args.quiet:
+                say(f"report: {args.report} (and {report_csv(args.report).name})")
     return run.summary("batch")

@@ -29,7 +29,6 @@ class Recorded:
     shape: tuple[int, ...]
     dtype: np.dtype
     record: dict[str, str]
-    pixels: Any  # the full-resolution array, lazily indexed (zarr or tifffile store)
 
 
 def read_recorded(path: Path) -> Recorded | None:
@@ -41,28 +40,52 @@ def read_recorded(path: Path) -> Recorded | None:
         return None
 
 
-def _zarr(path: Path) -> Recorded | None:
+def read_pixels(path: Path, index: tuple[Any, ...]) -> np.ndarray:
+    """``index`` (basic indexing, in the output's axes, samples last) of the full-resolution
+    pixels of the output at ``path``, reading only what it selects."""
+    import zarr
+
+    if is_zarr_name(path):
+        group, attrs = _group(path)
+        pixels = group[_level0(attrs)]
+        if not (attrs.get("pdmfuse") or {}).get("rgb"):
+            return np.asarray(pixels[index])
+        *lead, rows, cols, samples = index  # samples are stored before Y and X
+        return np.moveaxis(np.asarray(pixels[(*lead, samples, rows, cols)]), -3, -1)
+    import tifffile
+
+    with tifffile.imread(path, aszarr=True, series=0, level=0) as store:
+        return np.asarray(zarr.open(store, mode="r")[index])
+
+
+def _group(path: Path) -> tuple[Any, dict[str, Any]]:
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
-    attrs = dict(group.attrs)
+    return group, dict(group.attrs)
+
+
+def _level0(attrs: dict[str, Any]) -> str:
     images = multiscales(attrs)
     if images is None:
-        return None
-    pixels = group[str(images[0]["datasets"][0]["path"])]
+        raise ValueError("not an OME-Zarr image")
+    return str(images[0]["datasets"][0]["path"])
+
+
+def _zarr(path: Path) -> Recorded:
+    group, attrs = _group(path)
+    pixels = group[_level0(attrs)]
     found = attrs.get("pdmfuse") if isinstance(attrs.get("pdmfuse"), dict) else {}
     record = {k: str(v) for k, v in found.items() if k in ("values", "unit")}
     record |= {str(k): str(v) for k, v in (found.get("fusion") or {}).items()}
     shape = tuple(int(n) for n in pixels.shape)
     if found.get("rgb"):  # samples are stored as a channel axis before Y and X
         shape = (*shape[:-3], *shape[-2:], shape[-3])
-        pixels = _SamplesLast(pixels)
-    return Recorded(shape, np.dtype(pixels.dtype), record, pixels)
+    return Recorded(shape, np.dtype(pixels.dtype), record)
 
 
 def _tiff(path: Path) -> Recorded:
     import tifffile
-    import zarr
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
@@ -72,8 +95,7 @@ def _tiff(path: Path) -> Recorded:
             record = {IMAGEJ_KEYS.get(k, k): str(v) for k, v in properties.items() if k != "Name"}
         else:
             record = _annotation(tif.ome_metadata) if tif.is_ome else {}
-    pixels = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
-    return Recorded(shape, dtype, record, pixels)
+    return Recorded(shape, dtype, record)
 
 
 def _annotation(xml: str | None) -> dict[str, str]:
@@ -91,15 +113,3 @@ def _annotation(xml: str | None) -> dict[str, str]:
         pairs = pairs if isinstance(pairs, list) else [pairs]
         return {str(p["K"]): str(p.get("value", "")) for p in pairs}
     return {}
-
-
-class _SamplesLast:
-    """A stored RGB level (…, S, Y, X) indexed as the output's (…, Y, X, S)."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.dtype = array.dtype
-
-    def __getitem__(self, key: tuple[Any, ...]) -> np.ndarray:
-        *lead, rows, cols, samples = key
-        return np.moveaxis(np.asarray(self.array[(*lead, samples, rows, cols)]), -3, -1)

@@ -685,6 +685,13 @@ summary and exit status 2 (1 if a stack failed on an unexpected error, which is 
 {batch}
 ```
 
+Run again, it keeps the stacks fused with the same options and refuses outputs made with
+others:
+
+```text
+{rerun}
+```
+
 ## Python API
 
 | Bad input | Exception | Message |
@@ -701,17 +708,25 @@ def _code(text: str) -> str:
     return f"`` {_cell(text)} ``" if "`" in text else f"`{_cell(text)}`"
 
 
-def batch_example() -> str:
+def _shown(args: list[str]) -> list[str]:
+    """A command as typed, what it printed on stderr and its exit status."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(args)
+    return [f"$ pdmfuse {' '.join(args)}", err.getvalue().strip(), "$ echo $?", str(code)]
+
+
+def batch_examples() -> tuple[str, str]:
+    """A batch with failures, then two reruns: the same options, and another method."""
     args = ["batch", "good.tif", "notes.tif", "missing.tif", "--out-dir", "out", "--quiet"]
     with scratch():
         good("good.tif")
         Path("notes.tif").write_text("not an image\n")
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            code = main(args)
-        written = sorted(p.name for p in Path("out").iterdir())
-    shown = [f"$ pdmfuse {' '.join(args)}", err.getvalue().strip(), "$ echo $?; ls out"]
-    return "\n".join([*shown, str(code), *written])
+        first = _shown(args)
+        written = ["$ ls out", *sorted(p.name for p in Path("out").iterdir())]
+        rerun = _shown(["batch", "good.tif", "--out-dir", "out"])
+        rerun += _shown(["batch", "good.tif", "--out-dir", "out", "--method", "argmax"])
+    return "\n".join([*first, *written]), "\n".join(rerun)
 
 
 def _seen(seen: Seen) -> str:
@@ -750,7 +765,7 @@ def document() -> str:
         + WARNINGS_HEADER
         + "\n".join(warned)
         + "\n"
-        + BATCH.format(batch=batch_example())
+        + BATCH.format(**dict(zip(("batch", "rerun"), batch_examples(), strict=True)))
         + "\n".join(api_rows)
         + "\n"
     )

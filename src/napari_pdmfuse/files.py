@@ -19,8 +19,10 @@ from .errors import InputError, PdmFuseError
 from .executing import out_of_memory
 from .options import FuseOptions
 from .outputs import KINDS, FileOutputs, check_formats, output_bytes
+from .overview import Overview, Sampler, overview_of_files
 from .planning import AlignmentLog, Job, Progress, plan_job
 from .reading import is_url, open_image
+from .resume import outputs_done
 from .sizes import check_disk
 from .writing.atomic import atomic_files, check_outputs, write_failed
 from .writing.omezarr import DEFAULT_NGFF_VERSION, check_ngff_version
@@ -50,6 +52,8 @@ class Written:
     description: str
     seconds: float
     alignments: AlignmentLog = field(default_factory=AlignmentLog)
+    skipped: bool = False  # resumed: the outputs were already there, made the same way
+    overview: Overview | None = None  # samples and figures, when asked for
 
 
 def describe_inputs(inputs: Sequence[Path]) -> str:
@@ -91,6 +95,8 @@ def fuse_files_iter(
     client: Any = None,
     keep: Sequence[str | Path] = (),
     ome_zarr_version: str = DEFAULT_NGFF_VERSION,
+    resume: bool = False,
+    overview: bool = False,
 ) -> Generator[Progress, None, Written]:
     """Fuse a stack on disk into files, yielding progress over all tiles.
 
@@ -99,7 +105,12 @@ def fuse_files_iter(
     picking the format (.tif, .ome.tif, .ome.zarr); ``axes`` names the input's axes instead of
     its own labels; ``client`` is a dask.distributed client to fuse on; ``keep`` lists further
     files never to write over (the other inputs of a batch); ``ome_zarr_version`` is the NGFF
-    version of .ome.zarr outputs ("0.5", or "0.4" for older readers). Raises
+    version of .ome.zarr outputs ("0.5", or "0.4" for older readers). With ``resume`` (and
+    without ``overwrite``), outputs that exist as this run would make them are left untouched:
+    when all do, nothing is fused and the result says ``skipped``; when some are missing, the
+    job runs and replaces them all; an output made another way is refused (see
+    :mod:`~napari_pdmfuse.resume`). With ``overview``, the result holds samples of the
+    outputs and figures about them (:class:`~napari_pdmfuse.overview.Overview`). Raises
     :class:`~napari_pdmfuse.PdmFuseError` subclasses, naming the input, for anything the user
     can fix.
     """
@@ -117,14 +128,23 @@ def fuse_files_iter(
             "translation or similarity."
         )
     protected = [*(p for p in raw if isinstance(p, Path)), *(Path(p) for p in keep)]
+    resume = resume and not overwrite
     # Refuse clashing outputs before even opening the inputs, then again against every file read.
-    check_outputs(list(targets.values()), protected, overwrite=overwrite)
+    existing = overwrite or resume  # with resume, existing outputs are judged once planned
+    check_outputs(list(targets.values()), protected, overwrite=existing)
     source = describe_inputs(raw)
     image = open_image(raw, axes=axes)  # its messages name the file
-    paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=overwrite)
+    paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=existing)
     try:
         job = plan_job(image, options, source=source)
         check_formats(job, targets)
+        if resume:
+            by_kind = dict(zip(targets, paths, strict=True))
+            if outputs_done(job, by_kind):
+                shape = tuple(int(n) for n in image.data.shape)
+                seen = overview_of_files(job, by_kind) if overview else None
+                return Written(paths, shape, describe_job(job), 0.0, skipped=True, overview=seen)
+            overwrite = any(p.exists() for p in paths)  # made the same way: replaced as a set
         sizes = output_bytes(job, list(targets))
         check_disk([(targets[k], sizes[k]) for k in targets])
         try:
@@ -134,13 +154,15 @@ def fuse_files_iter(
                     dict(zip(targets, temps, strict=True)),
                     ome_zarr_version=ome_zarr_version,
                 )
+                sampler = Sampler(job, sink) if overview else None
+                tiles = sink if sampler is None else sampler
                 try:
                     if client is None:
-                        yield from job.run(sink)
+                        yield from job.run(tiles)
                     else:
                         from .cluster import run_on_cluster
 
-                        yield from run_on_cluster(job, sink, client)
+                        yield from run_on_cluster(job, tiles, client)
                     sink.finish()
                 finally:
                     sink.close()
@@ -154,7 +176,8 @@ def fuse_files_iter(
         raise _naming(exc, source) from None
     seconds = time.perf_counter() - started
     shape = tuple(int(n) for n in image.data.shape)
-    return Written(paths, shape, describe_job(job), seconds, job.alignments)
+    seen = None if sampler is None else sampler.overview()
+    return Written(paths, shape, describe_job(job), seconds, job.alignments, overview=seen)
 
 
 def fuse_files(

@@ -275,7 +275,10 @@ def add_batch_parser(commands: Any) -> None:
             "<stem>_focus.tif, <stem>_confidence.tif and <stem>_coverage.tif when asked); "
             "time points and channels are kept as in 'pdmfuse fuse'. A stack that cannot be "
             "fused is reported and skipped; the command exits with status 2 at the end if any "
-            "failed, after a summary. Each stack's files appear together or not at all."
+            "failed, after a summary. Each stack's files appear together or not at all. "
+            "Without --overwrite a rerun resumes: a stack whose outputs exist, made with the same "
+            "options and weights (as they record), is kept as it is; one with outputs missing is "
+            "fused again; one made with other options is refused."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -304,6 +307,15 @@ def add_batch_parser(commands: Any) -> None:
         metavar="tcp://HOST:PORT",
         help="fuse on this dask.distributed cluster, every stack's tiles spread over its workers "
         "(default: the DASK_SCHEDULER_ADDRESS environment variable, else this machine)",
+    )
+    batch.add_argument(
+        "--report",
+        type=Path,
+        metavar="REPORT.html",
+        help="also write a report to look the batch over: a self-contained HTML page with a row "
+        "per stack (thumbnails of the fused image and focus map, focus range in planes and µm, "
+        "share of low-confidence area, warnings, time and throughput, or its error), and the "
+        "same rows in REPORT.csv beside it",
     )
     _add_fusion_options(batch)
     batch.set_defaults(command="batch")

@@ -281,7 +281,7 @@ def model_bytes(
         data = trimesh.exchange.stl.export_stl(mesh)
         title = f"napari-pdmfuse height map; unit: {units.describe()}".encode()[:80]
         return {"model": title.ljust(80, b" ") + data[80:]}
-    texture = Image.fromarray(shape.texture, mode="RGB")
+    texture = Image.fromarray(shape.texture)
     material = trimesh.visual.material.SimpleMaterial(image=texture)
     visual = trimesh.visual.TextureVisuals(uv=shape.uv, image=texture, material=material)
     if suffix == ".glb":

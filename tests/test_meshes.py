@@ -125,7 +125,7 @@ def test_command_line_writes_a_model_in_micrometres_from_the_file(tmp_path, caps
 
 
 def test_refusals(result, tmp_path):
-    with pytest.raises(OutputError, match="not named .glb, .ply or .stl"):
+    with pytest.raises(OutputError, match=r"not named \.glb, \.ply or \.stl"):
         write_mesh(tmp_path / "model.obj", result)
     write_mesh(tmp_path / "model.glb", result)
     with pytest.raises(OutputError, match="already exists"):

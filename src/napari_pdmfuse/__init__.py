@@ -17,10 +17,12 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .errors import InputError, OutputError, PdmFuseError, PdmFuseWarning, ReadError
     from .files import Outputs, Written, fuse_files, fuse_files_iter
     from .fusion import fuse, fuse_iter
+    from .meshes import write_mesh
     from .methods import METHODS
     from .options import FuseOptions
     from .planning import Progress
     from .results import FusionResult
+    from .retouch import RetouchMask
 
 #: Public name → the module that defines it.
 _LAZY = {
@@ -35,10 +37,12 @@ _LAZY = {
     "fuse_files_iter": "files",
     "fuse": "fusion",
     "fuse_iter": "fusion",
+    "write_mesh": "meshes",
     "METHODS": "methods",
     "FuseOptions": "options",
     "Progress": "planning",
     "FusionResult": "results",
+    "RetouchMask": "retouch",
 }
 
 __all__ = [
@@ -52,12 +56,14 @@ __all__ = [
     "PdmFuseWarning",
     "Progress",
     "ReadError",
+    "RetouchMask",
     "Written",
     "__version__",
     "fuse",
     "fuse_files",
     "fuse_files_iter",
     "fuse_iter",
+    "write_mesh",
 ]
 
 

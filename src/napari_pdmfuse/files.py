@@ -30,12 +30,14 @@ from .writing.omezarr import DEFAULT_NGFF_VERSION, check_ngff_version
 
 @dataclass(frozen=True)
 class Outputs:
-    """The files a run writes: the fused image, and the maps and mask asked for."""
+    """The files a run writes: the fused image, and the maps, mask and 3-D model asked for
+    (``mesh``: .glb, .ply or .stl, see :mod:`napari_pdmfuse.meshes`)."""
 
     fused: Path
     focus_map: Path | None = None
     confidence: Path | None = None
     coverage: Path | None = None
+    mesh: Path | None = None
 
     def named(self) -> dict[str, Path]:
         """The outputs asked for, by kind, in :data:`~napari_pdmfuse.outputs.KINDS` order."""
@@ -120,7 +122,8 @@ def fuse_files_iter(
     raw = [p if is_url(p) else Path(p) for p in given]  # addresses stay strings
     if not raw:
         raise InputError("No input given; name a stack file, a folder of planes or plane files.")
-    targets = _outputs(outputs).named()
+    outputs = _outputs(outputs)
+    targets = outputs.named()
     check_ngff_version(ome_zarr_version)
     if "coverage" in targets and options.align is None:
         raise InputError(
@@ -129,12 +132,21 @@ def fuse_files_iter(
         )
     protected = [*(p for p in raw if isinstance(p, Path)), *(Path(p) for p in keep)]
     resume = resume and not overwrite
+    if options.retouch is not None and options.retouch.name is not None:
+        protected.append(Path(options.retouch.name))  # the mask is an input too
     # Refuse clashing outputs before even opening the inputs, then again against every file read.
     existing = overwrite or resume  # with resume, existing outputs are judged once planned
     check_outputs(list(targets.values()), protected, overwrite=existing)
     source = describe_inputs(raw)
     image = open_image(raw, axes=axes)  # its messages name the file
     paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=existing)
+    model: list[Path] = []
+    if outputs.mesh is not None:
+        from .meshes import check_model_outputs
+
+        model = check_model_outputs(
+            outputs.mesh, [*protected, *image.sources, *paths], overwrite=overwrite
+        )
     try:
         job = plan_job(image, options, source=source)
         check_formats(job, targets)
@@ -148,22 +160,25 @@ def fuse_files_iter(
         sizes = output_bytes(job, list(targets))
         check_disk([(targets[k], sizes[k]) for k in targets])
         try:
-            with atomic_files(paths, overwrite=overwrite) as temps:
+            with atomic_files([*paths, *model], overwrite=overwrite) as temps:
                 sink = FileOutputs(
                     job,
-                    dict(zip(targets, temps, strict=True)),
+                    dict(zip(targets, temps[: len(paths)], strict=True)),
                     ome_zarr_version=ome_zarr_version,
                 )
                 sampler = Sampler(job, sink) if overview else None
                 tiles = sink if sampler is None else sampler
                 try:
+                    feed = tiles if not model else _model_sink(tiles, job)
                     if client is None:
-                        yield from job.run(tiles)
+                        yield from job.run(feed)
                     else:
                         from .cluster import run_on_cluster
 
-                        yield from run_on_cluster(job, tiles, client)
+                        yield from run_on_cluster(job, feed, client)
                     sink.finish()
+                    if model:
+                        feed.model(model[0], temps[len(paths) :])
                 finally:
                     sink.close()
         except OSError as exc:
@@ -177,7 +192,15 @@ def fuse_files_iter(
     seconds = time.perf_counter() - started
     shape = tuple(int(n) for n in image.data.shape)
     seen = None if sampler is None else sampler.overview()
-    return Written(paths, shape, describe_job(job), seconds, job.alignments, overview=seen)
+    return Written(
+        [*paths, *model], shape, describe_job(job), seconds, job.alignments, overview=seen
+    )
+
+
+def _model_sink(sink: Any, job: Job) -> Any:
+    from .meshes import ModelSink
+
+    return ModelSink(sink, job)
 
 
 def fuse_files(

@@ -48,6 +48,8 @@ class FuseOptions:
     ``focus_units`` None means slices unless ``z_spacing`` (µm between planes) is given;
     ``"um"`` without ``z_spacing`` takes the Z step the file records. ``selection`` (PDMNet
     only) is ``"blend"`` or ``"hard"`` (each pixel copied from its highest-weight slice).
+    ``retouch`` replaces fused pixels by planes or other fusions where a label mask says so
+    (:mod:`napari_pdmfuse.retouch`); a path or an array given is read into a ``RetouchMask``.
     """
 
     method: str = DEFAULT_METHOD
@@ -61,8 +63,14 @@ class FuseOptions:
     focus_units: str | None = None
     z_spacing: float | None = None
     selection: str = DEFAULT_SELECTION  # last: earlier positional arguments keep their place
+    # A retouch mask (napari_pdmfuse.retouch.RetouchMask), a label array or a mask TIFF's path.
+    retouch: Any = None
 
     def __post_init__(self) -> None:
+        if self.retouch is not None:
+            from .retouch import as_mask
+
+            object.__setattr__(self, "retouch", as_mask(self.retouch))
         _choice("method", self.method, METHODS)
         _choice("device", self.device, DEVICES)
         _choice("selection", self.selection, SELECTIONS)

@@ -58,7 +58,10 @@ def fusion_record(job: Job) -> dict[str, str]:
         # Absent: the blend, as outputs made before the choice existed.
         "selection": options.selection if options.selection != DEFAULT_SELECTION else None,
     }
-    return record | {k: str(v) for k, v in chosen.items() if v is not None}
+    record |= {k: str(v) for k, v in chosen.items() if v is not None}
+    if options.retouch is not None:  # the mask by name and hash, and what its labels took
+        record |= options.retouch.record()
+    return record
 
 
 def output_specs(job: Job) -> dict[str, tuple[str, tuple[int, ...], np.dtype, OutputMeta]]:

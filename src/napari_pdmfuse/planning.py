@@ -11,7 +11,7 @@ writes into the same outputs, whose axes are always a subset of ``T C Y X S`` in
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -145,6 +145,7 @@ class FusionPlan:
     norm: Normalisation
     tile_size: int
     reader: Any = None  # has window(rows, cols) -> (Z, y, x, C) and coverage(rows, cols)
+    retoucher: Any = None  # applies the options' retouch mask to each tile (see .retouch)
 
     @property
     def window(self) -> Any:
@@ -214,6 +215,8 @@ class PartSink:
         self.alignment = log.by_time.get(part.t) if aligned else None
 
     def write(self, tile: Tile, result: TileResult) -> None:
+        if self.plan.retoucher is not None:
+            result = retouched(self.plan.retoucher, tile, result)
         self.sink.write(self.part, tile, result)
         if self.alignment is not None:
             mask = self.plan.reader.coverage(*tile.write)
@@ -283,7 +286,33 @@ class Job:
         reader = None
         if opts.align is not None:
             reader = self.aligned_reader(part, stack, norm)
-        return FusionPlan(stack, self.method, norm, self.tile_size, reader)
+        plan = FusionPlan(stack, self.method, norm, self.tile_size, reader)
+        if opts.retouch is None:
+            return plan
+        return replace(plan, retoucher=self.retoucher(part, plan))
+
+    def retoucher(self, part: Part, plan: FusionPlan) -> Any:
+        """What applies the retouch mask to ``part``'s tiles: its planes read as the fusion
+        reads them (through the alignment), other fusions computed window by window."""
+        from .retouch import OtherWindow, Retoucher
+
+        opts, stack = self.options, plan.stack
+        mask = opts.retouch
+        others = {}
+        for label, other in mask.sources.items():
+            if label in mask.used:
+                weights = opts.weights if other.method == "pdmnet" else None
+                method = cached_method(other.method, opts.device, weights, other.selection)
+                fuser = TileFuser(stack.data, plan.norm, method, plan.window)
+                others[label] = OtherWindow(fuser)
+        dtype = np.dtype(self.image.data.dtype)
+        fusion = None
+        if mask.match_brightness:
+            own = TileFuser(stack.data, plan.norm, self.method, plan.window)
+            fusion = OtherWindow(own).fused
+        return Retoucher(
+            mask, stack.n_slices, stack.shape_yx, dtype, plan.window, others, part.t, fusion
+        )
 
     def aligned_reader(self, part: Part, stack: Stack, norm: Normalisation) -> Any:
         """Read through the planes' transforms, estimated once per time point."""
@@ -315,6 +344,15 @@ class Job:
                 if step.done:
                     yield Progress(done + step.done, total)
             done += plan.n_tiles
+
+
+def retouched(retoucher: Any, tile: Tile, result: TileResult) -> TileResult:
+    """A tile's result with the retouch mask applied to its core (fused in the output type)."""
+    changed = retoucher.window(*tile.write, result.fused, result.focus)
+    if changed is None:
+        return result
+    fused, focus, _ = changed
+    return result._replace(fused=fused, focus=focus)
 
 
 def focus_scale(image: Image, options: FuseOptions, source: str = "The image") -> float | None:
@@ -373,6 +411,10 @@ def plan_job(image: Image, options: FuseOptions, *, source: str = "The image") -
             "the axis C (e.g. --axes ZYXC) to fuse each colour on its own."
         )
     parts = tuple(Part(t, c) for t in times for c in channels)
+    if options.retouch is not None:
+        from .retouch import check_mask
+
+        check_mask(options.retouch, image.n_planes, image.shape_yx, n_times, source)
     method = checked_method(options)
     t_axis = "T" if n_times is not None else ""
     fused_axes = t_axis + ("C" if channel == "C" else "") + "YX" + ("S" if channel == "S" else "")

@@ -246,6 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
         "inside, 0 where some plane saw nothing (its edge pixels were repeated there)",
     )
     fuse.add_argument(
+        "--retouch",
+        type=Path,
+        metavar="MASK.tif",
+        help="a retouch mask the size of the result, as the widget saves it (or napari saves "
+        "a Labels layer): 0 keeps the fusion, k takes plane k (1 = first), labels above the "
+        "plane count take the other fusions the mask's metadata names",
+    )
+    fuse.add_argument(
+        "--mesh",
+        type=Path,
+        metavar="MODEL.glb",
+        help="also write a 3-D model: the focus map as a relief textured with the fused image, "
+        "in µm when the file records its pixel size and Z step; .glb (glTF), .ply (PLY, "
+        "texture beside it as .png) or .stl (a solid for 3-D printing)",
+    )
+    fuse.add_argument(
         "--ome-zarr-version",
         type=_choice("version of OME-Zarr", NGFF_VERSIONS),
         metavar="{" + ",".join(NGFF_VERSIONS) + "}",

@@ -25,7 +25,7 @@ def run_fuse(args: argparse.Namespace) -> int:
     """Fuse one stack into the files named; raises PdmFuseError on bad input."""
     options = fuse_options(args)
     checked_method(options)
-    outputs = Outputs(args.output, args.focus_map, args.confidence, args.coverage)
+    outputs = Outputs(args.output, args.focus_map, args.confidence, args.coverage, args.mesh)
     client = connected(scheduler_address(args))
     try:
         steps = fuse_files_iter(

@@ -152,6 +152,9 @@ class FuseWidget(Container):
             label="height ×", min=0.01, max=1000.0, step=0.5, value=1.0, tooltip="Z exaggeration"
         )
         self.height_button = PushButton(text="Show 3-D height view", enabled=False)
+        from .retouch_panel import RetouchPanel
+
+        self.retouch = RetouchPanel(self)
         self.extend(
             [
                 self.open_button,
@@ -177,6 +180,7 @@ class FuseWidget(Container):
                 self.status,
                 self.relief,
                 self.height_button,
+                self.retouch,
             ]
         )
         self.worker: GeneratorWorker | None = None
@@ -421,6 +425,7 @@ class FuseWidget(Container):
             self.stores[source.name] = outcome
         self.last = outcome
         self.height_button.enabled = True
+        self.retouch.follow(outcome)
         unit = source.focus_unit
         done = f"Fused {source.name!r} with {outcome.method}; focus map in {unit}."
         if outcome.streamed:

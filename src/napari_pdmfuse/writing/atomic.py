@@ -151,12 +151,14 @@ def check_outputs(
     inputs: Sequence[str | Path] = (),
     *,
     overwrite: bool = False,
+    suffixes: Sequence[str] | None = None,
 ) -> list[Path]:
     """Validate output paths before any work; returns them as Paths (None entries dropped).
 
     Raises OutputError for a non-TIFF name, an output given twice, an output that is an input
     or lies in an input folder, an existing output without ``overwrite``, or a missing or
-    read-only target folder.
+    read-only target folder. ``suffixes`` allows other files (3-D models) whose names the
+    caller has checked.
     """
     checked: list[Path] = []
     input_paths = [Path(p) for p in inputs]
@@ -165,7 +167,8 @@ def check_outputs(
             continue
         path = Path(out)
         zarr = is_zarr_name(path)
-        if path.suffix.lower() not in TIFF_SUFFIXES and not zarr:
+        other = suffixes is not None and path.suffix.lower() in suffixes
+        if path.suffix.lower() not in TIFF_SUFFIXES and not zarr and not other:
             raise OutputError(
                 f"The output {path} is not named .tif, .tiff or .ome.zarr; pdmfuse writes TIFF "
                 "files and OME-Zarr stores, so give it one of those names."

@@ -1,0 +1,251 @@
+"""The widget's retouch controls: pick a source, paint on a Labels layer, save the mask.
+
+Painting is napari's own: a Labels layer ``<name> retouch`` the size of the result, drawn as
+outlines so the retouched pixels show through, whose label says where each pixel comes from
+(label k: plane k; labels above the plane count: another fusion). Its events drive a
+:class:`~.retouching.RetouchSession`: each dab's ``labels_update`` names the window painted,
+and napari's undo and redo (which re-set the layer's data) are found in the painted blocks;
+the fused image and focus map are recomputed there only and their layers redrawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
+from napari.layers import Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+
+from ..errors import PdmFuseError
+from ..retouch import OTHER_FUSIONS, OtherFusion
+from . import layers
+from .jobs import Failure, Outcome, fuse_run
+from .retouching import RetouchSession, Window, region_of_offset, single_stack
+
+
+class RetouchPanel(Container):
+    """Retouch the last fusion: a source to take pixels from, brightness matching, the mask."""
+
+    def __init__(self, widget: Any) -> None:
+        super().__init__(labels=True)
+        self.widget = widget
+        self.viewer = widget.viewer
+        self.outcome: Outcome | None = None
+        self.session: RetouchSession | None = None
+        self.layer: Labels | None = None
+        self.worker: Any = None
+        self.source = ComboBox(label="retouch from", choices=self._choices)
+        self.source.tooltip = (
+            "Paint on the '… retouch' layer to take these pixels from one plane or from another "
+            "fusion of the same stack; label 0 (the eraser) keeps the fusion."
+        )
+        self.match = CheckBox(text="match brightness of taken planes", value=False)
+        self.match.tooltip = (
+            "Scale each taken plane to the local brightness of the fusion around the painted "
+            "region (for lamp flicker or bleaching between planes)."
+        )
+        self.start_button = PushButton(text="Retouch", enabled=False)
+        self.mask_file = FileEdit(label="mask file", mode="w", filter="*.tif")
+        self.save_button = PushButton(text="Save mask", enabled=False)
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.extend(
+            [self.source, self.match, self.start_button, self.mask_file, self.save_button,
+             self.status]
+        )  # fmt: skip
+        self.source.changed.connect(self._on_source)
+        self.match.changed.connect(self._on_match)
+        self.start_button.changed.connect(self.start)
+        self.save_button.changed.connect(lambda: self.save())
+
+    # -- following the widget ------------------------------------------------------------------
+
+    def follow(self, outcome: Outcome) -> None:
+        """A fusion finished: retouch it from now on (ending the retouch of an earlier one)."""
+        self.stop()
+        self.outcome = outcome
+        self.source.reset_choices()
+        try:
+            single_stack(outcome)
+        except PdmFuseError as err:
+            self.start_button.enabled = False
+            self.status.value = str(err)
+            return
+        self.start_button.enabled = True
+        self.status.value = ""
+
+    def _choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        outcome = self.outcome
+        if outcome is None:
+            return []
+        planes = [(f"plane {k}", k) for k in range(1, outcome.source.n_planes + 1)]
+        own = OtherFusion(outcome.method, outcome.run.options.selection)
+        others = [(f"{o.name} fusion", o) for o in OTHER_FUSIONS if o != own]
+        return planes + others
+
+    # -- the session -------------------------------------------------------------------------
+
+    def start(self) -> Labels | None:
+        """Add the retouch layer over the result (or take up the one there) and start."""
+        if self.outcome is None:
+            return None
+        self.stop()
+        try:
+            name = f"{self.outcome.source.name} retouch"
+            old = next((layer for layer in self.viewer.layers if layer.name == name), None)
+            labels = old.data if isinstance(old, Labels) and old.ndim == 2 else None
+            session = RetouchSession(self.outcome, labels)
+        except PdmFuseError as err:
+            show_error(str(err))
+            return None
+        self.session = session
+        self.layer = self._layer(name, session)
+        self._streamed_layers_uncached()
+        session.set_match_brightness(bool(self.match.value))
+        if labels is not None:
+            self._redraw(session.sync(everywhere=True))
+        self.save_button.enabled = True
+        self._on_source(self.source.value)
+        return self.layer
+
+    def _layer(self, name: str, session: RetouchSession) -> Labels:
+        """The Labels layer the user paints on, above the results, drawn as outlines."""
+        source = self.outcome.source
+        layer_list = self.viewer.layers
+        if name in layer_list and layer_list[name].data is session.labels:
+            layer = layer_list[name]
+        else:
+            if name in layer_list:
+                layer_list.remove(name)
+            layer = Labels(session.labels, name=name, opacity=0.8, **source.placement("YX"))
+            layer_list.append(layer)
+        layer.contour = 2
+        layer.brush_size = 25
+        layer.metadata["retouch"] = True
+        layer.events.labels_update.connect(self._on_labels_update)
+        layer.events.set_data.connect(self._on_set_data)
+        layer.events.paint.connect(self._on_set_data)
+        layer.events.data.connect(self._on_data)
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def _streamed_layers_uncached(self) -> None:
+        """Streamed results are read again from their stores when redrawn, not from a cache."""
+        for kind in ("fused", "focus_map"):
+            name = layers.layer_name(self.outcome, kind)
+            if self.outcome.streamed and name in self.viewer.layers:
+                self.viewer.layers[name].cache = False
+
+    def stop(self) -> None:
+        """End the retouch session (the painted layer and the result stay as they are)."""
+        if self.layer is not None:
+            for event, handler in (
+                ("labels_update", self._on_labels_update),
+                ("set_data", self._on_set_data),
+                ("paint", self._on_set_data),
+                ("data", self._on_data),
+            ):
+                getattr(self.layer.events, event).disconnect(handler)
+        if self.session is not None:
+            self.session.close()
+        self.session = self.layer = None
+        self.save_button.enabled = False
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _on_labels_update(self, event: Any) -> None:
+        if self.session is not None:
+            region = region_of_offset(event.offset, event.data.shape, self.session.shape_yx)
+            self._apply(lambda: self.session.sync(region))
+
+    def _on_set_data(self, _event: Any = None) -> None:
+        if self.session is not None:
+            self._apply(lambda: self.session.sync())
+
+    def _on_data(self, _event: Any = None) -> None:
+        session, layer = self.session, self.layer
+        if session is not None and layer is not None:
+            if layer.data is session.labels:
+                self._apply(lambda: session.sync(everywhere=True))
+            else:
+                self._apply(lambda: session.rebind(layer.data))
+
+    def _apply(self, update: Any) -> None:
+        try:
+            self._redraw(update())
+        except PdmFuseError as err:
+            show_error(str(err))
+
+    def _redraw(self, window: Window | None) -> None:
+        if window is None or self.outcome is None:
+            return
+        for kind in ("fused", "focus_map"):
+            name = layers.layer_name(self.outcome, kind)
+            if name in self.viewer.layers:
+                self.viewer.layers[name].refresh()
+
+    # -- choices -----------------------------------------------------------------------------
+
+    def _on_source(self, value: Any) -> None:
+        """Paint with the chosen source's label; another fusion is made first, once."""
+        session, layer = self.session, self.layer
+        if session is None or layer is None or value is None:
+            return
+        if isinstance(value, OtherFusion) and session.label_of(value) not in session.others:
+            self._make(value)
+            return
+        layer.selected_label = session.label_of(value)
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        what = value.name + " fusion" if isinstance(value, OtherFusion) else f"plane {value}"
+        self.status.value = f"Painting takes the {what} (label {layer.selected_label})."
+
+    def _make(self, other: OtherFusion) -> None:
+        """Fuse the stack with ``other`` in the background, then paint with it."""
+        if self.worker is not None:
+            return
+        run = self.session.other_run(other)
+        worker = create_worker(fuse_run, run, _ignore_errors=True)
+        self.worker = worker
+        self.status.value = f"Making the {other.name} fusion to retouch from…"
+
+        def returned(outcome: Outcome | Failure) -> None:
+            if isinstance(outcome, Failure):
+                show_error(outcome.message)
+                return
+            if self.session is not None:
+                self.session.add_other(other, outcome)
+                self._on_source(self.source.value)
+
+        def finished() -> None:
+            self.worker = None
+
+        worker.returned.connect(returned)
+        worker.finished.connect(finished)
+        worker.errored.connect(lambda _: finished())
+        worker.start()
+
+    def _on_match(self, value: bool) -> None:
+        if self.session is not None:
+            self._apply(lambda: self.session.set_match_brightness(bool(value)))
+
+    # -- the mask ----------------------------------------------------------------------------
+
+    def save(self, path: str | Path | None = None, *, overwrite: bool = True) -> Path | None:
+        """Save the mask for ``pdmfuse fuse --retouch`` (the file chosen above, by default);
+        the widget asks before replacing a file through its dialog, so it overwrites."""
+        if self.session is None:
+            return None
+        target = Path(path) if path is not None else Path(self.mask_file.value)
+        if not str(target) or target == Path(".") or target.is_dir():
+            show_error("Choose a file for the mask (a .tif name) first.")
+            return None
+        try:
+            saved = self.session.save(target, overwrite=overwrite)
+        except PdmFuseError as err:
+            show_error(str(err))
+            return None
+        show_info(f"Saved the retouch mask to {saved}; pdmfuse fuse … --retouch {saved.name}")
+        return saved

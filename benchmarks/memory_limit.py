@@ -57,7 +57,7 @@ def size(text: str) -> int:
 
 def make_stack(folder: Path, slices: int, side: int) -> Path:
     """A rendered focus stack, tiled to ``side`` px, uint8 (deterministic)."""
-    from napari_pdmfuse import render
+    from napari_pdmfuse.training import rendering as render
 
     planes = render.random_stack(np.random.default_rng(0), (512, 512), n_slices=slices).stack
     reps = -(-side // 512)

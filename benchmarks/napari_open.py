@@ -42,7 +42,7 @@ import common
 import numpy as np
 import tifffile
 
-from napari_pdmfuse import render
+from napari_pdmfuse.training import rendering as render
 
 SIDE = 8192
 TILE = 512

@@ -28,7 +28,7 @@ def stack_path(slices: int, size: int) -> Path:
     """The cached benchmark stack, rendered on first use."""
     path = common.CACHE / f"speed-{slices}x{size}x{size}-uint16.npy"
     if not path.is_file():
-        from napari_pdmfuse import render
+        from napari_pdmfuse.training import rendering as render
 
         print(f"Rendering the {slices} × {size} × {size} uint16 stack once, into {path}")
         rng = np.random.default_rng(30000)

@@ -27,7 +27,7 @@ import numpy as np
 import tifffile
 from skimage.transform import downscale_local_mean
 
-from napari_pdmfuse import render
+from napari_pdmfuse.training import rendering as render
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("PDMFUSE_DATA", ROOT.parent / "shared" / "data"))

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from napari_pdmfuse import FuseOptions, InputError, ReadError, fuse, fuse_files, render
+from napari_pdmfuse import FuseOptions, InputError, ReadError, fuse, fuse_files
 from napari_pdmfuse.cli import main
 from napari_pdmfuse.retouch import (
     MASK_KEY,
@@ -20,6 +20,7 @@ from napari_pdmfuse.retouch import (
     read_mask,
     write_mask,
 )
+from napari_pdmfuse.training import rendering as render
 
 
 @pytest.fixture(scope="module")

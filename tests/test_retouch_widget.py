@@ -25,7 +25,7 @@ TIMEOUT_MS = 60_000
 
 
 def rendered(shape=(96, 128), n=5) -> np.ndarray:
-    from napari_pdmfuse import render
+    from napari_pdmfuse.training import rendering as render
 
     planes = render.random_stack(np.random.default_rng(4), shape, n_slices=n, rgb=False).stack
     return (planes.astype(np.float64) / planes.max() * 60_000).astype(np.uint16)

@@ -71,8 +71,10 @@ def cases(part: str, per_series: int, size: int = SIZE) -> dict[str, Case]:
         for i in range(per_series):
             kind = KINDS[i % len(KINDS)]
             rng = np.random.default_rng(SEED + 100 * s + i)
-            layout = defocus.random_layout(rng, series, part, size, kinds=(kind,))
-            depth, step, origin, n = layout
+            depth = np.zeros(1)
+            while np.ptp(depth) < 1:  # terraces all on one plane are no steps: draw again
+                layout = defocus.random_layout(rng, series, part, size, kinds=(kind,))
+                depth, step, origin, n = layout
             stack = defocus.compose(series, depth, step, part, origin, rng=rng, n_planes=n)
             out[f"{SHORT[name]}-{kind}-{i}"] = Case(name, kind, step, stack)
     return out

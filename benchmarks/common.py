@@ -29,7 +29,7 @@ VARIANTS = {
 EXTERNAL = ("enfuse", "openfocus-dtcwt", "openfocus-stackmffv3", "clesperanto-edf")
 METHODS = BUILTIN + tuple(VARIANTS) + EXTERNAL
 
-logging.getLogger("tifffile").setLevel(logging.ERROR)  # OpenFocus' grey TIFFs have 3 samples
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # OpenFocus' grey TIFFs: 3 samples
 
 
 class Skip(Exception):

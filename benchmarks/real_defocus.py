@@ -33,7 +33,7 @@ from napari_pdmfuse.training.rendering import RenderedStack
 
 #: The depth layouts, in turn; "terraces" are the steps, each region on a whole plane.
 KINDS = ("terraces", "tilted", "dome", "mixed")
-SIZES = {"wafer-defocus-reflected": 384, "mitochondria-defocus-fluorescence": 256}
+SIZE = 256  # px: crops of both series
 SHORT = {"wafer-defocus-reflected": "wafer", "mitochondria-defocus-fluorescence": "mito"}
 SEED = 27_000
 DEFAULT_METHODS = (
@@ -63,18 +63,18 @@ class Case:
     stack: RenderedStack
 
 
-def cases(part: str, per_series: int) -> dict[str, Case]:
+def cases(part: str, per_series: int, size: int = SIZE) -> dict[str, Case]:
     """The fixed set: ``per_series`` stacks of each series, the layouts in turn."""
     out = {}
     for s, name in enumerate(defocus.SERIES):
         series = defocus.load_series(name)
-        # The parts differ in size (the wafer's tuning band has 368 rows).
-        size = min(SIZES[name], *(s.stop - s.start for s in defocus.region(series, part)))
         for i in range(per_series):
             kind = KINDS[i % len(KINDS)]
             rng = np.random.default_rng(SEED + 100 * s + i)
-            layout = defocus.random_layout(rng, series, part, size, kinds=(kind,))
-            depth, step, origin, n = layout
+            depth = np.zeros(1)
+            while np.ptp(depth) < 1:  # terraces all on one plane are no steps: draw again
+                layout = defocus.random_layout(rng, series, part, size, kinds=(kind,))
+                depth, step, origin, n = layout
             stack = defocus.compose(series, depth, step, part, origin, rng=rng, n_planes=n)
             out[f"{SHORT[name]}-{kind}-{i}"] = Case(name, kind, step, stack)
     return out
@@ -193,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", default="report", choices=("report", "tune"))
     parser.add_argument("--per-series", type=int, default=8, help="stacks per series (8)")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"crop side in px ({SIZE})")
     parser.add_argument("--methods", help=f"comma-separated (default: {','.join(DEFAULT_METHODS)})")
     parser.add_argument(
         "--weights",
@@ -226,7 +227,7 @@ def main() -> None:
             print(f"Skipping {m}: {why}")
     runnable += list(extra)
 
-    for name, case in cases(args.part, args.per_series).items():
+    for name, case in cases(args.part, args.per_series, args.size).items():
         stack = case.stack
         print(
             f"\n== {name}: {len(stack.stack)} planes {case.step_um:.3g} µm apart, "

@@ -12,6 +12,7 @@ from test_focus_map import run_focus_reference
 
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
+from napari_pdmfuse.model.cost import multiply_adds_per_voxel
 from napari_pdmfuse.model.pdmnet import LIGHT_LOGIT_BOUND, LIGHT_WIDTHS, PDMNet, upsample
 from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, save_weights, sha256
 from napari_pdmfuse.training import rendering as render
@@ -165,6 +166,11 @@ def test_tiles_stitch_to_the_whole_image_result(head_weights, focus_head, deep):
     # must be rare and marked as doubtful (the untrained head has 2 of 270 400 here).
     assert off.mean() <= (0 if not focus_head else 1e-5)
     assert (np.maximum(whole.confidence, tiled.confidence)[off] < 0.05).all()
+
+
+def test_the_shipped_network_costs_at_most_800_multiply_adds_per_input_voxel():
+    model = load_model()
+    assert model.light and sum(multiply_adds_per_voxel(model).values()) <= 800
 
 
 def test_light_logits_are_bounded_and_the_design_survives_saving(tmp_path):

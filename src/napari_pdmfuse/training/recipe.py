@@ -124,7 +124,7 @@ def train_network(
         "real": args.real,
         "real_share": args.real_share,
         "distill": args.distill,
-        "teacher": str(args.teacher) if args.distill else None,
+        "teacher": args.teacher.name if args.distill else None,
         "slice_counts": list(args.slice_counts),
         "blur_range": list(args.blur_range),
         "mix": args.mix,

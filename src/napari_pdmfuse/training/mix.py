@@ -172,7 +172,7 @@ def optics_of(kind: dict[str, Any], values: dict[str, Any], rgb: bool) -> dict[s
         optics = cls(
             na=na, immersion=immersion, sample=sample, depth=values.pop("depth"),
             wavelength=wave, pixel=pixel,
-            z_step=z_step_for_blur(blur, na, pixel, immersion),
+            z_step=z_step_for_blur(blur, na, pixel, immersion, wave),
             model="vectorial" if na > 0.9 else "scalar",
         )  # fmt: skip
     else:
@@ -181,6 +181,6 @@ def optics_of(kind: dict[str, Any], values: dict[str, Any], rgb: bool) -> dict[s
         pixel = wave / (sampling * na)
         optics = cls(
             na=na, condenser=values.pop("condenser"), wavelength=wave, pixel=pixel,
-            z_step=z_step_for_blur(blur, na, pixel, 1.0),
+            z_step=z_step_for_blur(blur, na, pixel, 1.0, wave),
         )  # fmt: skip
     return {**values, "optics": optics}

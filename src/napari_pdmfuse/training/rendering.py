@@ -23,6 +23,7 @@ from scipy import ndimage, signal
 from .mix import BLUR_RANGE, DEFAULT_MIX, SETUP, SLICE_COUNTS, draw, kind_of, optics_of
 from .optics import (
     PSFS,
+    Brightfield,
     Fluorescence,
     Microscope,
     acquired,
@@ -431,6 +432,11 @@ def render_stack(
     dtype = np.uint8 if bits <= 8 else np.uint16
     quantised = np.clip(np.rint(stack * level), 0, full).astype(dtype)
     detail = ndimage.gaussian_gradient_magnitude(truth if truth.ndim == 2 else truth.mean(-1), 1.0)
+    if relief is not None and isinstance(optics, Brightfield):
+        # A transparent specimen shows its depth by its phase out of focus: count phase
+        # gradients as detail (0.04 rad per px as much as 4 % contrast).
+        phase = 2 * np.pi * optics.passes * relief / optics.wavelength
+        detail = np.maximum(detail, ndimage.gaussian_gradient_magnitude(phase, 1.0))
     textured = ndimage.maximum_filter(detail, 5) > 0.04
     return RenderedStack(
         stack=quantised,

@@ -1,7 +1,7 @@
 """The training mix: which optics the training stacks are rendered through, how often, and
 over what ranges — one table per version, read by :func:`.rendering.random_stack`.
 
-``"v1"`` is the mix the shipped weights were trained on (intensity PSFs only); it must keep
+``"v1"`` is the mix the first design was trained on (intensity PSFs only); it must keep
 drawing the same values in the same order, so its stacks stay the same bit for bit. ``"v2"``
 adds physical optics (:mod:`.optics`): brightfield and reflected light as wave optics,
 widefield fluorescence with haze and aberrated PSFs, and the acquisition's faults.
@@ -126,8 +126,11 @@ MIXES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-#: The mix the shipped weights were trained on.
+#: The renderer's mix when none is named: v1, which the first design's weights (the light
+#: network's teacher) were trained on, rendered the same bit for bit.
 DEFAULT_MIX = "v1"
+#: The mix the training recipe renders by default: the shipped weights were trained on v2.
+RECIPE_MIX = "v2"
 
 
 def draw(

@@ -49,7 +49,7 @@ from .data import (
     validation_set,
 )
 from .focus import refine_network, train_focus_head
-from .mix import DEFAULT_MIX, MIXES
+from .mix import MIXES, RECIPE_MIX
 from .rendering import (
     BLUR_RANGE,
     SLICE_COUNTS,
@@ -208,9 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--mix",
         choices=sorted(MIXES),
-        default=DEFAULT_MIX,
-        help="the training stacks' optics: v1, the intensity PSFs the shipped weights were "
-        "trained on; v2, with wave optics, fluorescence and acquisition faults "
+        default=RECIPE_MIX,
+        help="the training stacks' optics: v1, the intensity PSFs the first design was "
+        "trained on; v2, with wave optics, fluorescence and acquisition faults, the shipped "
+        "weights' "
         "(napari_pdmfuse.training.mix; default: %(default)s)",
     )
     parser.add_argument(

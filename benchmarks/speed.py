@@ -32,11 +32,16 @@ def stack_path(slices: int, size: int) -> Path:
 
         print(f"Rendering the {slices} × {size} × {size} uint16 stack once, into {path}")
         rng = np.random.default_rng(30000)
-        sharp = render.fluorescence(rng, (size, size))
-        depth = render.depth_map(rng, (size, size), slices)
+        # Larger than 2048² the renderer's float64 noise would need more than 14 GB: render
+        # 2048² and repeat it.
+        side = min(size, 2048)
+        sharp = render.fluorescence(rng, (side, side))
+        depth = render.depth_map(rng, (side, side), slices)
         stack = render.render_stack(
             sharp, depth, slices, rng=rng, photons=1000, bits=16, levels_per_slice=2
         ).stack
+        reps = -(-size // side)
+        stack = np.tile(stack, (1, reps, reps))[:, :size, :size]
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial.npy")
         np.save(partial, stack)

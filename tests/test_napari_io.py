@@ -279,7 +279,9 @@ def test_remembered_choice_opens_tiffs_without_a_question(tmp_path, monkeypatch)
         viewer.open(str(stack), plugin=None)
 
     settings = get_settings()
-    monkeypatch.setattr(settings, "_save_on_change", False)  # leave the user's settings alone
+    # Leave the user's settings file alone (patched on the class: the instance's private
+    # attributes cannot be restored once deleted).
+    monkeypatch.setattr(type(settings), "_maybe_save", lambda self: None)
     monkeypatch.setattr(settings.plugins, "extension2reader", {"*.tif": PLUGIN})
     [layer] = viewer.open(str(stack), plugin=None)  # as after "remember this choice"
     assert isinstance(layer.data, da.Array)

@@ -12,12 +12,15 @@ unless ``--keep``:
 Each measurement runs in a fresh process with a real viewer (a virtual display on a headless
 machine): start napari, open the stack, wait until the plane is drawn, step Z to the middle
 plane, then (``--fuse``) fuse it with the widget into OME-Zarr stores (the widget's in-memory
-threshold set to 0, so every result streams), waiting until the run ends. Reported: seconds,
+threshold set to 0, so every result streams), waiting until the run ends, and (``--scroll``)
+show every Z plane once, which fills napari's dask cache (``--no-dask-cache`` turns it off:
+napari's Preferences ▸ Application ▸ Dask cache). Reported: seconds,
 RSS (resident memory) of the viewer alone, after opening, and the peaks while opening and while
 fusing (sampled every 20 ms, and the process's own peak). Run from the repository root:
 
     xvfb-run -a nice -n 15 python benchmarks/napari_open.py --fuse
     xvfb-run -a nice -n 15 python benchmarks/napari_open.py --stacks tiled --via napari
+    xvfb-run -a nice -n 15 python benchmarks/napari_open.py --via file-open --scroll --no-dask-cache
 
 ``--via`` picks how the stack is opened: ``file-open`` (File ▸ Open once PDM Fuse is the
 remembered reader for ``*.tif``), ``button`` (the widget's "Open stack…", its dialog answered
@@ -157,8 +160,9 @@ def _gb(nbytes: float) -> float:
     return round(nbytes / 1e9, 2)
 
 
-def measure(path: Path, via: str, fuse: bool, method: str) -> dict:
-    """Open ``path`` in a new viewer as ``via`` says, step Z, and fuse it if asked."""
+def measure(path: Path, via: str, fuse: bool, method: str, scroll: bool, cache: bool) -> dict:
+    """Open ``path`` in a new viewer as ``via`` says, step Z, fuse it and show every plane if
+    asked, with napari's dask cache on or off."""
     import napari
     from napari.settings import get_settings
 
@@ -171,7 +175,8 @@ def measure(path: Path, via: str, fuse: bool, method: str) -> dict:
     row: dict = {"stack": path.name, "via": via, "viewer_gb": _gb(rss.now())}
     settings = get_settings()
     settings._save_on_change = False  # this process's choices stay out of the user's settings
-    row["dask_cache_gb"] = round(settings.application.dask.cache, 2)
+    settings.application.dask.enabled = cache
+    row["dask_cache_gb"] = round(settings.application.dask.cache, 2) if cache else 0
     widget = None
     if via == "button" or fuse:
         _, widget = viewer.window.add_plugin_dock_widget("napari-pdmfuse", "PDM Fuse")
@@ -213,7 +218,7 @@ def measure(path: Path, via: str, fuse: bool, method: str) -> dict:
         before = rss.now()
         start = time.perf_counter()
         widget.run()
-        _until(lambda: widget.worker is None)
+        _until(lambda: widget.worker is None, timeout=6 * 3600.0)  # a busy machine is slow
         row["fuse_s"] = round(time.perf_counter() - start, 1)
         row.update(fuse_peak_gb=_gb(rss.peak), fusion_adds_gb=_gb(rss.peak - before))
         results = [x for x in viewer.layers if x.name.startswith(f"{layer.name} ")]
@@ -223,6 +228,14 @@ def measure(path: Path, via: str, fuse: bool, method: str) -> dict:
         row["status"] = widget.status.value
         if widget.last is not None and widget.last.folder is not None:
             shutil.rmtree(widget.last.folder, ignore_errors=True)
+    if scroll:  # every plane shown once: napari's dask cache keeps what it read
+        start = time.perf_counter()
+        for z in range(layer.data.shape[axis]):
+            viewer.dims.set_current_step(axis, z)
+            _until(lambda: layer.loaded)
+        row["scroll_s"] = round(time.perf_counter() - start, 1)
+        _settle(1.0)
+        row["after_scroll_gb"] = _gb(rss.now())
     row["process_peak_gb"] = _gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     viewer.close()
     return row
@@ -237,14 +250,17 @@ def main() -> None:
     parser.add_argument("--via", default="file-open,button", help=", ".join(VIAS))
     parser.add_argument("--fuse", action="store_true", help="fuse each stack opened by button")
     parser.add_argument("--method", default="argmax")
+    parser.add_argument("--scroll", action="store_true", help="show every Z plane at the end")
+    parser.add_argument("--no-dask-cache", action="store_true", help="turn napari's cache off")
     parser.add_argument("--side", type=int, default=SIDE, help="plane side, a multiple of 1024")
     parser.add_argument("--dir", type=Path, help="folder for the stacks (default: a new one)")
     parser.add_argument("--keep", action="store_true", help="keep the stacks")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        path, via, fuse = args.child
-        print(json.dumps(measure(Path(path), via, fuse == "1", args.method)), flush=True)
+        path, via, *flags = args.child
+        fuse, scroll, cache = (flag == "1" for flag in flags)
+        print(json.dumps(measure(Path(path), via, fuse, args.method, scroll, cache)), flush=True)
         return
 
     print(common.describe_machine(common.machine()), flush=True)
@@ -261,8 +277,9 @@ def main() -> None:
             for via in args.via.split(","):
                 fuse = args.fuse and via == "button"
                 env = {**os.environ, "TMPDIR": str(folder)}  # the widget's stores go there too
-                cmd = [sys.executable, __file__, "--child", str(path), via, "1" if fuse else "0"]
-                cmd += ["--method", args.method]
+                flags = [fuse, args.scroll, not args.no_dask_cache]
+                cmd = [sys.executable, __file__, "--child", str(path), via]
+                cmd += ["1" if flag else "0" for flag in flags] + ["--method", args.method]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
                 if proc.returncode or not lines:
@@ -274,7 +291,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     keys = ["stack", "via", "open_s", "step_z_s", "viewer_gb", "opened_gb", "open_peak_gb"]
-    keys += ["fuse_s", "fuse_peak_gb", "fusion_adds_gb", "process_peak_gb"]
+    keys += ["fuse_s", "fuse_peak_gb", "fusion_adds_gb", "after_scroll_gb", "process_peak_gb"]
     print("\n" + " | ".join(keys))
     for row in rows:
         print(" | ".join(str(row.get(k, "")) for k in keys))

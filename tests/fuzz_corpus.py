@@ -252,7 +252,8 @@ def damage_description(path: Path, rng: np.random.Generator) -> str:
     edits = [(p, r) for p, r in TEXT_EDITS if re.search(p, text)]
     if text and edits and rng.integers(4):
         pattern, replacements = edits[int(rng.integers(len(edits)))]
-        new = re.sub(pattern, str(rng.choice(replacements)), text, count=1)
+        replacement = str(rng.choice(replacements))
+        new = re.sub(pattern, lambda _: replacement, text, count=1)
         how = f"description: {pattern} edited"
     elif text:
         start = int(rng.integers(len(text)))
@@ -468,13 +469,27 @@ def run_case(seed: int, index: int) -> dict[str, object]:
 
 
 def worker(seed: int) -> None:
-    """Run the case numbers read from stdin, one JSON line each on stdout."""
+    """Run the case numbers read from stdin, one JSON line each on stdout, after a line saying
+    that the libraries are loaded (so that a run's time counts its own work only)."""
+    import dask.array  # noqa: F401
+    import tifffile  # noqa: F401
+    import zarr  # noqa: F401
+
+    import napari_pdmfuse.cli
+    import napari_pdmfuse.files  # noqa: F401
+
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing but results on the pipe
+    out.write("ready\n")
+    out.flush()
     for line in sys.stdin:
         result = run_case(seed, int(line))
         out.write(json.dumps(result) + "\n")
         out.flush()
+
+
+#: Seconds a worker may take to load its libraries (a busy machine's cold start).
+START_BOUND = 900
 
 
 class Runner:
@@ -494,6 +509,11 @@ class Runner:
                 [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, text=True, env=env,
             )  # fmt: skip
+            assert self.process.stdout is not None
+            ready, _, _ = select.select([self.process.stdout], [], [], START_BOUND)
+            if not ready or self.process.stdout.readline() != "ready\n":
+                self.process.kill()
+                raise RuntimeError(f"the fuzzing worker did not start in {START_BOUND} s")
         return self.process
 
     def run(self, index: int) -> dict[str, object]:
@@ -502,7 +522,7 @@ class Runner:
         began = time.perf_counter()
         process.stdin.write(f"{index}\n")
         process.stdin.flush()
-        ready, _, _ = select.select([process.stdout], [], [], self.bound + 30)  # + start-up
+        ready, _, _ = select.select([process.stdout], [], [], self.bound)
         line = process.stdout.readline() if ready else ""
         if line:
             result = json.loads(line)

@@ -1,13 +1,16 @@
-"""Fuzzing: random stacks through the API, and a corpus of damaged TIFFs through reader and CLI.
+"""Fuzzing: random stacks through the API, damaged TIFFs through reader and CLI, and a slice of
+the seeded corpus of damaged inputs of every kind (tests/fuzz_corpus.py).
 
 Hypothesis runs derandomized with a fixed budget, so CI sees the same examples every time.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
+import fuzz_corpus
 import numpy as np
 import pytest
 import tifffile
@@ -221,3 +224,45 @@ def test_damaged_tiffs_through_the_cli(tmp_path, originals, capsys):
                 assert code == 2 and len(errors) == 1 and "not a readable image" in errors[0]
             else:
                 assert code in (0, 2) and len(errors) == (code == 2), (layout, name, err)
+
+
+# ---------------------------------------------------------------------------------------------
+# The damaged-input corpus (tests/fuzz_corpus.py): a slice of what benchmarks/fuzz.py runs whole
+
+#: The corpus' seed, and the cases run here: every 50th of the 2000, which meet every input
+#: kind and output format.
+SEED = 1
+SLICE = range(0, 2000, 50)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>"
+        for p in sorted(folder.rglob("*"))
+        if not p.is_symlink()
+    }
+
+
+def test_the_corpus_is_made_from_its_seed_alone(tmp_path):
+    for index in (0, 5, 8, 11, 12, 1207):
+        first, second = tmp_path / f"{index}a", tmp_path / f"{index}b"
+        first.mkdir()
+        second.mkdir()
+        a = fuzz_corpus.make_case(SEED, index, first)
+        b = fuzz_corpus.make_case(SEED, index, second)
+        assert (a.original, a.damage, a.output) == (b.original, b.damage, b.output)
+        assert tree(first) == tree(second), index
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="the runner waits on its worker with select")
+def test_a_slice_of_the_damaged_input_corpus_ends_with_outputs_or_one_sentence():
+    runner = fuzz_corpus.Runner(SEED, bound=60)
+    try:
+        results = [runner.run(index) for index in SLICE]
+    finally:
+        runner.close()
+    assert [r for r in results if r["outcome"] == "finding"] == []
+    assert {r["outcome"] for r in results} == {"fused", "refused"}
+    assert {r["original"] for r in results} == set(fuzz_corpus.ORIGINALS)
+    assert {r["output"] for r in results} == set(fuzz_corpus.OUTPUTS)

@@ -3,6 +3,7 @@ planes; their axes, physical sizes, names and channel names, and the refusals of
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import dask.array as da
@@ -272,6 +273,20 @@ def _hyper(path, axes):
     shape = {"TZYX": (2, 3, 8, 8), "TYX": (3, 8, 8)}[axes]
     tifffile.imwrite(path, np.zeros(shape, np.uint8), imagej=True, metadata={"axes": axes})
     return path
+
+
+def test_a_zarr_claiming_an_impossible_shape_is_one_sentence(tmp_path):
+    store = zarr.create_array(str(tmp_path / "stack.zarr"), shape=(3, 64, 64), chunks=(1, 32, 32),
+                              dtype=np.uint8, zarr_format=2)  # fmt: skip
+    store[...] = 1
+    meta = tmp_path / "stack.zarr" / ".zarray"
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"shape": [3, 64, 2**63]}))
+    with pytest.raises(InputError) as refused:  # not dask's MemoryError laying out its blocks
+        open_image([tmp_path / "stack.zarr"])
+    assert str(refused.value) == (
+        f"{tmp_path / 'stack.zarr'} claims an array of shape (3, 64, 9223372036854775808), larger "
+        "than any image; check the file or export it again."
+    )
 
 
 def test_zarr_input_is_guarded_and_pickles_for_cluster_workers(tmp_path, monkeypatch):

@@ -67,6 +67,11 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
             except PdmFuseError as exc:
                 print(f"pdmfuse: error: {printable(str(exc))}", file=sys.stderr)
                 status = EXIT_ERROR
+            except MemoryError:  # outside the tiles, which are split first: one sentence still
+                from ..executing import out_of_memory
+
+                print(f"pdmfuse: error: {out_of_memory()}", file=sys.stderr)
+                status = EXIT_ERROR
             except KeyboardInterrupt:
                 print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
                 status = EXIT_INTERRUPTED

@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError, PdmFuseError, PdmFuseWarning, ReadError
+from ..sizes import MAX_SIDE
 from .filearray import FileArray
 from .remote import is_url, open_zarr
 
@@ -168,9 +169,20 @@ def _reopen_zarr(where: str, path: Path | str, dataset: str) -> GuardedArray:
     return GuardedArray(array, path, dataset)
 
 
+def check_layout(path: Path | str, shape: tuple[int, ...]) -> None:
+    """Refuse a file whose header claims a side no image has (a damaged TIFF tag or zarr
+    shape), before dask lays out a block per chunk of it (which would exhaust memory)."""
+    if any(int(n) > MAX_SIDE for n in shape):
+        raise InputError(
+            f"{path} claims an array of shape {tuple(shape)}, larger than any image; check the "
+            "file or export it again."
+        )
+
+
 def lazy(guarded: GuardedArray, chunks: Any) -> da.Array:
     """A dask array over ``guarded``, named after the file so that two reads of one file share
     their blocks in a graph."""
+    check_layout(guarded.path, guarded.shape)
     key = (location(guarded.path), guarded.dataset, guarded.shape, str(chunks))
     name = f"pdmfuse-read-{dask.base.tokenize(*key)}"
     return da.from_array(guarded, chunks=chunks, name=name, asarray=False)

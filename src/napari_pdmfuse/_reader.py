@@ -25,10 +25,11 @@ import dask.array as da
 
 from .errors import PdmFuseError
 from .ngff import multiscales, transforms
-from .reading import Image, is_url, open_image
+from .reading import Image, Scene, is_url, list_scenes, open_image
 from .reading.image import stem
 from .reading.remote import open_zarr, url_name
 from .reading.vendor import FORMATS
+from .reading.zarr import zarr_scenes
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerData]]
@@ -55,20 +56,49 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
     p = Path(path)
     name = (url_name(str(path)) if remote else p.name).lower().rstrip("/")
     if not remote and name.endswith(FILE_SUFFIXES) and p.is_file():
-        try:
-            image = open_image([p], for_viewing=True)
-        except PdmFuseError:
-            return None  # a 2-D image or a layout that is not one stack: napari's reader opens it
-        return lambda _path: [image_layer(image)]
+        layers = file_layers(p)
+        # None: a 2-D image or a layout that is not one stack: napari's reader opens it
+        return None if not layers else lambda _path: layers
     if name.endswith(ZARR_SUFFIXES) and (remote or p.is_dir()):
         try:
-            layer = zarr_layer(str(path) if remote else p)
+            found = None if remote else zarr_scenes(p)
+            if found is not None:  # a collection: a layer per image
+                pairs = zip(*found, strict=True)
+                named = (_scene_named(zarr_layer(p / key), p, scene) for scene, key in pairs)
+                layers = [layer for layer in named if layer is not None]
+            else:
+                layer = zarr_layer(str(path) if remote else p)
+                layers = [] if layer is None else [layer]
         except Exception:
             return None  # not a zarr store we understand, or an address that cannot be reached
-        if layer is None:
-            return None
-        return lambda _path: [layer]
+        return None if not layers else lambda _path: layers
     return None
+
+
+def file_layers(path: Path) -> list[LayerData]:
+    """A layer per scene of a file that holds stacks (named ``<file> [<scene>]`` when there are
+    several); scenes that are no stack are left out."""
+    try:
+        scenes = list_scenes([path])
+    except PdmFuseError:
+        return []
+    layers = []
+    for scene in scenes:
+        try:
+            image = open_image([path], for_viewing=True, scene=scene.index)
+        except PdmFuseError:
+            continue
+        layer = image_layer(image)
+        layers.append(layer if len(scenes) == 1 else _scene_named(layer, path, scene))
+    return layers
+
+
+def _scene_named(layer: LayerData | None, path: Path, scene: Scene) -> LayerData | None:
+    """A scene's layer, named after its file and itself."""
+    if layer is None:
+        return None
+    data, kwargs, kind = layer
+    return data, {**kwargs, "name": f"{stem(path)} [{scene.describe()}]"}, kind
 
 
 # ---------------------------------------------------------------------------------------------

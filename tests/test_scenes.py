@@ -96,7 +96,7 @@ def test_every_scene_of_a_czi_is_fused_and_reads_back_with_bioio(czi, tmp_path, 
         fused = image.get_image_data("CYX")
         np.testing.assert_array_equal(fused, alone(tmp_path, planes(seed), name))
         assert list(image.channel_names) == ["DAPI", "GFP"]
-        assert image.physical_pixel_sizes.X == pytest.approx(0.2)
+        assert image.physical_pixel_sizes[2] == pytest.approx(0.2)  # Z, Y, X
         assert tifffile.imread(out / f"focus_{name}.tif").shape == (40, 48)
 
 

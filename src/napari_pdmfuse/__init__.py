@@ -15,7 +15,7 @@ from .version import __version__
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
     from .errors import InputError, OutputError, PdmFuseError, PdmFuseWarning, ReadError
-    from .files import Outputs, Written, fuse_files, fuse_files_iter
+    from .files import Outputs, Written, fuse_files, fuse_files_iter, fuse_scenes, scenes
     from .fusion import fuse, fuse_iter
     from .meshes import write_mesh
     from .methods import METHODS
@@ -35,6 +35,8 @@ _LAZY = {
     "Written": "files",
     "fuse_files": "files",
     "fuse_files_iter": "files",
+    "fuse_scenes": "files",
+    "scenes": "files",
     "fuse": "fusion",
     "fuse_iter": "fusion",
     "write_mesh": "meshes",
@@ -63,6 +65,8 @@ __all__ = [
     "fuse_files",
     "fuse_files_iter",
     "fuse_iter",
+    "fuse_scenes",
+    "scenes",
     "write_mesh",
 ]
 

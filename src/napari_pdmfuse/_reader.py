@@ -25,13 +25,14 @@ import dask.array as da
 
 from .errors import InputError, PdmFuseError
 from .ngff import is_zarr_name, is_zarr_store, multiscales, transforms
-from .reading import Image, is_tiff, is_url, open_image
+from .reading import Image, Scene, is_tiff, is_url, list_scenes, open_image
 from .reading.axes import ordered, viewable_axes
 from .reading.guarded import unreadable
 from .reading.image import stem
 from .reading.remote import open_zarr, url_name
 from .reading.scale import Scale
 from .reading.tiff import open_tiff
+from .reading.zarr import zarr_scenes
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[Any], list[LayerData]]
@@ -73,17 +74,19 @@ def read_layers(path: str | Path, stacks_only: bool = False) -> list[LayerData]:
     local = Path(path)
     if remote or (local.is_dir() and (is_zarr_name(local) or is_zarr_store(local))):
         try:
-            layer = zarr_layer(str(path) if remote else local)
+            layers = _zarr_layers(str(path) if remote else local)
         except PdmFuseError:
             raise
         except Exception:
             raise unreadable(str(path) if remote else local) from None
-        if layer is None or (stacks_only and _ndim(layer) < 3):
+        if not layers or (stacks_only and all(_ndim(layer) < 3 for layer in layers)):
             raise InputError(
                 f"{path} holds no stack (an OME-Zarr image or a zarr array of three or more "
                 "axes); choose the store of a focus stack."
             )
-        return [layer]
+        return layers
+    if local.is_file() and len(layers := file_layers(local)) > 1:
+        return layers  # a layer per scene, position or series
     try:
         return [image_layer(open_image([local], for_viewing=True))]
     except InputError:
@@ -92,9 +95,48 @@ def read_layers(path: str | Path, stacks_only: bool = False) -> list[LayerData]:
         return [tiff_layer(local)]
 
 
+def _zarr_layers(store: Path | str) -> list[LayerData]:
+    """The image of an OME-Zarr store or zarr array, or a layer per image of a collection."""
+    found = zarr_scenes(store) if isinstance(store, Path) else None
+    if found is None:
+        layer = zarr_layer(store)
+        return [] if layer is None else [layer]
+    named = (
+        _scene_named(zarr_layer(store / key), store, scene)
+        for scene, key in zip(*found, strict=True)
+    )
+    return [layer for layer in named if layer is not None]
+
+
 def _ndim(layer: LayerData) -> int:
     data, kwargs, _ = layer
     return int((data[0] if kwargs.get("multiscale") else data).ndim)
+
+
+def file_layers(path: Path) -> list[LayerData]:
+    """A layer per scene of a file that holds stacks (named ``<file> [<scene>]`` when there are
+    several); scenes that are no stack are left out."""
+    try:
+        scenes = list_scenes([path])
+    except PdmFuseError:
+        return []
+    layers = []
+    for scene in scenes:
+        try:
+            image = open_image([path], for_viewing=True, scene=scene.index)
+        except PdmFuseError:
+            continue
+        layer = image_layer(image)
+        layers.append(layer if len(scenes) == 1 else _scene_named(layer, path, scene))
+    return layers
+
+
+def _scene_named(layer: LayerData | None, path: Path, scene: Scene) -> LayerData | None:
+    """A scene's layer, named after its file and itself."""
+    if layer is None:
+        return None
+    data, kwargs, kind = layer
+    return data, {**kwargs, "name": f"{stem(path)} [{scene.describe()}]"}, kind
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .options import FuseOptions
 from .outputs import KINDS, FileOutputs, check_formats, output_bytes
 from .overview import Overview, Sampler, overview_of_files
 from .planning import AlignmentLog, Job, Progress, plan_job
-from .reading import is_url, open_image
+from .reading import Scene, is_url, list_scenes, open_image, pick_scenes, scene_path
 from .resume import outputs_done
 from .sizes import check_disk
 from .writing.atomic import atomic_files, check_outputs, write_failed
@@ -99,6 +99,7 @@ def fuse_files_iter(
     ome_zarr_version: str = DEFAULT_NGFF_VERSION,
     resume: bool = False,
     overview: bool = False,
+    scene: int | str | None = None,
 ) -> Generator[Progress, None, Written]:
     """Fuse a stack on disk into files, yielding progress over all tiles.
 
@@ -112,7 +113,9 @@ def fuse_files_iter(
     when all do, nothing is fused and the result says ``skipped``; when some are missing, the
     job runs and replaces them all; an output made another way is refused (see
     :mod:`~napari_pdmfuse.resume`). With ``overview``, the result holds samples of the
-    outputs and figures about them (:class:`~napari_pdmfuse.overview.Overview`). Raises
+    outputs and figures about them (:class:`~napari_pdmfuse.overview.Overview`). ``scene``
+    (a number from 0, or a name) picks one image of a file that holds several (see
+    :func:`scenes`; :func:`fuse_scenes` fuses them all). Raises
     :class:`~napari_pdmfuse.PdmFuseError` subclasses, naming the input, for anything the user
     can fix.
     """
@@ -138,7 +141,10 @@ def fuse_files_iter(
     existing = overwrite or resume  # with resume, existing outputs are judged once planned
     check_outputs(list(targets.values()), protected, overwrite=existing)
     source = describe_inputs(raw)
-    image = open_image(raw, axes=axes)  # its messages name the file
+    if isinstance(scene, str):
+        (picked,) = pick_scenes(list_scenes(raw), [scene], source)
+        scene = picked.index
+    image = open_image(raw, axes=axes, scene=scene)  # its messages name the file
     paths = check_outputs(list(targets.values()), [*protected, *image.sources], overwrite=existing)
     model: list[Path] = []
     if outputs.mesh is not None:
@@ -216,3 +222,45 @@ def fuse_files(
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def scenes(input: str | Path) -> tuple[Scene, ...]:
+    """The scenes of a file: the scenes of a CZI, the positions of an ND2, the series of a LIF
+    or of an OME-TIFF, the images of an OME-Zarr collection; one for any other input. Each
+    has its ``index`` (from 0), its ``name`` as the file gives it (or None) and the ``label``
+    its outputs are named with."""
+    return list_scenes([input])
+
+
+def scene_outputs(outputs: Outputs | str | Path, picked: Sequence[Scene]) -> list[Outputs]:
+    """The outputs of each scene: the names given when one scene is fused, else each name
+    with the scene's label before its suffix (``fused.tif`` → ``fused_A1.tif``)."""
+    given = _outputs(outputs)
+    if len(picked) == 1:
+        return [given]
+    return [
+        Outputs(**{k: scene_path(p, scene) for k, p in given.named().items()}) for scene in picked
+    ]
+
+
+def fuse_scenes(
+    input: str | Path,
+    outputs: Outputs | str | Path,
+    options: FuseOptions | None = None,
+    *,
+    pick: Sequence[int | str] = (),
+    **keywords: Any,
+) -> list[Written]:
+    """Fuse every scene of a file (or those in ``pick``, by number or name), each on its own
+    into outputs named after it (see :func:`scene_outputs`); the keywords are those of
+    :func:`fuse_files_iter`. Every output name is checked before the first scene starts."""
+    chosen = pick_scenes(scenes(input), [str(p) for p in pick], input)
+    named = scene_outputs(outputs, chosen)
+    protected = [Path(input), *(Path(p) for p in keywords.get("keep", ()))]
+    overwrite = keywords.get("overwrite", False) or keywords.get("resume", False)
+    every = [p for each in named for p in each.named().values()]
+    check_outputs(every, protected, overwrite=overwrite)
+    return [
+        fuse_files(input, each, options, scene=scene.index, **keywords)
+        for scene, each in zip(chosen, named, strict=True)
+    ]

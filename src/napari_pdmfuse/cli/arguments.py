@@ -88,6 +88,14 @@ INPUT_HELP = (
 
 def _add_fusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--scene",
+        action="append",
+        metavar="NAME|N",
+        help="of a file holding several images (CZI scenes, ND2 positions, LIF series, "
+        "multi-series OME-TIFF, OME-Zarr collection), fuse this one, by its name or number "
+        "(from 0); repeat for more (default: every scene, each into outputs named after it)",
+    )
+    parser.add_argument(
         "--method",
         type=_choice("method", METHODS),
         metavar="{" + ",".join(METHODS) + "}",
@@ -208,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
             f"Fuse a focus stack into one all-in-focus image. INPUT is {INPUT_HELP}, or two or "
             "more plane files, taken in the order given (a shell glob sorts z10 before z2: pass "
             "the folder instead). Outputs are TIFF, OME-TIFF or OME-Zarr, by their names; "
-            "nothing is written if anything fails."
+            "nothing is written if anything fails. A file holding several scenes (positions, "
+            "series) has each fused on its own into outputs named after it, FUSED_<scene>.tif "
+            "(MAP_<scene>.tif, …); one scene picked with --scene keeps the names given."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -288,7 +298,8 @@ def add_batch_parser(commands: Any) -> None:
         help="fuse many stacks into one folder, carrying on past the ones that fail",
         description=(
             f"Fuse each INPUT, {INPUT_HELP}, into OUT_DIR/<stem>_fused.tif (with "
-            "<stem>_focus.tif, <stem>_confidence.tif and <stem>_coverage.tif when asked); "
+            "<stem>_focus.tif, <stem>_confidence.tif and <stem>_coverage.tif when asked; "
+            "each scene of a file holding several into <stem>_<scene>_fused.tif, …); "
             "time points and channels are kept as in 'pdmfuse fuse'. A stack that cannot be "
             "fused is reported and skipped; the command exits with status 2 at the end if any "
             "failed, after a summary. Each stack's files appear together or not at all. "

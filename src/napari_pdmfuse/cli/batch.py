@@ -35,6 +35,7 @@ from ..errors import (
 from ..files import Outputs, Written, fuse_files_iter
 from ..options import FuseOptions
 from ..planning import checked_method
+from ..reading import Scene, list_scenes, pick_scenes
 from ..reading.image import stem
 from .arguments import fuse_options, scheduler_address
 from .fuse import connected
@@ -51,10 +52,17 @@ OUTPUT_SUFFIXES = {
 
 @dataclass(frozen=True)
 class Stack:
-    """One stack of a batch: its input and the stem its outputs are named with."""
+    """One stack of a batch: its input, which scene of it (of a file holding several; None
+    for a file's only one), the stem its outputs are named with, and why it cannot be fused
+    when that is known before (a scene the file does not have)."""
 
     input: Path
     name: str
+    scene: Scene | None = None
+    refusal: str | None = None
+
+    def describe(self) -> str:
+        return str(self.input) + ("" if self.scene is None else f" ({self.scene.describe()})")
 
 
 @dataclass
@@ -74,8 +82,9 @@ class Outcome:
         return "kept" if self.written.skipped else "fused"
 
 
-def stacks_of(inputs: list[Path], out_dir: Path) -> list[Stack]:
-    """A stack per input, refusing inputs given twice or whose results would share names."""
+def stacks_of(inputs: list[Path], out_dir: Path, wanted: list[str] | None = None) -> list[Stack]:
+    """A stack per input, or per scene of an input holding several (those ``wanted``, by name
+    or number, else all), refusing inputs given twice or whose results would share names."""
     seen: dict[Path, Path] = {}
     stems: dict[str, Path] = {}
     result = []
@@ -84,16 +93,32 @@ def stacks_of(inputs: list[Path], out_dir: Path) -> list[Stack]:
         if key in seen:
             raise InputError(f"{path} is given twice; list each stack once.")
         seen[key] = path
-        name = stem(path)
-        if name.lower() in stems:
-            raise InputError(
-                f"{stems[name.lower()]} and {path} would both be written to "
-                f"{out_dir / (name + OUTPUT_SUFFIXES['fused'])}; rename one of them or fuse them "
-                "into different folders."
-            )
-        stems[name.lower()] = path
-        result.append(Stack(path, name))
+        for stack in _scene_stacks(path, wanted or []):
+            if stack.name.lower() in stems:
+                raise InputError(
+                    f"{stems[stack.name.lower()]} and {path} would both be written to "
+                    f"{out_dir / (stack.name + OUTPUT_SUFFIXES['fused'])}; rename one of them "
+                    "or fuse them into different folders."
+                )
+            stems[stack.name.lower()] = path
+            result.append(stack)
     return result
+
+
+def _scene_stacks(path: Path, wanted: list[str]) -> list[Stack]:
+    """The stacks of one input: one, or one per scene (named ``<stem>_<scene>``) of a file
+    holding several. An input that cannot be read is one stack, whose fusion says why."""
+    try:
+        scenes = list_scenes([path])
+    except PdmFuseError:
+        return [Stack(path, stem(path))]
+    try:
+        picked = pick_scenes(scenes, wanted, path)
+    except InputError as exc:
+        return [Stack(path, stem(path), refusal=str(exc))]
+    if len(scenes) == 1:
+        return [Stack(path, stem(path))]
+    return [Stack(path, f"{stem(path)}_{scene.label}", scene) for scene in picked]
 
 
 def make_out_dir(folder: Path) -> None:
@@ -135,6 +160,10 @@ class BatchRun:
         this one, for the bar's total); a failure is reported and kept, not raised."""
         outcome = Outcome(stack)
         self.outcomes.append(outcome)
+        if stack.refusal is not None:
+            outcome.error = stack.refusal
+            say(f"error: {stack.refusal}")
+            return outcome
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", PdmFuseWarning)  # each stack's, for the report
@@ -149,10 +178,10 @@ class BatchRun:
         if self.args.quiet or outcome.written is None:
             return outcome
         if outcome.written.skipped:
-            say(f"kept {stack.input}: its outputs exist, made with the same options")
+            say(f"kept {stack.describe()}: its outputs exist, made with the same options")
         else:
             names = ", ".join(str(p) for p in outcome.written.paths)
-            say(f"fused {stack.input} in {outcome.written.seconds:.1f} s → {names}")
+            say(f"fused {stack.describe()} in {outcome.written.seconds:.1f} s → {names}")
         return outcome
 
     def _fuse(self, outcome: Outcome, label: str, after: int, keep: list[Path]) -> None:
@@ -167,6 +196,7 @@ class BatchRun:
             keep=keep,
             resume=True,
             overview=getattr(self.args, "report", None) is not None,
+            scene=0 if stack.scene is None else stack.scene.index,
         )
         total = 0
         try:
@@ -224,12 +254,12 @@ class BatchRun:
         for failure in failures:
             reason = str(failure.error)
             named_input = str(failure.stack.input) in reason
-            reason = reason if named_input else f"{failure.stack.input}: {reason}"
+            reason = reason if named_input else f"{failure.stack.describe()}: {reason}"
             print(f"pdmfuse:   - {printable(reason)}", file=sys.stderr)
         return EXIT_FAILED if any(o.bug for o in failures) else EXIT_ERROR
 
 
-def stopped(stop: BaseException, where: Path, done: int, total: int | None) -> int:
+def stopped(stop: BaseException, where: str, done: int, total: int | None) -> int:
     """Say where Ctrl-C or a stop signal ended the run; its exit status."""
     interrupted = isinstance(stop, KeyboardInterrupt)
     of = "" if total is None else f" of {total}"
@@ -245,7 +275,7 @@ def run_batch(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     options = fuse_options(args)
     checked_method(options)
-    stacks = stacks_of(inputs, args.out_dir)
+    stacks = stacks_of(inputs, args.out_dir, args.scene)
     if args.report is not None:
         check_report(args.report, args.overwrite, args.out_dir)
     make_out_dir(args.out_dir)
@@ -259,8 +289,10 @@ def run_batch(args: argparse.Namespace) -> int:
             except (KeyboardInterrupt, Terminated) as stop:
                 run.outcomes.pop()  # the stack cut short: not fused, not failed
                 done = sum(o.status != "failed" for o in run.outcomes)
-                notes.append(f"Stopped at {stack.input}: {len(stacks) - number + 1} not fused.")
-                return stopped(stop, stack.input, done, len(stacks))
+                notes.append(
+                    f"Stopped at {stack.describe()}: {len(stacks) - number + 1} not fused."
+                )
+                return stopped(stop, stack.describe(), done, len(stacks))
     finally:
         run.close()
         if args.report is not None:

@@ -6,8 +6,10 @@ import argparse
 from typing import Any
 
 from ..errors import EXIT_OK
-from ..files import Outputs, fuse_files_iter
+from ..files import Outputs, describe_inputs, fuse_files_iter, scene_outputs
 from ..planning import checked_method
+from ..reading import list_scenes, pick_scenes
+from ..writing import check_outputs
 from .arguments import fuse_options, scheduler_address
 from .progress import drive, elapsed, print_alignment, say
 
@@ -22,29 +24,43 @@ def connected(address: str | None) -> Any:
 
 
 def run_fuse(args: argparse.Namespace) -> int:
-    """Fuse one stack into the files named; raises PdmFuseError on bad input."""
+    """Fuse one stack into the files named — or each scene of a file that holds several into
+    files named after it; raises PdmFuseError on bad input."""
     options = fuse_options(args)
     checked_method(options)
     outputs = Outputs(args.output, args.focus_map, args.confidence, args.coverage, args.mesh)
+    chosen = pick_scenes(list_scenes(args.inputs), args.scene or [], describe_inputs(args.inputs))
+    named = scene_outputs(outputs, chosen)
+    if len(named) > 1:  # every scene's names, before the first scene starts
+        every = [p for each in named for p in each.named().values()]
+        check_outputs(every, args.inputs, overwrite=args.overwrite)
     client = connected(scheduler_address(args))
     try:
-        steps = fuse_files_iter(
-            args.inputs,
-            outputs,
-            options,
-            axes=args.axes,
-            overwrite=args.overwrite,
-            client=client,
-            ome_zarr_version=args.ome_zarr_version,
-        )
-        written = drive(steps, "pdmfuse", args.quiet)
+        for scene, scene_named in zip(chosen, named, strict=True):
+            which = "" if len(named) == 1 else f" {scene.describe()}"
+            steps = fuse_files_iter(
+                args.inputs,
+                scene_named,
+                options,
+                axes=args.axes,
+                overwrite=args.overwrite,
+                client=client,
+                ome_zarr_version=args.ome_zarr_version,
+                scene=scene.index,
+            )
+            written = drive(steps, f"pdmfuse{which}", args.quiet)
+            if options.align and not args.quiet:
+                print_alignment(written.alignments, options.align)
+            if not args.quiet:
+                names = ", ".join(str(p) for p in written.paths)
+                what = (
+                    written.description
+                    if len(named) == 1
+                    else f"{which[1:]}, {written.description}"
+                )
+                seconds = elapsed(args.started) if len(named) == 1 else written.seconds
+                say(f"fused {what} with {options.method} in {seconds:.1f} s → {names}")
     finally:
         if client is not None:
             client.close()
-    if options.align and not args.quiet:
-        print_alignment(written.alignments, options.align)
-    if not args.quiet:
-        names = ", ".join(str(p) for p in written.paths)
-        seconds = elapsed(args.started)
-        say(f"fused {written.description} with {options.method} in {seconds:.1f} s → {names}")
     return EXIT_OK

@@ -40,6 +40,7 @@ GENERATOR = "napari-pdmfuse report"
 COLUMNS = (
     "number",
     "input",
+    "scene",
     "status",
     "output",
     "planes",
@@ -180,6 +181,7 @@ class _Row:
         return [
             str(self.number),
             str(outcome.stack.input),
+            "" if outcome.stack.scene is None else outcome.stack.scene.describe(),
             outcome.status,
             "" if written is None else str(written.paths[0]),
             "" if view is None else str(view.n_planes),
@@ -198,6 +200,8 @@ class _Row:
         written = outcome.written
         where = html.escape(str(outcome.stack.input), quote=True)
         name = f'<span title="{where}">{html.escape(outcome.stack.input.name)}</span>'
+        if outcome.stack.scene is not None:
+            name += f" <b>{html.escape(outcome.stack.scene.describe())}</b>"
         output = "" if written is None else f"<small>→ {html.escape(written.paths[0].name)}</small>"
         cells = [f'<td class="num">{self.number}</td>', f'<td class="name">{name}{output}</td>']
         if view is None:

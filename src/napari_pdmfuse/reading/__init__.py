@@ -19,8 +19,9 @@ from .axes import normalise_axes
 from .image import Image
 from .planes import IMAGE_SUFFIXES, folder_images, natural_key, read_planes
 from .remote import is_url
-from .tiff import is_tiff, read_tiff
-from .vendor import FORMATS_EXTRA, other_reader, read_vendor, vendor_format
+from .scenes import SINGLE, Scene, checked_index, pick_scenes, scene_path
+from .tiff import is_tiff, read_tiff, tiff_scenes
+from .vendor import FORMATS_EXTRA, other_reader, read_vendor, vendor_format, vendor_scenes
 
 #: First bytes of the plane formats read through Pillow (PNG, JPEG, BMP).
 _PLANE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM")
@@ -28,16 +29,24 @@ _PLANE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM")
 __all__ = [
     "IMAGE_SUFFIXES",
     "Image",
+    "Scene",
     "is_tiff",
     "is_url",
+    "list_scenes",
     "natural_key",
     "normalise_axes",
     "open_image",
+    "pick_scenes",
+    "scene_path",
 ]
 
 
 def open_image(
-    inputs: Sequence[str | Path], axes: str | None = None, *, for_viewing: bool = False
+    inputs: Sequence[str | Path],
+    axes: str | None = None,
+    *,
+    for_viewing: bool = False,
+    scene: int | None = None,
 ) -> Image:
     """Open a file, a folder of planes, a list of plane files or the address of a zarr store
     (``http(s)://…``, ``s3://…``) as one lazy image.
@@ -46,8 +55,10 @@ def open_image(
     dropped); ``axes`` (e.g. "TZCYX") names them instead, one letter per axis of the file's
     array, with or without its axes of length one. ``for_viewing`` reads one focal plane per
     chunk, as a viewer shows them, rather than the planes of a tile together, as the fusion
-    reads them. Raises ReadError for missing or unreadable files and InputError for files that
-    do not make a focus stack (one plane, planes of different sizes, an empty folder).
+    reads them. ``scene`` picks an image of a file that holds several (see
+    :func:`list_scenes`); None reads the first, with a warning when there are more. Raises
+    ReadError for missing or unreadable files and InputError for files that do not make a
+    focus stack (one plane, planes of different sizes, an empty folder).
     """
     urls = [str(p) for p in inputs if is_url(p)]
     if urls:
@@ -58,32 +69,57 @@ def open_image(
             )
         from .zarr import read_zarr  # zarr takes a fifth of a second to import: only for zarr
 
-        return read_zarr(urls[0], axes)
+        return read_zarr(urls[0], axes, scene)
     paths = _checked_paths(inputs)
     path = paths[0]
-    if len(paths) > 1:
-        return read_planes(paths, axes)
-    if is_zarr_store(path):
+    together = not for_viewing
+    if is_zarr_store(path) and len(paths) == 1:
         from .zarr import read_zarr
 
-        return read_zarr(path, axes)
+        return read_zarr(path, axes, scene)
+    kind = None if path.is_dir() or len(paths) > 1 else vendor_format(path)
+    if kind is not None:
+        return read_vendor(path, axes, planes_together=together, kind=kind, scene=scene)
+    if len(paths) == 1 and path.is_file() and is_tiff(path):
+        return read_tiff(path, axes, planes_together=together, scene=scene)
+    if scene:  # the inputs below hold one image
+        checked_index(path, SINGLE, scene)
+    if len(paths) > 1:
+        return read_planes(paths, axes)
     if path.is_dir():
         return read_planes(folder_images(path), axes, folder=path)
-    kind = vendor_format(path)
-    if kind is not None:
-        return read_vendor(path, axes, planes_together=not for_viewing, kind=kind)
-    if is_tiff(path):
-        return read_tiff(path, axes, planes_together=not for_viewing)
     if path.suffix.lower() in IMAGE_SUFFIXES or _starts_with(path, _PLANE_MAGIC):
         # A lone PNG/JPEG holds one plane, which read_planes reports clearly.
         return read_planes(paths, axes)
     if other_reader(path):
-        return read_vendor(path, axes, planes_together=not for_viewing)
+        return read_vendor(path, axes, planes_together=together, scene=scene)
     raise ReadError(
         f"{path} is in an unsupported format ({path.suffix or 'no file name suffix'}); give a "
         "TIFF, OME-TIFF, OME-Zarr, CZI, ND2 or LIF file or a folder of planes (vendor formats "
         f"need the optional formats: {FORMATS_EXTRA})."
     )
+
+
+def list_scenes(inputs: Sequence[str | Path]) -> tuple[Scene, ...]:
+    """The scenes of an input: the scenes, positions or series of a vendor file, the images of
+    a multi-series OME-TIFF or of an OME-Zarr collection; one for anything else (a folder or
+    list of planes, a remote store, a single image)."""
+    if len(inputs) != 1 or is_url(inputs[0]):
+        return SINGLE
+    (path,) = _checked_paths(inputs)
+    if is_zarr_store(path):
+        from .zarr import zarr_scenes
+
+        found = zarr_scenes(path)
+        return SINGLE if found is None else found[0]
+    if path.is_dir():
+        return SINGLE
+    kind = vendor_format(path)
+    if kind is not None:
+        return vendor_scenes(path, kind)
+    if is_tiff(path):
+        return tiff_scenes(path)
+    return vendor_scenes(path) if other_reader(path) else SINGLE
 
 
 def _starts_with(path: Path, magic: tuple[bytes, ...]) -> bool:

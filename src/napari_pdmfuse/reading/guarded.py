@@ -129,7 +129,7 @@ class GuardedArray:
         array = self.array
         if isinstance(array, FileArray):
             return (GuardedArray, (array, self.path))
-        return (_reopen_tiff_store, (where, self.path))  # tifffile's zarr store holds open files
+        return (reopen_tiff_store, (where, self.path))  # tifffile's zarr store holds open files
 
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
@@ -144,16 +144,17 @@ class GuardedArray:
             raise unreadable(self.path) from None
 
 
-def _reopen_tiff_store(where: Path, path: Path) -> GuardedArray:
+def reopen_tiff_store(where: Path, path: Path, series: int = 0) -> GuardedArray:
     """The file at ``where`` (absolute), again, for messages naming ``path`` as typed."""
     import zarr  # a fifth of a second to import: only for the inputs that need it
 
     try:
         with tifffile.TiffFile(where) as tif:
-            array = zarr.open(tif.aszarr(series=0, level=0, squeeze=True), mode="r")
+            array = zarr.open(tif.aszarr(series=series, level=0, squeeze=True), mode="r")
     except Exception:
         raise unreadable(path) from None
-    return GuardedArray(array, path)
+    reopen = (reopen_tiff_store, (where, path, series)) if series else None
+    return GuardedArray(array, path, reopen=reopen)
 
 
 def _reopen_zarr(where: str, path: Path | str, dataset: str) -> GuardedArray:

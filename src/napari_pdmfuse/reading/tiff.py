@@ -27,12 +27,15 @@ from .guarded import (
     check_dtype,
     damaged,
     lazy,
+    location,
     read_chunks,
+    reopen_tiff_store,
     tifffile_messages,
     unreadable,
 )
 from .image import Image, stem
 from .scale import Scale, checked, seconds, unit
+from .scenes import SINGLE, Scene, checked_index, scenes_named, warn_first_only
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -68,8 +71,22 @@ class Opened:
     name: str | None = None
 
 
-def open_tiff(path: Path, planes_together: bool = False) -> Opened:
-    """Open the first series of a TIFF lazily, with its scale, channel names and OME name.
+def tiff_scenes(path: Path) -> tuple[Scene, ...]:
+    """The images of a multi-series OME-TIFF as scenes; one scene for any other TIFF (whose
+    further series are not images of their own, e.g. pages of another size)."""
+    try:
+        with tifffile_messages(), tifffile.TiffFile(path) as tif:
+            if not tif.is_ome or len(tif.series) < 2:
+                return SINGLE
+            names = [_ome_name(_ome_image(tif, index)) for index in range(len(tif.series))]
+    except Exception:
+        raise unreadable(path) from None
+    return scenes_named(names)
+
+
+def open_tiff(path: Path, planes_together: bool = False, series: int = 0) -> Opened:
+    """Open a series of a TIFF (an OME-TIFF's image) lazily, with its scale, channel names and
+    OME name.
 
     Uncompressed contiguous data (what ImageJ writes) would be one chunk per plane in
     tifffile's zarr store, so every tile of the fusion would decode whole planes; they are
@@ -80,16 +97,17 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
     """
     try:
         with tifffile_messages() as messages, tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
+            index = series
+            series = tif.series[index]
             axes = series.get_axes(True)
             full_axes = series.get_axes(False)
             if _planes_saved_as_samples(tif):
                 axes, full_axes = axes.replace("S", "Q"), full_axes.replace("S", "Q")
             full_shape = tuple(int(n) for n in series.get_shape(False))
-            ome = _ome_image(tif)
+            ome = _ome_image(tif, index)
             pixels = _ome_pixels(ome)
             scale = _tiff_scale(tif, pixels)
-            n_series = len(tif.series)
+            n_series = 1 if tif.is_ome else len(tif.series)  # OME series are images of their own
             names = _channel_names(tif, pixels, full_axes, full_shape)
             name = _ome_name(ome)
             if series.dataoffset is not None and not series.is_multifile:
@@ -105,7 +123,7 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
             else:
                 import zarr  # a fifth of a second to import: not for uncompressed files
 
-                store = tif.aszarr(series=0, level=0, squeeze=True)
+                store = tif.aszarr(series=index, level=0, squeeze=True)
                 array = zarr.open(store, mode="r")
                 chunks = (
                     read_chunks(
@@ -123,8 +141,11 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
     if 0 in array.shape:
         raise unreadable(path)  # no valid TIFF has an empty axis
     check_dtype(path, np.dtype(array.dtype))
+    # A later image of an OME-TIFF, stored compressed, is opened again as that image.
+    store = not isinstance(array, FileArray) and index
+    reopen = (reopen_tiff_store, (Path(location(path)), path, index)) if store else None
     return Opened(
-        data=lazy(GuardedArray(array, path), chunks),
+        data=lazy(GuardedArray(array, path, reopen=reopen), chunks),
         axes=axes,
         scale=checked(scale, path),
         n_series=n_series,
@@ -136,10 +157,17 @@ def open_tiff(path: Path, planes_together: bool = False) -> Opened:
     )
 
 
-def read_tiff(path: Path, axes: str | None = None, planes_together: bool = True) -> Image:
+def read_tiff(
+    path: Path, axes: str | None = None, planes_together: bool = True, scene: int | None = None
+) -> Image:
     """A TIFF with all its axes (time points, focal planes, channels), as the file or ``axes``
-    names them; a damaged file that still opens is read with a warning."""
-    opened = open_tiff(path, planes_together)
+    names them; of a multi-series OME-TIFF, the image ``scene`` (the first when None, with a
+    warning). A damaged file that still opens is read with a warning."""
+    scenes = tiff_scenes(path)
+    if scene is None:
+        warn_first_only(path, scenes)
+    chosen = scenes[0] if scene is None else checked_index(path, scenes, scene)
+    opened = open_tiff(path, planes_together, chosen.index)
     try:
         if axes is None:
             data, letters = file_axes(opened.data, opened.axes, path, opened.n_series)
@@ -194,13 +222,13 @@ def _length(data: Any, axes: str) -> int:
     return int(data.shape[axes.upper().index("C")])
 
 
-def _ome_image(tif: tifffile.TiffFile) -> dict[str, Any] | None:
-    """The first Image element of the file's OME-XML, as a dict, or None."""
+def _ome_image(tif: tifffile.TiffFile, index: int = 0) -> dict[str, Any] | None:
+    """The ``index``-th Image element of the file's OME-XML, as a dict, or None."""
     if not (tif.is_ome and tif.ome_metadata):
         return None
     try:
         image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-        image = image[0] if isinstance(image, list) else image
+        image = image[index] if isinstance(image, list) else image
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     return image if isinstance(image, dict) else None

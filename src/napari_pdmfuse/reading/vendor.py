@@ -13,16 +13,16 @@ import importlib
 import importlib.util
 import numbers
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PdmFuseError, PdmFuseWarning, ReadError
+from ..errors import ReadError
 from .axes import file_axes, given_axes, squeeze
 from .guarded import GuardedArray, check_dtype, lazy, location, read_chunks, unreadable
 from .image import Image, stem
 from .scale import Scale, checked, seconds
+from .scenes import SINGLE, Scene, checked_index, scenes_named, warn_first_only
 
 FORMATS_EXTRA = 'pip install "napari-pdmfuse[formats]"'
 
@@ -86,34 +86,45 @@ def other_reader(path: Path) -> bool:
     return any(isinstance(ext, str) and ext and name.endswith(ext.lower()) for ext in extensions)
 
 
-def read_vendor(
-    path: Path, axes: str | None = None, planes_together: bool = True, kind: str | None = None
-) -> Image:
-    """The first scene of a vendor file, lazily, as bioio reads it: axes (length-one axes
-    dropped), pixel size and Z step (bioio gives micrometres), channel names, the scene's name
-    and the time step. ``kind`` is a key of FORMATS, or None for another bioio format."""
-    bioimage = _bioimage(path, kind)
+def vendor_scenes(path: Path, kind: str | None = None) -> tuple[Scene, ...]:
+    """The scenes (CZI scenes, ND2 positions, LIF series) of a vendor file."""
+    return _scenes(_bioimage(path, kind), path)
+
+
+def _scenes(bioimage: Any, path: Path) -> tuple[Scene, ...]:
     try:
-        scenes = tuple(str(s) for s in bioimage.scenes)
-        raw = bioimage.dask_data
-        dims = str(bioimage.dims.order).upper()
-    except PdmFuseError:
-        raise
+        names = [_scene_name(str(s)) for s in bioimage.scenes]
     except Exception:
         raise unreadable(path) from None
-    scene = _scene_name(scenes[0] if scenes else "")
-    if len(scenes) > 1:
-        warnings.warn(
-            PdmFuseWarning(
-                f"{path} holds {len(scenes)} scenes and only the first "
-                f"({scene or scenes[0]}) is fused; export the others as files of their own to "
-                "fuse them."
-            ),
-            stacklevel=3,
-        )
+    return scenes_named(names) if names else SINGLE
+
+
+def read_vendor(
+    path: Path,
+    axes: str | None = None,
+    planes_together: bool = True,
+    kind: str | None = None,
+    scene: int | None = None,
+) -> Image:
+    """A scene of a vendor file (the first when ``scene`` is None, with a warning if there are
+    more), lazily, as bioio reads it: axes (length-one axes dropped), pixel size and Z step
+    (bioio gives micrometres), channel names, the scene's name and the time step. ``kind`` is
+    a key of FORMATS, or None for another bioio format."""
+    bioimage = _bioimage(path, kind)
+    scenes = _scenes(bioimage, path)
+    if scene is None:
+        warn_first_only(path, scenes)
+    chosen = scenes[0] if scene is None else checked_index(path, scenes, scene)
+    try:
+        if chosen.index:
+            bioimage.set_scene(chosen.index)
+        raw = bioimage.dask_data
+        dims = str(bioimage.dims.order).upper()
+    except Exception:
+        raise unreadable(path) from None
     shape = tuple(int(n) for n in raw.shape)
     check_dtype(path, raw.dtype)
-    reopen = (_reopen, (location(path), path, kind))
+    reopen = (_reopen, (location(path), path, kind, chosen.index))
     chunks = read_chunks(
         tuple(int(c) for c in raw.chunksize), dims, shape, raw.dtype.itemsize, planes_together
     )
@@ -126,7 +137,7 @@ def read_vendor(
         data=data,
         axes=letters,
         sources=(path,),
-        name=scene or stem(path),
+        name=chosen.name or stem(path),
         channel_names=_channel_names(bioimage, letters, data.shape),
         **vars(_scale(bioimage, path)),
     )
@@ -153,14 +164,17 @@ def _bioimage(path: Path, kind: str | None) -> Any:
         raise unreadable(path) from None
 
 
-def _reopen(where: str, path: Path, kind: str | None) -> GuardedArray:
-    """The file at ``where`` again, on a cluster worker, for messages naming ``path``."""
+def _reopen(where: str, path: Path, kind: str | None, scene: int = 0) -> GuardedArray:
+    """The scene of the file at ``where`` again, on a cluster worker, for messages naming
+    ``path``."""
     bioimage = _bioimage(Path(where), kind)
     try:
+        if scene:
+            bioimage.set_scene(scene)
         raw = bioimage.dask_data
     except Exception:
         raise unreadable(path) from None
-    return GuardedArray(raw, path, reopen=(_reopen, (where, path, kind)))
+    return GuardedArray(raw, path, reopen=(_reopen, (where, path, kind, scene)))
 
 
 def _scene_name(scene: str) -> str | None:

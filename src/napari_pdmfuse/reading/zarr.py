@@ -8,6 +8,7 @@ come from the NGFF metadata, checked so that broken metadata is one sentence, no
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from pathlib import Path
 from typing import Any
@@ -22,20 +23,95 @@ from .guarded import GuardedArray, check_dtype, lazy, read_chunks
 from .image import Image, stem
 from .remote import is_url, open_zarr, url_name
 from .scale import Scale, checked, seconds, unit
+from .scenes import SINGLE, Scene, checked_index, scenes_named, warn_first_only
 
 #: OME-NGFF axis names and the letters used here.
 NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 
 
-def read_zarr(path: Path | str, axes: str | None = None) -> Image:
+def zarr_scenes(path: Path) -> tuple[tuple[Scene, ...], list[str]] | None:
+    """The images of an OME-Zarr collection (bioformats2raw layout: a group per image, named
+    0, 1, …, listed by its ``OME`` group and named in ``OME/METADATA.ome.xml``) as scenes, with
+    each one's group; None for a store that is not a collection."""
+    try:
+        root = zarr.open(str(path), mode="r")
+    except Exception:
+        return None  # read_zarr says what is wrong with it
+    if not isinstance(root, zarr.Group):
+        return None
+    if "bioformats2raw.layout" not in _ome_attrs(dict(root.attrs)):
+        return None
+    try:
+        keys = _series_keys(root)
+        names = _xml_names(Path(path), len(keys))
+        for index, key in enumerate(keys):
+            if names[index] is None:  # named by the image's own metadata, if at all
+                images = multiscales(dict(root[key].attrs))
+                names[index] = _name(images[0]) if images else None
+    except Exception:
+        raise ReadError(
+            f"{path} is an OME-Zarr collection whose images cannot be listed; check that its "
+            "numbered image groups and OME metadata are complete."
+        ) from None
+    if not keys:
+        raise ReadError(f"{path} is an OME-Zarr collection without any image; check the store.")
+    return scenes_named(names), keys
+
+
+def _ome_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """NGFF attributes: at the top level (0.4) or under ``ome`` (0.5)."""
+    return attrs["ome"] if isinstance(attrs.get("ome"), dict) else attrs
+
+
+def _series_keys(root: Any) -> list[str]:
+    """The collection's image groups: as its OME group lists them, else 0, 1, … while they
+    exist."""
+    if "OME" in root:
+        listed = _ome_attrs(dict(root["OME"].attrs)).get("series")
+        if isinstance(listed, list):
+            return [str(key) for key in listed]
+    keys = []
+    while str(len(keys)) in root:
+        keys.append(str(len(keys)))
+    return keys
+
+
+def _xml_names(path: Path, count: int) -> list[str | None]:
+    """The Image names of the collection's OME-XML, one per image (None where absent)."""
+    import xml.etree.ElementTree as ET
+
+    names: list[str | None] = [None] * count
+    xml = path / "OME" / "METADATA.ome.xml"
+    if not xml.is_file():
+        return names
+    images = [e for e in ET.parse(xml).getroot() if e.tag.rsplit("}", 1)[-1] == "Image"]
+    for index, image in enumerate(images[:count]):
+        name = (image.get("Name") or "").strip()
+        names[index] = name or None
+    return names
+
+
+def read_zarr(path: Path | str, axes: str | None = None, scene: int | None = None) -> Image:
     """An OME-Zarr image (its full-resolution level) or a plain zarr array, lazily; ``path`` is
-    a local store or the address of a remote one (a string).
+    a local store or the address of a remote one (a string). Of a collection, the image
+    ``scene`` (the first when None, with a warning when there are more).
 
     The axes come from the NGFF metadata; a plain array of three axes is taken as (Z, Y, X),
     anything else needs ``axes``. A remote image has no local sources: there is no file an
     output could overwrite.
     """
     remote = is_url(path)
+    collection = None if remote else zarr_scenes(Path(path))
+    if collection is not None:
+        scenes, keys = collection
+        if scene is None:
+            warn_first_only(Path(path), scenes)
+        chosen = scenes[0] if scene is None else checked_index(Path(path), scenes, scene)
+        image = read_zarr(Path(path) / keys[chosen.index], axes)
+        name = chosen.name or stem(Path(path))
+        return dataclasses.replace(image, sources=(Path(path),), name=name)
+    if scene:
+        checked_index(Path(str(path)), SINGLE, scene)
     node = open_zarr(str(path)) if remote else None
     try:
         if node is None:

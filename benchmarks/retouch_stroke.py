@@ -7,7 +7,11 @@ own painting and drawing aside). Measured on a 5-plane 4096 × 4096 stack, grey 
 RGB uint8, taking a plane, with and without brightness matching; the result is held in
 memory as the widget holds it.
 
-    python benchmarks/retouch_stroke.py [--size 4096] [--dabs 40] [--brush 25]
+``--viewer`` paints the same strokes in a real napari viewer through the widget's retouch
+panel (napari's brush, the session's update and the stroke's preview layer, per dab) and times
+the redraw of the result layers once the stroke ends; it needs a display (``xvfb-run``).
+
+    python benchmarks/retouch_stroke.py [--size 4096] [--dabs 40] [--brush 25] [--viewer]
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from napari_pdmfuse.viewer.retouching import RetouchSession
 from napari_pdmfuse.viewer.sources import Source
 
 
-def session_for(size: int, rgb: bool) -> RetouchSession:
-    """A retouch session over a random 5-plane stack and an in-memory result of it."""
+def outcome_for(size: int, rgb: bool) -> Outcome:
+    """An in-memory result over a random 5-plane stack (the middle plane, as if fused)."""
     rng = np.random.default_rng(0)
     shape = (5, size, size, 3) if rgb else (5, size, size)
     dtype = np.uint8 if rgb else np.uint16
@@ -47,7 +51,54 @@ def session_for(size: int, rgb: bool) -> RetouchSession:
         method="argmax",
         axes="YXS" if rgb else "YX",
     )
-    return RetouchSession(Outcome(run, "argmax", "slice", result.axes, "YX", result=result))
+    return Outcome(run, "argmax", "slice", result.axes, "YX", result=result)
+
+
+def in_viewer(size: int, dabs: int, brush: int) -> None:
+    """Strokes painted with napari's brush in a viewer: milliseconds per dab, and for the
+    redraw of the result layers when the stroke ends."""
+    from types import SimpleNamespace
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_pdmfuse.viewer import layers
+    from napari_pdmfuse.viewer.retouch_panel import RetouchPanel
+
+    viewer = napari.Viewer()
+    viewer.window._qt_window.resize(1600, 900)
+    print(f"{'image':<12} {'matching':<9} {'median ms/dab':>14} {'stroke end ms':>14}")
+    for rgb in (False, True):
+        outcome = outcome_for(size, rgb)
+        layers.show(viewer, outcome)
+        panel = RetouchPanel(SimpleNamespace(viewer=viewer))
+        panel.follow(outcome)
+        layer = panel.start()
+        layer.brush_size = brush
+        for match in (False, True):
+            panel.match.value = match
+            QApplication.processEvents()
+            times = []
+            layer.selected_label = 4 if match else 2
+            layer._begin_stroke()
+            for i in range(dabs):
+                y = x = size // 2 - dabs * 2 + i * 4
+                started = time.perf_counter()
+                layer.paint((y, x), layer.selected_label)
+                QApplication.processEvents()
+                times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            layer._commit_stroke()
+            QApplication.processEvents()
+            end = time.perf_counter() - started
+            kind = "RGB uint8" if rgb else "grey uint16"
+            print(
+                f"{kind:<12} {'yes' if match else 'no':<9} "
+                f"{statistics.median(times) * 1e3:>14.1f} {end * 1e3:>14.1f}"
+            )
+        panel.stop()
+        viewer.layers.clear()
+    viewer.close()
 
 
 def stroke(session: RetouchSession, dabs: int, brush: int, label: int) -> list[float]:
@@ -72,14 +123,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--dabs", type=int, default=40)
     parser.add_argument("--brush", type=int, default=25)
+    parser.add_argument("--viewer", action="store_true", help="paint in a napari viewer")
     args = parser.parse_args()
     print(describe_machine(machine()))
     print(f"{args.size}² px, 5 planes, brush {args.brush} px, {args.dabs} dabs per stroke")
+    if args.viewer:
+        in_viewer(args.size, args.dabs, args.brush)
+        return
     print(
         f"{'image':<12} {'matching':<9} {'median ms/dab':>14} {'max ms/dab':>11} {'ms/stroke':>10}"
     )
     for rgb in (False, True):
-        session = session_for(args.size, rgb)
+        session = RetouchSession(outcome_for(args.size, rgb))
         for match in (False, True):
             session.set_match_brightness(match)
             label = 4 if match else 2  # a new label each time: every dab changes pixels

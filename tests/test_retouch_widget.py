@@ -67,7 +67,17 @@ def test_strokes_from_a_plane_and_another_fusion_with_undo(make_napari_viewer, q
     panel.source.value = 2  # plane 2
     assert layer.selected_label == 2 and layer.mode == "paint"
     layer.brush_size = 11
-    stroke(layer, [(30, 20), (30, 30), (32, 40)], 2)
+    layer._begin_stroke()  # while the stroke is painted, its pixels show in a preview layer
+    layer.paint((30, 20), 2)
+    preview = viewer.layers["stack retouch preview"]
+    assert viewer.layers.index(preview) == viewer.layers.index(fused_layer) + 1
+    box = (slice(25, 36), slice(15, 26))
+    shown = np.where(layer.data[box] == 2, stack[1][box], original_fused[box])
+    np.testing.assert_array_equal(preview.data, shown)
+    np.testing.assert_allclose(preview.translate, (25 * 0.5, 15 * 0.5))
+    layer._commit_stroke()
+    assert "stack retouch preview" not in viewer.layers  # drawn into the result layers
+    stroke(layer, [(30, 30), (32, 40)], 2)
 
     plane = layer.data == 2
     assert plane.sum() > 100
@@ -97,12 +107,12 @@ def test_strokes_from_a_plane_and_another_fusion_with_undo(make_napari_viewer, q
     layer.redo()
     np.testing.assert_array_equal(fused_layer.data[taken], other.fused[taken])
 
-    layer.undo()
-    layer.undo()  # both strokes undone: the result is the fusion again
+    for _ in range(3):  # every stroke undone: the result is the fusion again
+        layer.undo()
     np.testing.assert_array_equal(fused_layer.data, original_fused)
     np.testing.assert_array_equal(focus_layer.data, original_focus)
-    layer.redo()
-    layer.redo()
+    for _ in range(3):
+        layer.redo()
 
     # The saved mask makes the command line give the widget's result exactly, brightness
     # matching included.

@@ -32,7 +32,8 @@ BLOCK = 128
 Window = tuple[slice, slice]
 
 
-def _union(a: Window | None, b: Window | None) -> Window | None:
+def union(a: Window | None, b: Window | None) -> Window | None:
+    """The bounding box of two windows (either may be None)."""
     if a is None or b is None:
         return a or b
     return tuple(  # type: ignore[return-value]
@@ -77,7 +78,7 @@ class LabelsTracker:
                 slice(by * BLOCK + int(ys[0]), by * BLOCK + int(ys[-1]) + 1),
                 slice(bx * BLOCK + int(xs[0]), bx * BLOCK + int(xs[-1]) + 1),
             )
-            found = _union(found, box)
+            found = union(found, box)
         return found
 
     def everything(self) -> Window | None:
@@ -218,6 +219,24 @@ class OtherResult:
         return (fused if self.channels else fused[..., None]), _read(self.focus, rows, cols, False)
 
 
+def other_run(outcome: Outcome, other: OtherFusion) -> Run:
+    """The widget run that fuses ``outcome``'s stack with another method: the same stack and
+    options but the method, with the focus map in slices (a retouch scales it like the
+    fusion's own) and the fused image and focus map only."""
+    run = outcome.run
+    opts = run.options
+    options = dataclasses.replace(
+        opts,
+        method=other.method,
+        selection=other.selection,
+        weights=opts.weights if other.method == "pdmnet" else None,
+        z_spacing=None,
+        focus_units=None,
+        retouch=None,
+    )
+    return dataclasses.replace(run, options=options, outputs=("fused", "focus_map"))
+
+
 class RetouchSession:
     """The retouch of one widget result: labels in, fused image and focus map updated where
     they change. Label k ≤ the plane count takes plane k; other fusions have fixed labels
@@ -272,20 +291,8 @@ class RetouchSession:
         return None if label <= self.n_planes else OTHER_FUSIONS[label - self.n_planes - 1]
 
     def other_run(self, other: OtherFusion) -> Run:
-        """The widget run that makes ``other`` whole: the same stack and options but the method,
-        with the focus map in slices (the session scales it like the fusion's own)."""
-        run = self.outcome.run
-        opts = run.options
-        options = dataclasses.replace(
-            opts,
-            method=other.method,
-            selection=other.selection,
-            weights=opts.weights if other.method == "pdmnet" else None,
-            z_spacing=None,
-            focus_units=None,
-            retouch=None,
-        )
-        return dataclasses.replace(run, options=options, outputs=("fused", "focus_map"))
+        """The widget run that makes ``other`` whole (see :func:`other_run`)."""
+        return other_run(self.outcome, other)
 
     def add_other(self, other: OtherFusion, outcome: Outcome) -> None:
         """Take ``other`` from ``outcome`` (made by :meth:`other_run`) under its label."""
@@ -345,7 +352,7 @@ class RetouchSession:
             block = self.labels[by * BLOCK : (by + 1) * BLOCK, bx * BLOCK : (bx + 1) * BLOCK]
             if block.any():
                 box = (slice(by * BLOCK, (by + 1) * BLOCK), slice(bx * BLOCK, (bx + 1) * BLOCK))
-                found = _union(found, box)
+                found = union(found, box)
         if found is None:
             return None
         height, width = self.shape_yx
@@ -359,7 +366,7 @@ class RetouchSession:
         self.labels = labels
         self.tracker = LabelsTracker(labels)
         self.retoucher.mask = dataclasses.replace(self.mask, labels=labels)
-        window = _union(before, self.tracker.everything())
+        window = union(before, self.tracker.everything())
         return None if window is None else self.update(window)
 
     # -- the mask ----------------------------------------------------------------------------

@@ -152,9 +152,13 @@ class FuseWidget(Container):
             label="height ×", min=0.01, max=1000.0, step=0.5, value=1.0, tooltip="Z exaggeration"
         )
         self.height_button = PushButton(text="Show 3-D height view", enabled=False)
+        from .model_panel import ModelPanel
         from .retouch_panel import RetouchPanel
+        from .review_panel import ReviewPanel
 
+        self.model = ModelPanel(self)
         self.retouch = RetouchPanel(self)
+        self.review = ReviewPanel(self)
         self.extend(
             [
                 self.open_button,
@@ -180,7 +184,9 @@ class FuseWidget(Container):
                 self.status,
                 self.relief,
                 self.height_button,
+                self.model,
                 self.retouch,
+                self.review,
             ]
         )
         self.worker: GeneratorWorker | None = None
@@ -425,7 +431,8 @@ class FuseWidget(Container):
             self.stores[source.name] = outcome
         self.last = outcome
         self.height_button.enabled = True
-        self.retouch.follow(outcome)
+        for tool in (self.model, self.retouch, self.review):
+            tool.follow(outcome)
         unit = source.focus_unit
         done = f"Fused {source.name!r} with {outcome.method}; focus map in {unit}."
         if outcome.streamed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -289,6 +290,15 @@ def parse_weights(text: str | None) -> dict[str, tuple[str, str]]:
             raise SystemExit(f"--weights: {item!r} is not NAME=PATH with NAME pdmnet[-…]@label")
         extra[name if at else f"pdmnet@{name}"] = (base if at else "pdmnet", path)
     return extra
+
+
+def finite(obj: object) -> object:
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def fmt(value: float | None, digits: int) -> str:

@@ -351,15 +351,6 @@ def summary(report: dict, methods: list[str]) -> str:
     return common.table(headers, rows)
 
 
-def finite(obj: object) -> object:
-    """JSON-safe copy: NaN and infinities become null."""
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite(v) for v in obj]
-    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two small cases, to check it works")
@@ -443,7 +434,7 @@ def main() -> None:
     print(f"\n== Summary over {count} cases: medians, and in how many cases each is best")
     print(summary(report, runnable))
     if args.out:
-        args.out.write_text(json.dumps(finite(report), indent=2) + "\n")
+        args.out.write_text(json.dumps(common.finite(report), indent=2) + "\n")
         print(f"\nWrote {args.out}")
 
 

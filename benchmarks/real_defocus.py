@@ -180,15 +180,6 @@ def error_ratio(report: dict, methods: list[str]) -> str:
     )
 
 
-def finite(obj: object) -> object:
-    """JSON-safe copy: NaN and infinities become null."""
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite(v) for v in obj]
-    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", default="report", choices=("report", "tune"))
@@ -266,7 +257,7 @@ def main() -> None:
     print(error_ratio(report, runnable))
     if args.out:
         with open(args.out, "w") as out:
-            out.write(json.dumps(finite(report), indent=2) + "\n")
+            out.write(json.dumps(common.finite(report), indent=2) + "\n")
         print(f"\nWrote {args.out}")
 
 

@@ -148,7 +148,7 @@ def partly_textureless(size: int, seed: int = 0) -> Case:
     )  # fmt: skip
 
 
-# Optics the shipped weights never saw in training (render.py: occlusion, aberrations, halos).
+# Optics the first design never saw in training (rendering.py: occlusion, aberrations, halos).
 
 
 def ihc_occluded_steps(size: int, seed: int = 0) -> Case:

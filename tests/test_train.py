@@ -90,6 +90,20 @@ def test_blur_range_reaches_the_rendered_training_stacks(tmp_path):
     assert card["network"]["blur_range"] == [0.4, 4.0]
 
 
+def test_the_mix_reaches_the_training_stacks_and_the_card(tmp_path, monkeypatch):
+    mixes = []
+    render_pool = training_data.render_pool
+
+    def recording_pool(*args, mix, **kwargs):
+        mixes.append(mix)
+        return render_pool(*args, mix=mix, **kwargs)
+
+    monkeypatch.setattr(train, "render_pool", recording_pool)
+    monkeypatch.setattr(training_focus, "render_pool", recording_pool)
+    card = run(tmp_path / "v2.pt", "--mix", "v2")
+    assert card["network"]["mix"] == "v2" and mixes == ["v2"] * 3  # pool, terraces, deep
+
+
 def test_a_focus_head_added_later_leaves_the_network_as_it_was(tmp_path):
     first = tmp_path / "fusion.pt"
     run(first, "--refine-steps", "0")

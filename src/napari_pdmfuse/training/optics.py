@@ -231,7 +231,12 @@ def _best_focus(optics: Fluorescence) -> float:
 
 
 def _psfmodels(optics: Fluorescence, focus: np.ndarray, side: int, pixel: float) -> np.ndarray:
-    import psfmodels
+    try:
+        import psfmodels
+    except ImportError:
+        raise ModuleNotFoundError(
+            "Fluorescence optics need psfmodels for their PSFs: pip install 'napari-pdmfuse[train]'"
+        ) from None
 
     return psfmodels.make_psf(
         focus,

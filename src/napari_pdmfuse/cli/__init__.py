@@ -25,6 +25,10 @@ from ..terminal import drop_async_leftovers, guarded_stderr, open_std_descriptor
 from .arguments import build_parser
 from .batch import run_batch
 from .fuse import run_fuse
+from .watch import run_watch
+
+#: What each subcommand runs.
+COMMANDS = {"fuse": run_fuse, "batch": run_batch, "watch": run_watch}
 
 __all__ = ["build_parser", "main"]
 
@@ -55,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(), stop_signals(Terminated):  # SIGTERM, SIGHUP
             warnings.showwarning = _show_warning
             try:
-                status = run_batch(args) if args.command == "batch" else run_fuse(args)
+                status = COMMANDS[args.command](args)
             except PdmFuseError as exc:
                 print(f"pdmfuse: error: {exc}", file=sys.stderr)
                 status = EXIT_ERROR

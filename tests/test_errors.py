@@ -70,6 +70,14 @@ def rgb_stack(name: str = "rgb.tif") -> str:
     return tif(name, rgb, photometric="rgb")
 
 
+def two_images(name: str = "wells.ome.tif") -> str:
+    """An OME-TIFF holding two images, A1 and B2."""
+    with tifffile.TiffWriter(name, ome=True) as handle:
+        for well in ("A1", "B2"):
+            handle.write(STACK, metadata={"axes": "ZYX", "Name": well})
+    return name
+
+
 def empty_folder(name: str) -> str:
     os.mkdir(name)
     return name
@@ -367,6 +375,24 @@ CLI_CASES = [
     CliCase(
         "batch: --out-dir is a file",
         lambda: ["batch", good(), "--out-dir", existing("out.tif")],
+    ),
+    CliCase("A scene the file does not have", lambda: [*fuse_args(two_images()), "--scene", "C3"]),
+    CliCase(
+        "batch: report not named .html",
+        lambda: ["batch", good(), "--out-dir", "out", "--report", "report.txt"],
+    ),
+    CliCase(
+        "batch: report would replace a file that is no report",
+        lambda: ["batch", good(), "--out-dir", "out", "--report", existing("notes.html")],
+    ),
+    CliCase("watch: folder missing", lambda: ["watch", "incoming", "--out-dir", "out"]),
+    CliCase(
+        "watch: results into the watched folder",
+        lambda: ["watch", empty_folder("incoming"), "--out-dir", "incoming"],
+    ),
+    CliCase(
+        "watch: one plane per folder (argparse)",
+        lambda: ["watch", empty_folder("incoming"), "--out-dir", "out", "--planes", "1"],
     ),
 ]
 

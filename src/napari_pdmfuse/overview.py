@@ -29,7 +29,7 @@ SAMPLES = 192
 LOW_CONFIDENCE = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared (and hashed) by identity: it holds arrays
 class Overview:
     """Samples of one fusion's outputs, and figures about it.
 

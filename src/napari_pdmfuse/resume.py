@@ -5,7 +5,8 @@ rerun can tell, from the files alone, an output it would make again — same kin
 same method, options and weights' SHA-256, same size and data type — from one made another
 way. The package version is not compared: a release that changes results changes the method
 or the weights too. Outputs appear together (:mod:`.writing.atomic`), so a set with some
-missing is one an earlier run did not finish, or one that asked for fewer maps.
+missing is one an earlier run did not finish, or one that asked for fewer maps; an output older
+than its input was made from an earlier version of it: both are made again.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ NOT_COMPARED = ("version",)
 def outputs_done(job: Job, targets: dict[str, Path]) -> bool:
     """Whether every output in ``targets`` (by kind) exists as ``job`` would make it.
 
-    False when some are missing, so the job must run (the existing ones, made the same way,
-    may then be replaced); raises OutputError, in one sentence, for an existing output made
-    another way or not by napari-pdmfuse at all.
+    False when some are missing or older than the input, so the job must run (the existing
+    ones, made the same way, may then be replaced); raises OutputError, in one sentence, for an
+    existing output made another way or not by napari-pdmfuse at all.
     """
     specs = output_specs(job)
+    newest = max((_modified(p) for p in job.image.sources), default=0)
     present = 0
     for kind, path in targets.items():
         if not path.exists():
@@ -49,8 +51,16 @@ def outputs_done(job: Job, targets: dict[str, Path]) -> bool:
                 "rerun with the options it records, write to another folder or replace it "
                 "(--overwrite)."
             )
-        present += 1
+        present += _modified(path) >= newest  # older than its input: made from an earlier one
     return present == len(targets)
+
+
+def _modified(path: Path) -> int:
+    """When a file, or a folder itself, was last modified (ns); 0 when that cannot be told."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _differences(

@@ -27,6 +27,10 @@ from ..terminal import drop_async_leftovers, guarded_stderr, open_std_descriptor
 from .arguments import build_parser
 from .batch import run_batch
 from .fuse import run_fuse
+from .watch import run_watch
+
+#: What each subcommand runs.
+COMMANDS = {"fuse": run_fuse, "batch": run_batch, "watch": run_watch}
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +67,7 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
         with warnings.catch_warnings(), stop_signals(Terminated):  # SIGTERM, SIGHUP
             warnings.showwarning = _show_warning
             try:
-                status = run_batch(args) if args.command == "batch" else run_fuse(args)
+                status = COMMANDS[args.command](args)
             except PdmFuseError as exc:
                 print(f"pdmfuse: error: {printable(str(exc))}", file=sys.stderr)
                 status = EXIT_ERROR

@@ -59,13 +59,20 @@ def _micrometres(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, unit: str = "pixels") -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of pixels")
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of {unit}")
+    return value
+
+
+def _plane_count(text: str) -> int:
+    value = _positive_int(text, "planes")
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} plane is no stack; give 2 or more")
     return value
 
 
@@ -205,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Fuse a microscopy focus stack (z-stack) into one all-in-focus image, with a focus "
             "map (which plane is in focus where) and a confidence map."
         ),
-        epilog="Run 'pdmfuse fuse --help' or 'pdmfuse batch --help' for their options.",
+        epilog="Run 'pdmfuse fuse --help', 'pdmfuse batch --help' or 'pdmfuse watch --help' for "
+        "their options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -289,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fusion_options(fuse)
     fuse.set_defaults(command="fuse")
     add_batch_parser(commands)
+    add_watch_parser(commands)
     return parser
 
 
@@ -310,42 +319,108 @@ def add_batch_parser(commands: Any) -> None:
         formatter_class=_HelpFormatter,
     )
     batch.add_argument("inputs", nargs="+", metavar="INPUT", help="stack files or plane folders")
-    batch.add_argument(
+    _add_folder_outputs(batch)
+    _add_fusion_options(batch)
+    batch.set_defaults(command="batch")
+
+
+def _add_folder_outputs(parser: argparse.ArgumentParser) -> None:
+    """The outputs of commands that fuse many stacks into one folder (batch, watch)."""
+    parser.add_argument(
         "--out-dir",
         required=True,
         type=Path,
         metavar="DIR",
         help="folder for the results (created if missing; not an input folder)",
     )
-    batch.add_argument(
+    parser.add_argument(
         "--focus-map", action="store_true", help="also write <stem>_focus.tif (float32)"
     )
-    batch.add_argument(
+    parser.add_argument(
         "--confidence", action="store_true", help="also write <stem>_confidence.tif (float32)"
     )
-    batch.add_argument(
+    parser.add_argument(
         "--coverage",
         action="store_true",
         help="with --align, also write <stem>_coverage.tif (uint8, 255 where every plane saw "
         "the pixel)",
     )
-    batch.add_argument(
+    parser.add_argument(
         "--scheduler",
         metavar="tcp://HOST:PORT",
         help="fuse on this dask.distributed cluster, every stack's tiles spread over its workers "
         "(default: the DASK_SCHEDULER_ADDRESS environment variable, else this machine)",
     )
-    batch.add_argument(
+    parser.add_argument(
         "--report",
         type=Path,
         metavar="REPORT.html",
-        help="also write a report to look the batch over: a self-contained HTML page with a row "
-        "per stack (thumbnails of the fused image and focus map, focus range in planes and µm, "
-        "share of low-confidence area, warnings, time and throughput, or its error), and the "
-        "same rows in REPORT.csv beside it",
+        help="also write a report to look the stacks over: a self-contained HTML page with a "
+        "row per stack (thumbnails of the fused image and focus map, focus range in planes and "
+        "µm, share of low-confidence area, warnings, time and throughput, or its error), and "
+        "the same rows in REPORT.csv beside it",
     )
-    _add_fusion_options(batch)
-    batch.set_defaults(command="batch")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def add_watch_parser(commands: Any) -> None:
+    watch = commands.add_parser(
+        "watch",
+        help="fuse each stack as it lands in a folder, once its writer has finished",
+        description=(
+            "Watch FOLDER and fuse each stack that appears in it (a TIFF, OME-TIFF, OME-Zarr, "
+            "CZI, ND2 or LIF file; with --planes, a folder of plane images) into OUT_DIR, named "
+            "as by 'pdmfuse batch', once it is complete: its size and time unchanged for "
+            "--stable seconds and the whole of it readable (a folder: --planes images). A stack "
+            "that changes again is fused again. Stacks already fused with the same options are "
+            "kept, so a restart picks up where the last run stopped. Ctrl-C (or SIGTERM) stops "
+            "the watch; a stack being fused then is left unwritten, to be fused at the next "
+            "start. Exits 0 when nothing failed, else 2, after a summary."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    watch.add_argument("folder", type=Path, metavar="FOLDER", help="the folder stacks land in")
+    _add_folder_outputs(watch)
+    watch.add_argument(
+        "--planes",
+        type=_plane_count,
+        metavar="N",
+        help="also fuse sub-folders of plane images, each once it holds N planes (without it, "
+        "sub-folders other than .zarr stores are left alone)",
+    )
+    watch.add_argument(
+        "--stable",
+        type=_seconds,
+        metavar="S",
+        default=10.0,
+        help="seconds a stack must stay unchanged (size and modification time) before it is "
+        "taken as complete; longer than the writer's longest pause",
+    )
+    watch.add_argument(
+        "--interval",
+        type=_seconds,
+        metavar="S",
+        default=2.0,
+        help="seconds between looks at the folder",
+    )
+    watch.add_argument(
+        "--idle-exit",
+        type=_seconds,
+        metavar="S",
+        help="end once nothing has changed in the folder, and nothing is left to fuse, for S "
+        "seconds (default: watch until stopped)",
+    )
+    _add_fusion_options(watch)
+    watch.set_defaults(command="watch")
 
 
 def fuse_options(args: argparse.Namespace) -> FuseOptions:

@@ -93,7 +93,7 @@ def stacks_of(inputs: list[Path], out_dir: Path, wanted: list[str] | None = None
         if key in seen:
             raise InputError(f"{path} is given twice; list each stack once.")
         seen[key] = path
-        for stack in _scene_stacks(path, wanted or []):
+        for stack in scene_stacks(path, wanted or []):
             if stack.name.lower() in stems:
                 raise InputError(
                     f"{stems[stack.name.lower()]} and {path} would both be written to "
@@ -105,7 +105,7 @@ def stacks_of(inputs: list[Path], out_dir: Path, wanted: list[str] | None = None
     return result
 
 
-def _scene_stacks(path: Path, wanted: list[str]) -> list[Stack]:
+def scene_stacks(path: Path, wanted: list[str]) -> list[Stack]:
     """The stacks of one input: one, or one per scene (named ``<stem>_<scene>``) of a file
     holding several. An input that cannot be read is one stack, whose fusion says why."""
     try:
@@ -223,7 +223,7 @@ class BatchRun:
 
     def _advance(self, done: int, total: int, label: str, after: int) -> None:
         if self.bar is None:
-            self.bar = progress_bar("pdmfuse batch", None, self.args.quiet)
+            self.bar = progress_bar(f"pdmfuse {self.args.command}", None, self.args.quiet)
         if done == 0:  # a new stack: the total guesses the rest are as large
             self.bar.set_description(printable(label))
             self.bar.total = self.done_before + total * (after + 1)

@@ -18,6 +18,7 @@ import html
 import io
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,12 +205,8 @@ class _Row:
             name += f" <b>{html.escape(outcome.stack.scene.describe())}</b>"
         output = "" if written is None else f"<small>→ {html.escape(written.paths[0].name)}</small>"
         cells = [f'<td class="num">{self.number}</td>', f'<td class="name">{name}{output}</td>']
-        if view is None:
-            cells += ["<td></td>"] * 2
-        else:
-            cells.append(f"<td>{_img(_fused_rgb(view), 'fused image')}</td>")
-            focus = _focus_rgb(view)
-            cells.append("<td>–</td>" if focus is None else f"<td>{_img(focus, 'focus map')}</td>")
+        images = ("", "") if view is None else _thumbnails(view)
+        cells += [f"<td>{image}</td>" for image in images]
         planes = "" if view is None else str(view.n_planes)
         where = []
         if self.range is not None:
@@ -276,6 +273,21 @@ def _page(rows: list[_Row], title: str, notes: Sequence[str]) -> str:
         f"<body>\n{''.join(head)}\n<table>\n<thead>{header}</thead>\n<tbody>\n{body}\n"
         "</tbody>\n</table>\n</body></html>\n"
     )
+
+
+#: Thumbnails already encoded, so a report written again and again (by watch) encodes each once.
+_ENCODED: weakref.WeakKeyDictionary[Overview, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _thumbnails(view: Overview) -> tuple[str, str]:
+    """The fused image's and the focus map's ``<img>`` elements ("–" without a focus map)."""
+    if view not in _ENCODED:
+        focus = _focus_rgb(view)
+        _ENCODED[view] = (
+            _img(_fused_rgb(view), "fused image"),
+            "–" if focus is None else _img(focus, "focus map"),
+        )
+    return _ENCODED[view]
 
 
 def _img(rgb: np.ndarray, what: str) -> str:

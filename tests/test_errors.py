@@ -576,7 +576,9 @@ def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(case):
     assert run.code == 2 and run.stdout == ""
     assert "Traceback" not in run.stderr
     if "(argparse)" in case.what:
-        assert run.stderr.startswith("usage: ") and run.message.startswith("pdmfuse fuse: error:")
+        command = run.args[0]  # the subcommand whose usage argparse prints
+        assert run.stderr.startswith("usage: ")
+        assert run.message.startswith(f"pdmfuse {command}: error:")
     else:
         assert run.stderr.count("\n") == 1 and run.stderr.startswith("pdmfuse: error: ")
         assert run.message.endswith(".") and one_sentence(run.message)

@@ -21,7 +21,9 @@ fusing (sampled every 20 ms, and the process's own peak). Run from the repositor
     xvfb-run -a nice -n 15 python benchmarks/napari_open.py --fuse
     xvfb-run -a nice -n 15 python benchmarks/napari_open.py --stacks tiled --via napari
     xvfb-run -a nice -n 15 python benchmarks/napari_open.py --via file-open --scroll --no-dask-cache
+    xvfb-run -a nice -n 15 python benchmarks/napari_open.py --via file-open,napari --cold
 
+``--cold`` drops each stack from the page cache before it is opened, so it is read from disk.
 ``--via`` picks how the stack is opened: ``file-open`` (File ▸ Open once PDM Fuse is the
 remembered reader for ``*.tif``), ``button`` (the widget's "Open stack…", its dialog answered
 by the script) or ``napari`` (File ▸ Open with napari's own reader, for comparison).
@@ -108,6 +110,16 @@ def write_hyperstack(path: Path, side: int = SIDE, slices: int = 12, channels: i
             "Labels": [f"ch{c}" for _ in range(slices) for c in range(channels)],
         },
     )
+
+
+def evict(path: Path) -> None:
+    """Drop the file's pages from the page cache (its own only), so it is read from disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +264,7 @@ def main() -> None:
     parser.add_argument("--method", default="argmax")
     parser.add_argument("--scroll", action="store_true", help="show every Z plane at the end")
     parser.add_argument("--no-dask-cache", action="store_true", help="turn napari's cache off")
+    parser.add_argument("--cold", action="store_true", help="evict the stack from the page cache")
     parser.add_argument("--side", type=int, default=SIDE, help="plane side, a multiple of 1024")
     parser.add_argument("--dir", type=Path, help="folder for the stacks (default: a new one)")
     parser.add_argument("--keep", action="store_true", help="keep the stacks")
@@ -277,6 +290,8 @@ def main() -> None:
             for via in args.via.split(","):
                 fuse = args.fuse and via == "button"
                 env = {**os.environ, "TMPDIR": str(folder)}  # the widget's stores go there too
+                if args.cold:
+                    evict(path)
                 flags = [fuse, args.scroll, not args.no_dask_cache]
                 cmd = [sys.executable, __file__, "--child", str(path), via]
                 cmd += ["1" if flag else "0" for flag in flags] + ["--method", args.method]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,13 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import fuzz_corpus  # noqa: E402
+
+
+def kind(message: str) -> str:
+    """A refusal with its file names and numbers left out, to count refusals by kind."""
+    message = re.sub(r"\S*/in/\S*", "FILE", message)
+    message = re.sub(r"\(\d+(, \d+)*\)", "(…)", message)
+    return re.sub(r"\d+×\d+(×\d+)? \w+", "H×W TYPE", message)
 
 
 def main() -> None:
@@ -64,12 +72,9 @@ def main() -> None:
     seconds = np.array([r["seconds"] for r in results])
     print(f"seconds per run: median {np.median(seconds):.2f}, 99th percentile "
           f"{np.percentile(seconds, 99):.2f}, largest {seconds.max():.2f}")  # fmt: skip
-    messages = collections.Counter(
-        r["why"].split(" is ")[-1] if " is not a readable" in r["why"] else r["why"].split(": ")[-1]
-        for r in results if r["outcome"] == "refused"
-    )  # fmt: skip
-    print(f"{len(messages)} distinct refusals; the most common:")
-    for message, n in messages.most_common(8):
+    messages = collections.Counter(kind(r["why"]) for r in results if r["outcome"] == "refused")
+    print(f"{len(messages)} kinds of refusal:")
+    for message, n in messages.most_common():
         print(f"  {n:5d}  {message[:160]}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

@@ -318,3 +318,48 @@ def test_no_worker_left_is_one_sentence(stacks, tmp_path, capsys, monkeypatch):
     assert code == 2 and time.monotonic() - started < 30
     assert err.startswith("pdmfuse: error:") and "no worker" in err and err.count("\n") == 1
     assert list(out.iterdir()) == []
+
+
+class _Future:
+    """A future whose first results are lost on the way, as when the worker holding a result
+    dies while sending it (distributed raises CommClosedError, an OSError)."""
+
+    def __init__(self, losses: int) -> None:
+        self.losses, self.asked = losses, 0
+
+    def result(self) -> str:
+        self.asked += 1
+        if self.asked <= self.losses:
+            raise distributed.comm.core.CommClosedError("in <TCP (closed)>: Stream is closed")
+        return "the tile"
+
+
+def test_a_result_lost_with_its_worker_is_waited_for_again(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    future = _Future(losses=cluster.GATHER_ATTEMPTS - 1)
+    assert cluster._result(future) == "the tile" and future.asked == cluster.GATHER_ATTEMPTS
+    with pytest.raises(cluster.ClusterError) as lost:
+        cluster._result(_Future(losses=cluster.GATHER_ATTEMPTS))
+    assert str(lost.value).startswith(
+        f"A tile's result was lost {cluster.GATHER_ATTEMPTS} times on its way from the dask "
+        "cluster (CommClosedError: in <TCP (closed)>: Stream is closed);"
+    )
+
+
+class _Cancelled:
+    """A future the client cancelled when it lost the scheduler."""
+
+    def result(self) -> str:
+        from distributed.client import FutureCancelledError
+
+        raise FutureCancelledError("pdmfuse-tile-1", "scheduler-connection-lost")
+
+
+def test_tiles_dropped_with_the_scheduler_are_one_sentence():
+    with pytest.raises(cluster.ClusterError) as dropped:
+        cluster._result(_Cancelled())
+    message = str(dropped.value)
+    assert message.startswith("The dask scheduler dropped this run's tiles (pdmfuse-tile-1 ")
+    assert "scheduler-connection-lost" in message
+    assert message.endswith("; run again once it is back (a batch run again keeps the stacks "
+                            "it fused).")  # fmt: skip

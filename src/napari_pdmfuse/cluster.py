@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 import numpy as np
@@ -183,22 +184,46 @@ def run_on_cluster(job: Job, sink: Any, client: Any) -> Generator[Progress, None
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = str(exc).splitlines()[0].rstrip(".") if str(exc) else ""
     return text or type(exc).__name__
+
+
+#: Times a result is asked for when the worker holding it dies while sending it.
+GATHER_ATTEMPTS = 3
 
 
 def _result(future: Any) -> TileResult:
     """A task's result; a failure that is not the input's (a worker killed again and again,
-    a worker without napari-pdmfuse) becomes one sentence."""
-    try:
-        return future.result()
-    except PdmFuseError:
-        raise
-    except Exception as exc:
-        raise ClusterError(
-            f"A tile failed on the dask cluster ({type(exc).__name__}: {_reason(exc)}); check "
-            "that every worker has napari-pdmfuse and enough memory, then run again."
-        ) from None
+    a worker without napari-pdmfuse) becomes one sentence.
+
+    A result whose worker dies while sending it (the connection closes mid-transfer) is lost
+    with that worker, and the scheduler computes it again elsewhere: it is waited for again.
+    """
+    attempt = 1
+    while True:
+        try:
+            return future.result()
+        except PdmFuseError:
+            raise
+        except OSError as exc:  # distributed's CommClosedError: the sender went away
+            if attempt >= GATHER_ATTEMPTS:
+                raise ClusterError(
+                    f"A tile's result was lost {GATHER_ATTEMPTS} times on its way from the dask "
+                    f"cluster ({type(exc).__name__}: {_reason(exc)}); check that the workers "
+                    "stay up, then run again."
+                ) from None
+            attempt += 1
+            time.sleep(1.0)
+        except CancelledError as exc:  # the scheduler went away, and with it the tasks
+            raise ClusterError(
+                f"The dask scheduler dropped this run's tiles ({_reason(exc)}); run again once it "
+                "is back (a batch run again keeps the stacks it fused)."
+            ) from None
+        except Exception as exc:
+            raise ClusterError(
+                f"A tile failed on the dask cluster ({type(exc).__name__}: {_reason(exc)}); "
+                "check that every worker has napari-pdmfuse and enough memory, then run again."
+            ) from None
 
 
 def _check_workers(client: Any, since: float | None) -> float | None:

@@ -15,12 +15,20 @@ from .progress import drive, elapsed, print_alignment, say
 
 
 def connected(address: str | None) -> Any:
-    """A client of the cluster at ``address``, or None to fuse on this machine."""
+    """A client of the cluster at ``address``, or None to fuse on this machine.
+
+    The client's own warnings (a result lost with a worker, "rescheduling") are kept off the
+    terminal: the run recovers from them, and says in one sentence when it cannot.
+    """
     if address is None:
         return None
+    import logging
+
     from ..cluster import connect
 
-    return connect(address)
+    client = connect(address)  # imports distributed, which sets its loggers' levels
+    logging.getLogger("distributed.client").setLevel(logging.ERROR)
+    return client
 
 
 def run_fuse(args: argparse.Namespace) -> int:

@@ -390,10 +390,6 @@ CLI_CASES = [
         "watch: results into the watched folder",
         lambda: ["watch", empty_folder("incoming"), "--out-dir", "incoming"],
     ),
-    CliCase(
-        "watch: one plane per folder (argparse)",
-        lambda: ["watch", empty_folder("incoming"), "--out-dir", "out", "--planes", "1"],
-    ),
 ]
 
 

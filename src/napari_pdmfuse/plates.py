@@ -51,14 +51,8 @@ def plate_layout(path: Path) -> Layout | None:
         return None
     if "plate" not in attrs:
         return None
-    try:
-        fields = plate_fields(root)
-        wells = {w: dict(ome_attrs(dict(root[w].attrs))["well"]) for w, _, _ in fields}
-    except Exception:
-        raise ReadError(
-            f"{path} is an OME-Zarr plate whose wells and fields cannot be listed; check its "
-            "plate and well metadata."
-        ) from None
+    fields = plate_fields(root, path)
+    wells = {w: dict(ome_attrs(dict(root[w].attrs))["well"]) for w, _, _ in fields}
     fields_paths = [f"{well}/{field}" for well, _, field in fields]
     return Layout(dict(attrs["plate"]), wells, fields_paths)
 

@@ -62,20 +62,15 @@ def zarr_scenes(path: Path) -> tuple[tuple[Scene, ...], list[str]] | None:
     return scenes_named(names), keys
 
 
-def plate_fields(root: Any) -> list[tuple[str, str, str]]:
+def plate_fields(root: Any, path: Path) -> list[tuple[str, str, str]]:
     """An HCS plate's fields, in the plate's well order: (well path, well name, field path),
-    e.g. ("A/1", "A1", "0")."""
+    e.g. ("A/1", "A1", "0"); a ReadError when its metadata does not list them."""
     fields = []
-    for well in ome_attrs(dict(root.attrs))["plate"]["wells"]:
-        well_path = str(well["path"])
-        images = ome_attrs(dict(root[well_path].attrs))["well"]["images"]
-        fields += [(well_path, well_path.replace("/", ""), str(i["path"])) for i in images]
-    return fields
-
-
-def _plate_fields(root: Any, path: Path) -> tuple[tuple[Scene, ...], list[str]]:
     try:
-        fields = plate_fields(root)
+        for well in ome_attrs(dict(root.attrs))["plate"]["wells"]:
+            well_path = str(well["path"])
+            images = ome_attrs(dict(root[well_path].attrs))["well"]["images"]
+            fields += [(well_path, well_path.replace("/", ""), str(i["path"])) for i in images]
     except Exception:
         raise ReadError(
             f"{path} is an OME-Zarr plate whose wells and fields cannot be listed; check its "
@@ -83,6 +78,11 @@ def _plate_fields(root: Any, path: Path) -> tuple[tuple[Scene, ...], list[str]]:
         ) from None
     if not fields:
         raise ReadError(f"{path} is an OME-Zarr plate without any field; check the store.")
+    return fields
+
+
+def _plate_fields(root: Any, path: Path) -> tuple[tuple[Scene, ...], list[str]]:
+    fields = plate_fields(root, path)
     names = [f"{well} field {field}" for _, well, field in fields]
     return scenes_named(names), [f"{well}/{field}" for well, _, field in fields]
 

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+import zarr
 from fault_runs import FAULTS, NO_WORKER_TIMEOUT, WARNINGS, Fault, Seen
 
 from napari_pdmfuse import InputError, PdmFuseError, fuse, sizes
@@ -75,6 +76,12 @@ def two_images(name: str = "wells.ome.tif") -> str:
     with tifffile.TiffWriter(name, ome=True) as handle:
         for well in ("A1", "B2"):
             handle.write(STACK, metadata={"axes": "ZYX", "Name": well})
+    return name
+
+
+def plate_without_wells(name: str = "plate.ome.zarr") -> str:
+    """An OME-Zarr plate whose metadata lists a well the store does not hold."""
+    zarr.open_group(name, mode="w", zarr_format=2).attrs["plate"] = {"wells": [{"path": "A/1"}]}
     return name
 
 
@@ -377,6 +384,7 @@ CLI_CASES = [
         lambda: ["batch", good(), "--out-dir", existing("out.tif")],
     ),
     CliCase("A scene the file does not have", lambda: [*fuse_args(two_images()), "--scene", "C3"]),
+    CliCase("OME-Zarr plate whose wells are missing", lambda: fuse_args(plate_without_wells())),
     CliCase(
         "batch: report not named .html",
         lambda: ["batch", good(), "--out-dir", "out", "--report", "report.txt"],
@@ -389,10 +397,6 @@ CLI_CASES = [
     CliCase(
         "watch: results into the watched folder",
         lambda: ["watch", empty_folder("incoming"), "--out-dir", "incoming"],
-    ),
-    CliCase(
-        "watch: one plane per folder (argparse)",
-        lambda: ["watch", empty_folder("incoming"), "--out-dir", "out", "--planes", "1"],
     ),
 ]
 

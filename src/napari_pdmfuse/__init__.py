@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .methods import METHODS
     from .options import FuseOptions
     from .planning import Progress
+    from .plates import fuse_plate
     from .results import FusionResult
     from .retouch import RetouchMask
 
@@ -36,6 +37,7 @@ _LAZY = {
     "fuse_files": "files",
     "fuse_files_iter": "files",
     "fuse_scenes": "files",
+    "fuse_plate": "plates",
     "scenes": "files",
     "fuse": "fusion",
     "fuse_iter": "fusion",
@@ -65,6 +67,7 @@ __all__ = [
     "fuse_files",
     "fuse_files_iter",
     "fuse_iter",
+    "fuse_plate",
     "fuse_scenes",
     "scenes",
     "write_mesh",

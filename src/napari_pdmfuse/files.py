@@ -13,7 +13,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import InputError, PdmFuseError
 from .executing import out_of_memory
@@ -26,6 +26,8 @@ from .resume import outputs_done
 from .sizes import check_disk
 from .writing.atomic import atomic_files, check_outputs, write_failed
 from .writing.omezarr import DEFAULT_NGFF_VERSION, check_ngff_version
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def describe_job(job: Job) -> str:
     return text
 
 
-def _naming(exc: PdmFuseError, source: str) -> PdmFuseError:
+def naming(exc: PdmFuseError, source: str) -> PdmFuseError:
     """The same error, its message prefixed with the input's name unless it names a file."""
     message = str(exc)
     if source in message:
@@ -83,7 +85,7 @@ def _naming(exc: PdmFuseError, source: str) -> PdmFuseError:
     return type(exc)(f"{source}: {message}")
 
 
-def _outputs(outputs: Outputs | str | Path) -> Outputs:
+def as_outputs(outputs: Outputs | str | Path) -> Outputs:
     return outputs if isinstance(outputs, Outputs) else Outputs(fused=Path(outputs))
 
 
@@ -125,7 +127,7 @@ def fuse_files_iter(
     raw = [p if is_url(p) else Path(p) for p in given]  # addresses stay strings
     if not raw:
         raise InputError("No input given; name a stack file, a folder of planes or plane files.")
-    outputs = _outputs(outputs)
+    outputs = as_outputs(outputs)
     targets = outputs.named()
     check_ngff_version(ome_zarr_version)
     if "coverage" in targets and options.align is None:
@@ -194,7 +196,7 @@ def fuse_files_iter(
         except MemoryError:  # outside a tile's fusion, which splits the tile first
             raise out_of_memory() from None
     except PdmFuseError as exc:
-        raise _naming(exc, source) from None
+        raise naming(exc, source) from None
     seconds = time.perf_counter() - started
     shape = tuple(int(n) for n in image.data.shape)
     seen = None if sampler is None else sampler.overview()
@@ -216,10 +218,14 @@ def fuse_files(
     **keywords: Any,
 ) -> Written:
     """Fuse a stack on disk into files in one call; see :func:`fuse_files_iter`."""
-    gen = fuse_files_iter(inputs, outputs, options, **keywords)
+    return run_to_end(fuse_files_iter(inputs, outputs, options, **keywords))
+
+
+def run_to_end(steps: Generator[Progress, None, T]) -> T:
+    """Run a progress generator to its end; its value."""
     while True:
         try:
-            next(gen)
+            next(steps)
         except StopIteration as stop:
             return stop.value
 
@@ -235,7 +241,7 @@ def scenes(input: str | Path) -> tuple[Scene, ...]:
 def scene_outputs(outputs: Outputs | str | Path, picked: Sequence[Scene]) -> list[Outputs]:
     """The outputs of each scene: the names given when one scene is fused, else each name
     with the scene's label before its suffix (``fused.tif`` → ``fused_A1.tif``)."""
-    given = _outputs(outputs)
+    given = as_outputs(outputs)
     if len(picked) == 1:
         return [given]
     return [

@@ -23,6 +23,7 @@ from .stack import to_dtype
 from .tiling import Tile
 from .version import __version__
 from .writing import DEFAULT_NGFF_VERSION, OutputMeta, check_format, open_output
+from .writing.omezarr import ZarrPixels
 
 #: What a run can write, in the order outputs are named.
 KINDS = ("fused", "focus_map", "confidence", "coverage")
@@ -124,10 +125,16 @@ class FileOutputs:
     """A job sink writing each tile core into its place in the output files (``paths`` by
     kind, usually temporary names that :func:`~napari_pdmfuse.writing.atomic.atomic_files`
     moves into place once :meth:`finish` has completed them); OME-Zarr outputs are written as
-    NGFF ``ome_zarr_version``."""
+    NGFF ``ome_zarr_version``, as are all outputs ``in_store`` (groups inside a store, whose
+    names say nothing of their format)."""
 
     def __init__(
-        self, job: Job, paths: dict[str, Path], *, ome_zarr_version: str = DEFAULT_NGFF_VERSION
+        self,
+        job: Job,
+        paths: dict[str, Path],
+        *,
+        ome_zarr_version: str = DEFAULT_NGFF_VERSION,
+        in_store: bool = False,
     ) -> None:
         self.job = job
         specs = output_specs(job)
@@ -137,6 +144,9 @@ class FileOutputs:
         try:
             for kind, path in paths.items():
                 axes, shape, dtype, meta = specs[kind]
+                if in_store:  # an image group inside a store (a plate's field): OME-Zarr
+                    self.pixels[kind] = ZarrPixels(path, axes, shape, dtype, meta, ome_zarr_version)
+                    continue
                 self.pixels[kind] = open_output(
                     path, axes, shape, dtype, meta, ome_zarr_version=ome_zarr_version
                 )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_OK
 from ..files import Outputs, describe_inputs, fuse_files_iter, scene_outputs
+from ..ngff import is_zarr_name, is_zarr_store
+from ..options import FuseOptions
 from ..planning import checked_method
-from ..reading import list_scenes, pick_scenes
+from ..reading import is_url, list_scenes, pick_scenes
 from ..writing import check_outputs
 from .arguments import fuse_options, scheduler_address
 from .progress import drive, elapsed, print_alignment, say
@@ -37,6 +40,8 @@ def run_fuse(args: argparse.Namespace) -> int:
     options = fuse_options(args)
     checked_method(options)
     outputs = Outputs(args.output, args.focus_map, args.confidence, args.coverage, args.mesh)
+    if _into_plates(args, outputs):
+        return _fuse_plate(args, outputs, options)
     chosen = pick_scenes(list_scenes(args.inputs), args.scene or [], describe_inputs(args.inputs))
     named = scene_outputs(outputs, chosen)
     if len(named) > 1:  # every scene's names, before the first scene starts
@@ -71,4 +76,41 @@ def run_fuse(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
+    return EXIT_OK
+
+
+def _into_plates(args: argparse.Namespace, outputs: Outputs) -> bool:
+    """Whether to fuse an HCS plate into plates: all of it, into outputs named .ome.zarr."""
+    if args.scene or len(args.inputs) != 1 or is_url(args.inputs[0]):
+        return False
+    if not all(is_zarr_name(p) for p in outputs.named().values()):
+        return False
+    if not is_zarr_store(Path(args.inputs[0])):
+        return False
+    from ..plates import plate_layout  # zarr is imported for zarr inputs only
+
+    return plate_layout(Path(args.inputs[0])) is not None
+
+
+def _fuse_plate(args: argparse.Namespace, outputs: Outputs, options: FuseOptions) -> int:
+    from ..plates import fuse_plate_iter
+
+    client = connected(scheduler_address(args))
+    try:
+        steps = fuse_plate_iter(
+            args.inputs[0],
+            outputs,
+            options,
+            overwrite=args.overwrite,
+            client=client,
+            ome_zarr_version=args.ome_zarr_version,
+        )
+        written = drive(steps, "pdmfuse", args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+    if not args.quiet:
+        names = ", ".join(str(p) for p in written.paths)
+        seconds = elapsed(args.started)
+        say(f"fused {written.description} with {options.method} in {seconds:.1f} s → {names}")
     return EXIT_OK

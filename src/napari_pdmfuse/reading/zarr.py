@@ -30,16 +30,20 @@ NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 
 
 def zarr_scenes(path: Path) -> tuple[tuple[Scene, ...], list[str]] | None:
-    """The images of an OME-Zarr collection (bioformats2raw layout: a group per image, named
-    0, 1, …, listed by its ``OME`` group and named in ``OME/METADATA.ome.xml``) as scenes, with
-    each one's group; None for a store that is not a collection."""
+    """The images of an OME-Zarr collection as scenes, with each one's group: the fields of an
+    HCS plate (named ``<well> field <n>``, e.g. ``A1 field 0``), or the images of the
+    bioformats2raw layout (a group per image, named 0, 1, …, listed by its ``OME`` group and
+    named in ``OME/METADATA.ome.xml``); None for a store that is neither."""
     try:
         root = zarr.open(str(path), mode="r")
     except Exception:
         return None  # read_zarr says what is wrong with it
     if not isinstance(root, zarr.Group):
         return None
-    if "bioformats2raw.layout" not in _ome_attrs(dict(root.attrs)):
+    attrs = ome_attrs(dict(root.attrs))
+    if "plate" in attrs:
+        return _plate_fields(root, path)
+    if "bioformats2raw.layout" not in attrs:
         return None
     try:
         keys = _series_keys(root)
@@ -58,7 +62,32 @@ def zarr_scenes(path: Path) -> tuple[tuple[Scene, ...], list[str]] | None:
     return scenes_named(names), keys
 
 
-def _ome_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+def plate_fields(root: Any, path: Path) -> list[tuple[str, str, str]]:
+    """An HCS plate's fields, in the plate's well order: (well path, well name, field path),
+    e.g. ("A/1", "A1", "0"); a ReadError when its metadata does not list them."""
+    fields = []
+    try:
+        for well in ome_attrs(dict(root.attrs))["plate"]["wells"]:
+            well_path = str(well["path"])
+            images = ome_attrs(dict(root[well_path].attrs))["well"]["images"]
+            fields += [(well_path, well_path.replace("/", ""), str(i["path"])) for i in images]
+    except Exception:
+        raise ReadError(
+            f"{path} is an OME-Zarr plate whose wells and fields cannot be listed; check its "
+            "plate and well metadata."
+        ) from None
+    if not fields:
+        raise ReadError(f"{path} is an OME-Zarr plate without any field; check the store.")
+    return fields
+
+
+def _plate_fields(root: Any, path: Path) -> tuple[tuple[Scene, ...], list[str]]:
+    fields = plate_fields(root, path)
+    names = [f"{well} field {field}" for _, well, field in fields]
+    return scenes_named(names), [f"{well}/{field}" for well, _, field in fields]
+
+
+def ome_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """NGFF attributes: at the top level (0.4) or under ``ome`` (0.5)."""
     return attrs["ome"] if isinstance(attrs.get("ome"), dict) else attrs
 
@@ -67,7 +96,7 @@ def _series_keys(root: Any) -> list[str]:
     """The collection's image groups: as its OME group lists them, else 0, 1, … while they
     exist."""
     if "OME" in root:
-        listed = _ome_attrs(dict(root["OME"].attrs)).get("series")
+        listed = ome_attrs(dict(root["OME"].attrs)).get("series")
         if isinstance(listed, list):
             return [str(key) for key in listed]
     keys = []

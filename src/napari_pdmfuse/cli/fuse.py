@@ -20,8 +20,9 @@ from .progress import drive, elapsed, print_alignment, say
 def connected(address: str | None) -> Any:
     """A client of the cluster at ``address``, or None to fuse on this machine.
 
-    The client's own warnings (a result lost with a worker, "rescheduling") are kept off the
-    terminal: the run recovers from them, and says in one sentence when it cannot.
+    The client's own logs (a result lost with a worker, "rescheduling"; a connection closed
+    under it, with a traceback) are kept off the terminal: the run recovers from what they
+    report, and says in one sentence when it cannot.
     """
     if address is None:
         return None
@@ -30,7 +31,8 @@ def connected(address: str | None) -> Any:
     from ..cluster import connect
 
     client = connect(address)  # imports distributed, which sets its loggers' levels
-    logging.getLogger("distributed.client").setLevel(logging.ERROR)
+    for name in ("distributed", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return client
 
 

@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
             "the folder instead). Outputs are TIFF, OME-TIFF or OME-Zarr, by their names; "
             "nothing is written if anything fails. A file holding several scenes (positions, "
             "series) has each fused on its own into outputs named after it, FUSED_<scene>.tif "
-            "(MAP_<scene>.tif, …); one scene picked with --scene keeps the names given."
+            "(MAP_<scene>.tif, …); one scene picked with --scene keeps the names given. An "
+            "OME-Zarr HCS plate fused into outputs named .ome.zarr gives plates of the same "
+            "layout, every field fused into its place."
         ),
         formatter_class=_HelpFormatter,
     )

@@ -87,6 +87,22 @@ class LabelsTracker:
         return self.changed((slice(0, height), slice(0, width)))
 
 
+def within(inner: Window, outer: Window) -> bool:
+    """Whether window ``inner`` lies inside window ``outer``."""
+    return all(i.start >= o.start and i.stop <= o.stop for i, o in zip(inner, outer, strict=True))
+
+
+def around(window: Window, shape_yx: tuple[int, int], side: int) -> Window:
+    """A window of ``side`` px (less where the image is smaller) centred on ``window`` and
+    kept inside the image."""
+    spans = []
+    for span, size in zip(window, shape_yx, strict=True):
+        length = min(side, size)
+        start = min(max((span.start + span.stop) // 2 - length // 2, 0), size - length)
+        spans.append(slice(start, start + length))
+    return spans[0], spans[1]
+
+
 def single_stack(outcome: Outcome) -> None:
     """Refuse results that hold more than one focus map (time points, separate channels)."""
     if "T" in outcome.axes or outcome.map_axes != "YX":

@@ -303,8 +303,9 @@ class RetouchSession:
         return int(source)
 
     def fusion_of(self, label: int) -> OtherFusion | None:
-        """The other fusion a label takes, None for a plane."""
-        return None if label <= self.n_planes else OTHER_FUSIONS[label - self.n_planes - 1]
+        """The other fusion a label takes, None for a plane or a label that names nothing."""
+        index = label - self.n_planes - 1
+        return OTHER_FUSIONS[index] if 0 <= index < len(OTHER_FUSIONS) else None
 
     def other_run(self, other: OtherFusion) -> Run:
         """The widget run that makes ``other`` whole (see :func:`other_run`)."""
@@ -336,10 +337,16 @@ class RetouchSession:
         unknown = [k for k in np.unique(self.labels[window]) if k > self.n_planes
                    and int(k) not in self.others]  # fmt: skip
         if unknown:
-            fusion = self.fusion_of(int(unknown[0]))
+            label = int(unknown[0])
+            fusion = self.fusion_of(label)
+            if fusion is None:
+                raise InputError(
+                    f"Label {label} names no plane and no fusion; paint with the sources the "
+                    "retouch panel offers."
+                )
             raise InputError(
-                f"Label {int(unknown[0])} takes the {fusion.name if fusion else '?'} fusion, "
-                "which has not been made; choose it as the source first."
+                f"Label {label} takes the {fusion.name} fusion, which has not been made; "
+                "choose it as the source first."
             )
         reach = self.retoucher.reach
         height, width = self.shape_yx

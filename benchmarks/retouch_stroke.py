@@ -55,22 +55,46 @@ def outcome_for(size: int, rgb: bool) -> Outcome:
 
 
 def in_viewer(size: int, dabs: int, brush: int) -> None:
-    """Strokes painted with napari's brush in a viewer: milliseconds per dab, and for the
-    redraw of the result layers when the stroke ends."""
+    """Strokes painted with napari's brush in a viewer: milliseconds per dab and for the
+    stroke's end, on the same layers without the retouch (napari's own painting and drawing)
+    and with it."""
     from types import SimpleNamespace
 
     import napari
+    from napari.layers import Labels
     from qtpy.QtWidgets import QApplication
 
     from napari_pdmfuse.viewer import layers
     from napari_pdmfuse.viewer.retouch_panel import RetouchPanel
 
+    def paint(layer: Labels, label: int) -> tuple[float, float]:
+        layer.selected_label = label
+        times = []
+        layer._begin_stroke()
+        for i in range(dabs):
+            y = x = size // 2 - dabs * 2 + i * 4
+            started = time.perf_counter()
+            layer.paint((y, x), label)
+            QApplication.processEvents()
+            times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        layer._commit_stroke()
+        QApplication.processEvents()
+        return statistics.median(times) * 1e3, (time.perf_counter() - started) * 1e3
+
     viewer = napari.Viewer()
     viewer.window._qt_window.resize(1600, 900)
-    print(f"{'image':<12} {'matching':<9} {'median ms/dab':>14} {'stroke end ms':>14}")
+    print(f"{'image':<12} {'retouch':<22} {'median ms/dab':>14} {'stroke end ms':>14}")
     for rgb in (False, True):
+        kind = "RGB uint8" if rgb else "grey uint16"
         outcome = outcome_for(size, rgb)
         layers.show(viewer, outcome)
+        plain = Labels(np.zeros((size, size), np.uint8), name="napari alone")
+        plain.contour, plain.brush_size = 2, brush
+        viewer.add_layer(plain)
+        dab, end = paint(plain, 2)
+        print(f"{kind:<12} {'none (napari alone)':<22} {dab:>14.1f} {end:>14.1f}")
+        viewer.layers.remove(plain)
         panel = RetouchPanel(SimpleNamespace(viewer=viewer))
         panel.follow(outcome)
         layer = panel.start()
@@ -78,24 +102,9 @@ def in_viewer(size: int, dabs: int, brush: int) -> None:
         for match in (False, True):
             panel.match.value = match
             QApplication.processEvents()
-            times = []
-            layer.selected_label = 4 if match else 2
-            layer._begin_stroke()
-            for i in range(dabs):
-                y = x = size // 2 - dabs * 2 + i * 4
-                started = time.perf_counter()
-                layer.paint((y, x), layer.selected_label)
-                QApplication.processEvents()
-                times.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            layer._commit_stroke()
-            QApplication.processEvents()
-            end = time.perf_counter() - started
-            kind = "RGB uint8" if rgb else "grey uint16"
-            print(
-                f"{kind:<12} {'yes' if match else 'no':<9} "
-                f"{statistics.median(times) * 1e3:>14.1f} {end * 1e3:>14.1f}"
-            )
+            dab, end = paint(layer, 4 if match else 2)
+            what = "plane, matched" if match else "plane"
+            print(f"{kind:<12} {what:<22} {dab:>14.1f} {end:>14.1f}")
         panel.stop()
         viewer.layers.clear()
     viewer.close()

@@ -62,6 +62,10 @@ def dimming() -> np.ndarray:
     return STACK * np.uint16([1, 1, 3])[:, None, None]
 
 
+def time_lapse(name: str = "lapse.tif") -> str:
+    return tif(name, np.stack([STACK, STACK]), imagej=True, metadata={"axes": "TZYX"})
+
+
 def two_channels(name: str = "zcyx.tif") -> str:
     return tif(name, np.stack([STACK, STACK], axis=1), imagej=True, metadata={"axes": "ZCYX"})
 
@@ -333,6 +337,22 @@ CLI_CASES = [
     CliCase(
         "Hard selection with a method other than pdmnet",
         lambda: [*fuse_args(good(), method="wavelet"), "--selection", "hard"],
+    ),
+    CliCase("Retouch mask missing", lambda: [*fuse_args(good()), "--retouch", "missing-mask.tif"]),
+    CliCase(
+        "Retouch mask of another size than the result",
+        lambda: [*fuse_args(good()), "--retouch", tif("mask.tif", np.zeros((24, 27), np.uint8))],
+    ),
+    CliCase(
+        "Retouch label above the plane count that the mask names no fusion for",
+        lambda: [*fuse_args(good()), "--retouch", tif("mask.tif", np.full((24, 28), 4, np.uint8))],
+    ),
+    CliCase(
+        "3-D model not named .glb, .ply or .stl", lambda: [*fuse_args(good()), "--mesh", "m.obj"]
+    ),
+    CliCase(
+        "3-D model of a time-lapse (one focus map per time point)",
+        lambda: [*fuse_args(time_lapse()), "--mesh", "m.glb"],
     ),
     CliCase("Output exists (no --overwrite)", lambda: fuse_args(good(), out=existing("old.tif"))),
     CliCase("Output is an input", lambda: fuse_args(good(), out="stack.tif")),

@@ -193,3 +193,39 @@ def test_command_line_refuses_a_mask_that_does_not_fit(stack, tmp_path, capsys):
     assert "has label 9 but the stack has only 5 planes" in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "fused.tif").exists()
+
+
+def test_a_session_updates_only_where_labels_change(stack):
+    from napari_pdmfuse.reading import Image
+    from napari_pdmfuse.viewer.jobs import Run, fuse_run
+    from napari_pdmfuse.viewer.retouching import RetouchSession
+    from napari_pdmfuse.viewer.sources import Source
+
+    source = Source("stack", False, 5, (1.0, 1.0), (0.0, 0.0), (0.0, 60000.0), "gray")
+    gen = fuse_run(Run(Image(stack, "ZYX"), FuseOptions(method="argmax"), source))
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            outcome = stop.value
+            break
+    original = outcome.result.fused.copy()
+    session = RetouchSession(outcome)
+
+    session.labels[40:50, 60:70] = 3
+    window = session.sync()  # nothing tracked yet: a window must be named
+    assert window is None
+    assert session.sync((slice(32, 64), slice(50, 90))) == (slice(40, 50), slice(60, 70))
+    np.testing.assert_array_equal(outcome.result.fused[40:50, 60:70], stack[2, 40:50, 60:70])
+    assert (outcome.result.focus_map[40:50, 60:70] == 2).all()
+
+    session.labels[40:50, 60:70] = 0  # erased (as an undo does): found in the painted blocks
+    assert session.sync() == (slice(40, 50), slice(60, 70))
+    np.testing.assert_array_equal(outcome.result.fused, original)
+
+    session.labels[0:4, 0:4] = 99  # neither a plane nor one of the fusions
+    with pytest.raises(InputError, match="Label 99 names no plane and no fusion"):
+        session.sync((slice(0, 4), slice(0, 4)))
+    session.labels[0:4, 0:4] = session.label_of(OtherFusion("wavelet"))
+    with pytest.raises(InputError, match="takes the wavelet fusion, which has not been made"):
+        session.sync((slice(0, 4), slice(0, 4)))

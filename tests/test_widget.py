@@ -491,7 +491,8 @@ def test_manifest_validates():
     [
         # Scripts and headless workers use these without napari.
         (
-            "_reader, _writer, viewer.height_view, viewer.jobs, viewer.samples, viewer.sources",
+            "_reader, _writer, viewer.height_view, viewer.jobs, viewer.samples, viewer.sources, "
+            "viewer.retouching, retouch, meshes, review",
             "napari magicgui vispy qtpy PyQt5 PyQt6 PySide2 PySide6",
         ),
         # The result layers need napari, not Qt: they work in a headless viewer model too.

@@ -196,11 +196,12 @@ def surface(relief: Relief, units: Units, exaggeration: float = 1.0) -> Surface:
     cell = relief.geometry
     py, px = units.pixel_size if units.physical else (1.0, 1.0)
     z_scale = (units.z_per_unit if units.physical else 1.0) * exaggeration
+    step = auto_step(relief.focus.shape, MESH_SIDE)
     vertices, faces, _ = height_surface(
         relief.focus,
         _geometry_colours(relief, cell // relief.texture),
         relief.confidence,
-        step=auto_step(relief.focus.shape, MESH_SIDE),
+        step=step,
         z_scale=z_scale,
         yx_scale=(cell, cell),
     )
@@ -211,7 +212,6 @@ def surface(relief: Relief, units: Units, exaggeration: float = 1.0) -> Surface:
     u = (cols_px + 0.5) / (texels[1] * relief.texture)
     v = 1.0 - (rows_px + 0.5) / (texels[0] * relief.texture)
     rgba = colours(relief.image, rgb=relief.rgb, contrast_limits=relief.contrast)
-    step = auto_step(relief.focus.shape, MESH_SIDE)
     grid = (len(range(0, relief.focus.shape[0], step)), len(range(0, relief.focus.shape[1], step)))
     return Surface(
         rows=rows_px * py,
@@ -299,7 +299,8 @@ def model_bytes(
     png = io.BytesIO()
     texture.save(png, format="PNG")
     ply = trimesh.exchange.ply.export_ply(mesh, encoding="binary")
-    comments = [f"TextureFile {texture_name}", *(f"{k}: {v}" for k, v in extras.items())]
+    lines = (f"{k}: {v}" for k, v in extras.items())
+    comments = [f"TextureFile {texture_name}", *(" ".join(line.split()) for line in lines)]
     return {"model": _header_comments(ply, comments), "texture": png.getvalue()}
 
 

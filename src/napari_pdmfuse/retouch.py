@@ -448,7 +448,7 @@ def composed(
     a fusion's writer scales its own, the others as they were."""
     fused, focus, touched = result
     if scale is not None:
-        focus = np.where(touched, focus * np.float32(scale), original_focus)
+        focus = focus * np.float32(scale)
     return fused, np.where(touched, focus, original_focus).astype(np.float32)
 
 

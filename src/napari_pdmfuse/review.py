@@ -35,14 +35,20 @@ DISAGREEMENT = "methods disagree"
 
 @dataclass(frozen=True)
 class Region:
-    """A doubtful region: its bounding box and centre in pixels of the full result, its score
-    (the doubt it holds, for ranking) and why it is doubtful."""
+    """A doubtful region: its bounding box and centre in pixels of the full result, its area
+    (px of the full result), its mean doubt (0 to 1) and why it is doubtful. Regions are ranked
+    by :attr:`score`, the doubt they hold."""
 
     rows: slice
     cols: slice
     centre: tuple[float, float]
-    score: float
+    area: int
+    doubt: float
     reason: str
+
+    @property
+    def score(self) -> float:
+        return self.area * self.doubt
 
 
 def reduction(shape_yx: tuple[int, int], side: int = REVIEW_SIDE) -> int:
@@ -142,7 +148,8 @@ def doubtful_regions(
                 rows=slice(rows.start * factor, rows.stop * factor),
                 cols=slice(cols.start * factor, cols.stop * factor),
                 centre=((centres[i][0] + 0.5) * factor - 0.5, (centres[i][1] + 0.5) * factor - 0.5),
-                score=float(mass[i] / combined.size),
+                area=int(size[i]) * factor**2,
+                doubt=float(mass[i] / size[i]),
                 reason=reason,
             )
         )

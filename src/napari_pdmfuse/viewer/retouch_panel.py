@@ -20,10 +20,20 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from ..errors import PdmFuseError
-from ..retouch import OTHER_FUSIONS, OtherFusion
+from ..retouch import OTHER_FUSIONS, OtherFusion, relative
 from . import layers
 from .jobs import Failure, Outcome, fuse_run
-from .retouching import RetouchSession, Window, region_of_offset, single_stack, union
+from .retouching import (
+    RetouchSession,
+    Window,
+    around,
+    region_of_offset,
+    single_stack,
+    within,
+)
+
+#: Side (px) of the layer that shows a stroke while it is painted.
+PREVIEW = 1024
 
 
 class RetouchPanel(Container):
@@ -38,7 +48,7 @@ class RetouchPanel(Container):
         self.layer: Labels | None = None
         self.worker: Any = None
         self.preview: Image | None = None  # the stroke being painted, over the fused image
-        self.stroke: Window | None = None
+        self.stroke: Window | None = None  # the window of the result the preview shows
         self.source = ComboBox(label="retouch from", choices=self._choices)
         self.source.tooltip = (
             "Paint on the '… retouch' layer to take these pixels from one plane or from another "
@@ -104,6 +114,7 @@ class RetouchPanel(Container):
             show_error(str(err))
             return None
         self.session = session
+        self._add_preview()
         self.layer = self._layer(name, session)
         self._streamed_layers_uncached()
         session.set_match_brightness(bool(self.match.value))
@@ -151,7 +162,7 @@ class RetouchPanel(Container):
                 ("data", self._on_data),
             ):
                 getattr(self.layer.events, event).disconnect(handler)
-        self._end_preview()
+        self._remove_preview()
         if self.session is not None:
             self.session.close()
         self.session = self.layer = None
@@ -203,39 +214,63 @@ class RetouchPanel(Container):
                 self.viewer.layers[name].refresh()
 
     def _preview(self, window: Window) -> None:
-        """Show the retouched pixels of the stroke so far in a small layer over the fused
-        image: drawn in proportion to the stroke, not to the image (napari draws a layer
-        whole). The result layers are drawn again once the stroke ends."""
-        name = layers.layer_name(self.outcome, "fused")
-        if name not in self.viewer.layers:
+        """Show the stroke being painted in a layer of at most :data:`PREVIEW` px a side over
+        the fused image, updated in place (napari draws a layer whole: the 4k result layers
+        are drawn again only when the stroke ends). A stroke that leaves the preview moves it
+        there, filled from the result (which every dab has already updated)."""
+        preview, fused = self.preview, self._fused_layer()
+        if preview is None or fused is None or preview not in self.viewer.layers:
             return
-        fused = self.viewer.layers[name]
-        self.stroke = window if self.stroke is None else union(self.stroke, window)
-        rows, cols = self.stroke
         full = fused.data[0] if fused.multiscale else fused.data
-        data = np.asarray(full[rows, cols] if fused.rgb else full[..., rows, cols])
+
+        def read(where: Window) -> np.ndarray:
+            rows, cols = where
+            return np.asarray(full[rows, cols] if fused.rgb else full[..., rows, cols])
+
+        box = self.stroke
+        if box is not None and within(window, box):
+            rows, cols = relative(window, box)
+            target = preview.data[rows, cols] if fused.rgb else preview.data[..., rows, cols]
+            target[...] = read(window)
+            preview.refresh()
+            return
+        box = around(window, self.session.shape_yx, PREVIEW)
+        self.stroke = box
         translate = np.array(fused.translate, dtype=float)
-        offset = np.array([rows.start, cols.start], dtype=float) * np.asarray(fused.scale[-2:])
-        translate[-2:] += offset
-        preview = self.preview
-        if preview is None or preview not in self.viewer.layers:
-            preview = Image(
-                data,
-                name=f"{self.outcome.source.name} retouch preview",
-                rgb=fused.rgb,
-                colormap=fused.colormap,
-                contrast_limits=fused.contrast_limits,
-                scale=fused.scale,
-                translate=translate,
-            )
-            self.viewer.layers.insert(self.viewer.layers.index(fused) + 1, preview)
-            self.preview = preview
-        else:
-            preview.data = data
-            preview.translate = translate
+        translate[-2:] += np.array([box[0].start, box[1].start]) * np.asarray(fused.scale[-2:])
+        preview.data = np.array(read(box))
+        preview.translate = translate
+        preview.visible = True
+
+    def _fused_layer(self) -> Image | None:
+        name = layers.layer_name(self.outcome, "fused")
+        layer = next((item for item in self.viewer.layers if item.name == name), None)
+        return layer if isinstance(layer, Image) else None
+
+    def _add_preview(self) -> None:
+        """The layer that shows strokes while they are painted, hidden between them."""
+        fused = self._fused_layer()
+        if fused is None:
+            return
+        empty = np.zeros((1, 1, *fused.data[0].shape[-1:]) if fused.rgb else (1, 1), fused.dtype)
+        self.preview = Image(
+            empty,
+            name=f"{self.outcome.source.name} retouch preview",
+            rgb=fused.rgb,
+            colormap=fused.colormap,
+            contrast_limits=fused.contrast_limits,
+            scale=fused.scale[-2:],
+            visible=False,
+        )
+        self.viewer.layers.insert(self.viewer.layers.index(fused) + 1, self.preview)
 
     def _end_preview(self) -> None:
-        """The stroke ended: the result layers show it; the preview goes."""
+        """The stroke ended: the result layers show it; the preview hides."""
+        if self.preview is not None and self.preview in self.viewer.layers:
+            self.preview.visible = False
+        self.stroke = None
+
+    def _remove_preview(self) -> None:
         if self.preview is not None and self.preview in self.viewer.layers:
             self.viewer.layers.remove(self.preview)
         self.preview = self.stroke = None

@@ -87,6 +87,22 @@ class LabelsTracker:
         return self.changed((slice(0, height), slice(0, width)))
 
 
+def within(inner: Window, outer: Window) -> bool:
+    """Whether window ``inner`` lies inside window ``outer``."""
+    return all(i.start >= o.start and i.stop <= o.stop for i, o in zip(inner, outer, strict=True))
+
+
+def around(window: Window, shape_yx: tuple[int, int], side: int) -> Window:
+    """A window of ``side`` px (less where the image is smaller) centred on ``window`` and
+    kept inside the image."""
+    spans = []
+    for span, size in zip(window, shape_yx, strict=True):
+        length = min(side, size)
+        start = min(max((span.start + span.stop) // 2 - length // 2, 0), size - length)
+        spans.append(slice(start, start + length))
+    return spans[0], spans[1]
+
+
 def single_stack(outcome: Outcome) -> None:
     """Refuse results that hold more than one focus map (time points, separate channels)."""
     if "T" in outcome.axes or outcome.map_axes != "YX":
@@ -287,8 +303,9 @@ class RetouchSession:
         return int(source)
 
     def fusion_of(self, label: int) -> OtherFusion | None:
-        """The other fusion a label takes, None for a plane."""
-        return None if label <= self.n_planes else OTHER_FUSIONS[label - self.n_planes - 1]
+        """The other fusion a label takes, None for a plane or a label that names nothing."""
+        index = label - self.n_planes - 1
+        return OTHER_FUSIONS[index] if 0 <= index < len(OTHER_FUSIONS) else None
 
     def other_run(self, other: OtherFusion) -> Run:
         """The widget run that makes ``other`` whole (see :func:`other_run`)."""
@@ -320,10 +337,16 @@ class RetouchSession:
         unknown = [k for k in np.unique(self.labels[window]) if k > self.n_planes
                    and int(k) not in self.others]  # fmt: skip
         if unknown:
-            fusion = self.fusion_of(int(unknown[0]))
+            label = int(unknown[0])
+            fusion = self.fusion_of(label)
+            if fusion is None:
+                raise InputError(
+                    f"Label {label} names no plane and no fusion; paint with the sources the "
+                    "retouch panel offers."
+                )
             raise InputError(
-                f"Label {int(unknown[0])} takes the {fusion.name if fusion else '?'} fusion, "
-                "which has not been made; choose it as the source first."
+                f"Label {label} takes the {fusion.name} fusion, which has not been made; "
+                "choose it as the source first."
             )
         reach = self.retoucher.reach
         height, width = self.shape_yx

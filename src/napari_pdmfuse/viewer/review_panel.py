@@ -28,6 +28,9 @@ from .retouching import other_run, single_stack
 COLOURS = {DISAGREEMENT: "magenta"}
 DEFAULT_COLOUR = "orange"
 
+#: The least of the result (px) the view shows around a region.
+CONTEXT = 200
+
 
 def review_maps(outcome: Outcome, kind: str, factor: int) -> np.ndarray:
     """An output of ``outcome`` reduced by ``factor`` (a pyramid level of a streamed one),
@@ -89,7 +92,9 @@ class ReviewPanel(Container):
         previous = self.compare.value
         self.compare.reset_choices()
         valid = [value for _, value in self._choices()]
-        self.compare.value = previous if previous in valid else self._default()
+        self.compare.value = (
+            previous if previous is not None and previous in valid else self._default()
+        )
         self.previous_button.enabled = self.next_button.enabled = False
         try:
             single_stack(outcome)
@@ -194,13 +199,14 @@ class ReviewPanel(Container):
         if self.layer is not None:
             self.layer.selected_data = {self.index}
         self.status.value = (
-            f"Region {self.index + 1} of {len(self.regions)}: {region.reason} "
-            f"(score {region.score:.3f})."
+            f"Region {self.index + 1} of {len(self.regions)}: {region.reason}, "
+            f"{region.area:,} px, mean doubt {region.doubt:.2f}."
         )
         return region
 
     def centre(self, region: Region) -> None:
-        """Centre the 2-D view on ``region``, zoomed so it fills about half the view."""
+        """Centre the 2-D view on ``region``, zoomed so it fills about half the view (and the
+        view spans at least :data:`CONTEXT` px of the result, for small regions)."""
         source = self.outcome.source
         viewer = self.viewer
         viewer.dims.ndisplay = 2
@@ -211,6 +217,7 @@ class ReviewPanel(Container):
         box = np.array(
             [region.rows.stop - region.rows.start, region.cols.stop - region.cols.start], float
         )
+        box = np.maximum(box, CONTEXT / 2)
         fit = min(height / max(box[0], 1), width / max(box[1], 1))
         viewer.camera.zoom = viewer.camera.zoom * max(1.0, fit / 2)
         viewer.camera.center = tuple(translate + np.asarray(region.centre) * scale)

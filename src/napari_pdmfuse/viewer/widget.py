@@ -4,8 +4,10 @@ The widget turns its choices into one run (:mod:`.jobs`), runs :func:`.jobs.fuse
 napari ``thread_worker`` and hands what comes back to :mod:`.layers`; every computation happens
 in the core or in those Qt-free modules. "Open stack…" opens a file or folder with the
 plugin's reader (:func:`napari_pdmfuse._reader.read_layers`), lazily and without napari's
-question of which reader to use. This, its file dialog (:mod:`.open_dialog`) and napari itself
-are the only places that import Qt.
+question of which reader to use. The tools for a finished result are panels of their own
+(:mod:`.model_panel`, :mod:`.retouch_panel`, :mod:`.review_panel`) over Qt-free modules. This,
+its file dialog (:mod:`.open_dialog`), those panels and napari itself are the only places that
+import Qt.
 """
 
 from __future__ import annotations

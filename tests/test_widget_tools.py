@@ -1,5 +1,6 @@
-"""Retouching in a real napari viewer: strokes from a plane and from another fusion, undo and
-redo, the saved mask through the command line, and streamed results rewritten chunk by chunk.
+"""The widget's tools in a real napari viewer: retouch strokes from a plane and from another
+fusion, undo and redo, the saved mask through the command line, streamed results rewritten
+chunk by chunk; the guided review stepping through regions; the 3-D model export.
 
 The fusions run argmax (the other fusion wavelet), on stacks of a few hundred pixels.
 """
@@ -67,16 +68,17 @@ def test_strokes_from_a_plane_and_another_fusion_with_undo(make_napari_viewer, q
     panel.source.value = 2  # plane 2
     assert layer.selected_label == 2 and layer.mode == "paint"
     layer.brush_size = 11
-    layer._begin_stroke()  # while the stroke is painted, its pixels show in a preview layer
+    layer._begin_stroke()  # while the stroke is painted, it shows in a preview layer
     layer.paint((30, 20), 2)
     preview = viewer.layers["stack retouch preview"]
+    assert preview.visible
     assert viewer.layers.index(preview) == viewer.layers.index(fused_layer) + 1
-    box = (slice(25, 36), slice(15, 26))
+    np.testing.assert_allclose(preview.scale, (0.5, 0.5))
+    box = (slice(25, 36), slice(15, 26))  # the dab (the preview holds all of this small image)
     shown = np.where(layer.data[box] == 2, stack[1][box], original_fused[box])
-    np.testing.assert_array_equal(preview.data, shown)
-    np.testing.assert_allclose(preview.translate, (25 * 0.5, 15 * 0.5))
+    np.testing.assert_array_equal(preview.data[box], shown)
     layer._commit_stroke()
-    assert "stack retouch preview" not in viewer.layers  # drawn into the result layers
+    assert not preview.visible  # drawn into the result layers
     stroke(layer, [(30, 30), (32, 40)], 2)
 
     plane = layer.data == 2
@@ -205,3 +207,56 @@ def test_streamed_result_rewrites_only_touched_chunks(make_napari_viewer, qtbot,
     layer.undo()
     np.testing.assert_array_equal(np.asarray(jobs.store_levels(store)[0]), original)
     assert session.target.saved == {(1, 1)}
+
+
+def test_review_steps_through_doubtful_regions(make_napari_viewer, qtbot):
+    stack = rendered()
+    viewer, widget = fused_in_viewer(make_napari_viewer, qtbot, stack, scale=(1.0, 0.5, 0.5))
+    panel = widget.review
+    assert panel.find_button.enabled
+    assert panel.compare.value == OtherFusion("pdmnet")  # argmax is compared with PDMNet
+    panel.compare.value = OtherFusion("wavelet")  # faster here
+    panel.find_button.clicked()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=TIMEOUT_MS)
+
+    regions = panel.regions
+    assert len(regions) >= 2, panel.status.value
+    outlines = viewer.layers["stack review"]
+    assert len(outlines.data) == len(regions)
+    np.testing.assert_allclose(outlines.scale, (0.5, 0.5))
+    assert list(outlines.features["rank"]) == list(range(1, len(regions) + 1))
+    assert [r.score for r in regions] == sorted((r.score for r in regions), reverse=True)
+
+    def centred_on(region):
+        return np.allclose(viewer.camera.center[-2:], np.asarray(region.centre) * 0.5)
+
+    assert panel.index == 0 and centred_on(regions[0])
+    assert panel.status.value.startswith(f"Region 1 of {len(regions)}: ")
+    zoom = viewer.camera.zoom
+    viewer.reset_view()
+    assert zoom == pytest.approx(viewer.camera.zoom)  # 96 × 128 px: all of it is context
+    panel.next_button.clicked()
+    assert panel.index == 1 and centred_on(regions[1])
+    panel.previous_button.clicked()
+    panel.previous_button.clicked()  # wraps round to the last
+    assert panel.index == len(regions) - 1 and centred_on(regions[-1])
+
+
+def test_model_export_from_the_widget(make_napari_viewer, qtbot, tmp_path):
+    import trimesh
+
+    stack = rendered((64, 80), 4)
+    units = ("um", "um", "um")
+    viewer, widget = fused_in_viewer(
+        make_napari_viewer, qtbot, stack, scale=(2.0, 0.5, 0.5), units=units
+    )
+    assert widget.model.export_button.enabled
+    widget.relief.value = 3.0
+    (path,) = widget.model.export(tmp_path / "model.glb")
+    mesh = trimesh.load(path, force="mesh")
+    assert len(mesh.vertices) == 64 * 80
+    width, height, depth = mesh.extents
+    assert (width, depth) == pytest.approx((79 * 0.5, 63 * 0.5))  # µm
+    focus = viewer.layers["stack focus map"].data  # in µm: the layer's Z step is 2 µm
+    assert 0 < height <= 3.0 * (focus.max() - focus.min()) + 1e-3
+    assert mesh.metadata["unit"] == "micrometre"

@@ -125,6 +125,7 @@ def test_strokes_from_a_plane_and_another_fusion_with_undo(make_napari_viewer, q
     saved = panel.save(tmp_path / "mask.tif")
     mask = read_mask(saved)
     assert mask.sources == {label: wavelet} and mask.match_brightness and mask.planes == 5
+    assert fused_layer.metadata["retouch"] == mask.record()  # the layers say it too
     code = main(
         ["fuse", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "fused.tif"), "--focus-map",
          str(tmp_path / "focus.tif"), "--method", "argmax", "--retouch", str(saved), "-q"]

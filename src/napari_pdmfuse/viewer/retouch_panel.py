@@ -10,6 +10,7 @@ the fused image and focus map are recomputed there only and their layers redrawn
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -336,5 +337,10 @@ class RetouchPanel(Container):
         except PdmFuseError as err:
             show_error(str(err))
             return None
+        record = dataclasses.replace(self.session.retouch_mask(), name=str(saved)).record()
+        for kind in ("fused", "focus_map"):  # the result layers say how they were retouched
+            name = layers.layer_name(self.outcome, kind)
+            if name in self.viewer.layers:
+                self.viewer.layers[name].metadata["retouch"] = record
         show_info(f"Saved the retouch mask to {saved}; pdmfuse fuse … --retouch {saved.name}")
         return saved

@@ -59,7 +59,7 @@ class PDMNetMethod:
         self.to(self.device)
         self.align = self.model.stride
         # bf16 ("bfloat16") is measured by benchmarks/precision.py: with the shipped weights it
-        # moves the fused image by up to 9e-3 of the data range, for 1.2× on an AVX-512 BF16
+        # moves the fused image by up to 1.4e-2 of the data range, for 1.23× on an AVX-512 BF16
         # CPU, so the network runs in float32.
         self.precision = "float32"
         head = self.model.focus_head

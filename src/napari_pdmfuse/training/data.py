@@ -76,8 +76,7 @@ def render_pool(
             depth_kinds=depth_kinds,
             mix=mix,
         )
-        ex = to_example(stack)
-        pool.setdefault(ex.slices.shape[0], []).append(ex)
+        add_to_pool(pool, to_example(stack))
     return pool
 
 
@@ -91,9 +90,13 @@ def real_pool(n: int, seed: int, size: int) -> dict[int, list[Example]]:
     series = [load_series(name) for name in SERIES]
     pool: dict[int, list[Example]] = {}
     for i in range(n):
-        ex = to_example(random_composite(rng, series[i % len(series)], "tune", size))
-        pool.setdefault(ex.slices.shape[0], []).append(ex)
+        add_to_pool(pool, to_example(random_composite(rng, series[i % len(series)], "tune", size)))
     return pool
+
+
+def add_to_pool(pool: dict[int, list[Example]], ex: Example) -> None:
+    """File an example under its slice count: a batch is drawn from stacks of one count."""
+    pool.setdefault(ex.slices.shape[0], []).append(ex)
 
 
 def validation_stacks(
@@ -167,6 +170,13 @@ def outputs(model: PDMNet, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     b, n, h, w = focus_logits.shape
     full = upsample(focus_logits.reshape(b * n, 1, h, w)).reshape(b, n, 2 * h, 2 * w)
     return weights, torch.softmax(full, 1)
+
+
+@torch.no_grad()
+def fused_by(model: PDMNet, slices: torch.Tensor) -> torch.Tensor:
+    """The fused image (B, H, W) a frozen network gives: what training holds a network to or
+    distils it from."""
+    return (torch.softmax(model(slices)[0], 1) * slices).sum(1)
 
 
 def evaluate(model: PDMNet, examples: list[Example], device: torch.device) -> dict[str, float]:

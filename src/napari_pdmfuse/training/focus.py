@@ -27,6 +27,7 @@ from .data import (
     draw,
     draw_from,
     evaluate,
+    fused_by,
     outputs,
     render_pool,
 )
@@ -86,8 +87,7 @@ def refine_network(
             examples, _ = draw_from([(pool, 1.0), (real, args.real_share)], rng, args)
         slices, truth, depth, textured = batch(examples, rng, device)
         weights, focus_weights = outputs(model, slices)
-        with torch.no_grad():
-            held = (torch.softmax(teacher(slices)[0], 1) * slices).sum(1)
+        held = fused_by(teacher, slices)
         loss, stats = fusion_loss(
             weights, slices, truth, depth, textured, focus_weight=args.focus_weight
         )

@@ -44,6 +44,7 @@ from .data import (
     batch,
     draw_from,
     evaluate,
+    fused_by,
     real_pool,
     render_pool,
     validation_set,
@@ -102,8 +103,7 @@ def train_network(
             # Distillation on rendered stacks: the first design's fused image, as a guide where
             # truth alone leaves the choice open (textureless areas, near ties between slices).
             # Not on real optics, where the first design is what the new one must beat.
-            with torch.no_grad():
-                taught = (torch.softmax(teacher(slices)[0], 1) * slices).sum(1)
+            taught = fused_by(teacher, slices)
             distance = ((weights * slices).sum(1) - taught).abs().mean()
             loss = loss + args.distill * distance
             stats["distill"] = distance.item()

@@ -52,6 +52,7 @@ class _Storage:
     pixel_um: float | None
     spacing_um: float
     parts: dict[str, tuple[slice, slice]]
+    relief: bool = False  # whether the specimen's own relief is measured (not flat at this scale)
 
 
 _STORAGE = {
@@ -72,15 +73,17 @@ _STORAGE = {
     ),
     # Fluorescence, uint16, 800 × 512, two cells: the upper one for tuning, the lower (larger)
     # one for reporting. Offsets (order − 51) × 0.05 µm, every third plane: 0.15 µm apart.
-    # The cell is not flat at that scale: per pixel, the sharpest image ranges over about
-    # −0.3 … +0.45 µm, so the 0 µm image (the sharpest overall) is not sharp everywhere, and a
-    # composed stack's depth is uncertain by about a plane.
+    # The cells are not flat at that scale: per pixel, the sharpest image ranges over about
+    # −0.4 … +0.45 µm (the tuning cell's median −0.13 µm, the reporting cell's +0.10 µm), so the
+    # 0 µm image (the sharpest overall) is not sharp everywhere, and a composed stack's focus is
+    # its layout's depth plus that relief (see :func:`measure_relief`).
     "mitochondria-defocus-fluorescence": _Storage(
         pattern="*.tif",
         offset=lambda name: (int(re.search(r"Abs(\d+)\.tif$", name).group(1)) - 51) * 0.05,
         pixel_um=None,  # not stated upstream
         spacing_um=0.15,
         parts={"tune": (slice(0, 384), slice(0, 512)), "report": (slice(416, 800), slice(0, 512))},
+        relief=True,
     ),
 }
 
@@ -94,6 +97,7 @@ class DefocusSeries:
     dtype: np.dtype  # what the camera wrote; composed stacks are quantised to it
     pixel_um: float | None
     spacing_um: float  # typical spacing of the real offsets near focus
+    relief_um: np.ndarray | None = None  # (H, W) offset at which each pixel is sharpest
 
     @property
     def focus(self) -> np.ndarray:
@@ -119,7 +123,7 @@ def load_series(name: str, root: Path | None = None) -> DefocusSeries:
         raise FileNotFoundError(f"no defocus series in {folder}; set $PDMFUSE_DATA")
     offsets = np.array([layout.offset(p.name) for p in files])
     raw = np.stack([tifffile.imread(p) for p in files])
-    return DefocusSeries(
+    series = DefocusSeries(
         name=name,
         images=raw.astype(np.float32),
         offsets_um=offsets,
@@ -128,6 +132,42 @@ def load_series(name: str, root: Path | None = None) -> DefocusSeries:
         pixel_um=layout.pixel_um,
         spacing_um=layout.spacing_um,
     )
+    if layout.relief:
+        series.relief_um = measure_relief(series)
+    return series
+
+
+def measure_relief(series: DefocusSeries) -> np.ndarray:
+    """The offset (µm) at which each pixel is sharpest: the specimen's own relief.
+
+    A flat specimen is sharpest everywhere in its in-focus image; a cell is not, and where a
+    pixel is sharpest at offset δ, a stack composed with depth d there is sharpest in plane
+    d + δ / step, which is the focus map's truth. Sharpness is the local energy of a band-pass
+    (difference of Gaussians, σ 1 and 2 px, energy averaged over σ 4 px), its peak over the
+    offsets refined by a parabola through its neighbours; where the in-focus image has no
+    detail the relief is filled in from the detail around (weighted by sharpness, σ 4 px),
+    since only textured pixels are scored.
+    """
+    grey = series.images.mean(-1) if series.images.ndim == 4 else series.images
+    energy = np.stack(
+        [
+            ndimage.gaussian_filter(
+                (ndimage.gaussian_filter(im, 1.0) - ndimage.gaussian_filter(im, 2.0)) ** 2, 4.0
+            )
+            for im in grey
+        ]
+    )
+    best = np.clip(np.argmax(energy, 0), 1, len(energy) - 2)
+    yy, xx = np.indices(best.shape)
+    before, peak, after = (energy[best + k, yy, xx] for k in (-1, 0, 1))
+    curve = before - 2 * peak + after
+    vertex = np.where(curve < 0, 0.5 * (before - after) / np.where(curve < 0, curve, -1.0), 0.0)
+    index = best + np.clip(vertex, -0.5, 0.5)
+    offset = np.interp(index, np.arange(len(series.offsets_um)), series.offsets_um)
+    weight = textured(series, series.focus) * peak
+    spread = ndimage.gaussian_filter(weight, 4.0)
+    filled = ndimage.gaussian_filter(weight * offset, 4.0) / np.maximum(spread, 1e-12)
+    return np.where(spread > 1e-12, filled, 0.0).astype(np.float32)
 
 
 def region(series: DefocusSeries, part: str) -> tuple[slice, slice]:
@@ -156,6 +196,10 @@ def compose(
     quantised to the series' dtype; so a pixel whose depth is a whole plane ``j`` is exactly the
     in-focus image in plane ``j``. ``n_planes`` defaults to the planes ``depth`` reaches.
     ``rng``: when given, the crop is flipped at random (up-down, left-right) first.
+
+    The returned depth, the focus map's truth, is ``depth`` plus the specimen's relief in
+    planes where the series measures one (:func:`measure_relief`), within the planes (a pixel
+    sharpest beyond the last plane is sharpest in it).
     """
     h, w = depth.shape
     rows, cols = region(series, part)
@@ -163,9 +207,13 @@ def compose(
     if origin[0] < 0 or origin[1] < 0 or y0 + h > rows.stop or x0 + w > cols.stop:
         raise ValueError(f"a {h} × {w} crop at {origin} does not fit in the {part!r} part")
     crop = series.images[:, y0 : y0 + h, x0 : x0 + w]
+    relief = np.zeros((h, w), np.float32)
+    if series.relief_um is not None:
+        relief = series.relief_um[y0 : y0 + h, x0 : x0 + w]
     if rng is not None:
         flips = [axis for axis, flip in ((1, rng.random() < 0.5), (2, rng.random() < 0.5)) if flip]
         crop = np.flip(crop, flips) if flips else crop
+        relief = np.flip(relief, [axis - 1 for axis in flips]) if flips else relief
     n = int(np.ceil(depth.max())) + 1 if n_planes is None else n_planes
     index = np.arange(len(series.offsets_um), dtype=np.float64)
     info = np.iinfo(series.dtype)
@@ -182,7 +230,7 @@ def compose(
     return RenderedStack(
         stack=np.stack(planes),
         truth=truth,
-        depth=depth.astype(np.float32),
+        depth=np.clip(depth + relief / np.float32(step_um), 0, n - 1).astype(np.float32),
         textured=textured(series, truth),
     )
 
@@ -191,15 +239,19 @@ def textured(series: DefocusSeries, image: np.ndarray) -> np.ndarray:
     """Where ``image`` has detail to judge focus by: its gradient (σ = 1 px) reaches 4 % of the
     in-focus image's range within 2 px, as ``rendering.render_stack`` marks it."""
     grey = image.mean(-1) if image.ndim == 3 else image
-    detail = ndimage.gaussian_gradient_magnitude(grey, 1.0) / _value_range(series.name)
+    detail = ndimage.gaussian_gradient_magnitude(grey, 1.0) / _value_range(series)
     return ndimage.maximum_filter(detail, 5) > 0.04
 
 
-@cache
-def _value_range(name: str) -> float:
+_RANGES: dict[str, float] = {}
+
+
+def _value_range(series: DefocusSeries) -> float:
     """The in-focus image's robust range (0.1 to 99.9 percentile), in data units."""
-    low, high = np.percentile(load_series(name).focus, (0.1, 99.9))
-    return float(max(high - low, 1e-6))
+    if series.name not in _RANGES:
+        low, high = np.percentile(series.focus, (0.1, 99.9))
+        _RANGES[series.name] = float(max(high - low, 1e-6))
+    return _RANGES[series.name]
 
 
 class Layout(NamedTuple):

@@ -3,6 +3,7 @@ real offsets, tuning and reporting parts apart, and the series registered as rea
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 from napari_pdmfuse.training import defocus
@@ -84,3 +85,26 @@ def test_series_are_registered_as_read(series):
     for near in (k - 1, k + 1):
         shift = phase_cross_correlation(grey[k][window], grey[near][window], upsample_factor=20)[0]
         assert np.abs(shift).max() < 0.34, (series.offsets_um[near], shift)
+
+
+def test_the_focus_truth_follows_the_specimens_relief(series):
+    """A pixel of layout depth d that the series shows sharpest at offset δ is sharpest in
+    plane d + δ / step of a composed stack: that is its truth (the wafer is flat: none)."""
+    if series.relief_um is None:
+        assert series.name.startswith("wafer")
+        return
+    rng = np.random.default_rng(2)  # flips the crop both ways: the relief must follow
+    layout = np.full((96, 96), 4.0, np.float32)
+    step = series.spacing_um
+    out = defocus.compose(series, layout, step, "report", (150, 200), rng=rng, n_planes=9)
+    energy = [
+        ndimage.gaussian_filter(
+            (ndimage.gaussian_filter(p, 1.0) - ndimage.gaussian_filter(p, 2.0)) ** 2, 4.0
+        )
+        for p in out.stack.astype(np.float32)
+    ]
+    sharpest = np.argmax(energy, 0)[out.textured]
+    with_relief = np.abs(sharpest - out.depth[out.textured]).mean()
+    without = np.abs(sharpest - layout[out.textured]).mean()
+    assert np.ptp(out.depth[out.textured]) > 1  # the cell is not flat at 0.15 µm
+    assert with_relief < 0.6 * without

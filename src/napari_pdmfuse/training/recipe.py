@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..model.device import resolve_device
 from ..model.losses import focus_l1, fusion_loss
 from ..model.pdmnet import (
     DEFAULT_WIDTHS,
@@ -58,12 +59,6 @@ from .rendering import (
 
 #: The first design's weights, which the light network is distilled from.
 TEACHER_PATH = Path(__file__).with_name("teacher.pt")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def train_network(
@@ -138,7 +133,7 @@ def train_network(
 
 def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     start = time.time()
     pool = render_pool(
         args.pool, args.seed, args.size, args.slice_counts, args.blur_range, mix=args.mix

@@ -13,7 +13,14 @@ from test_focus_map import run_focus_reference
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
 from napari_pdmfuse.model.cost import multiply_adds_per_voxel
-from napari_pdmfuse.model.pdmnet import LIGHT_LOGIT_BOUND, LIGHT_WIDTHS, PDMNet, upsample
+from napari_pdmfuse.model.pdmnet import (
+    DEFAULT_WIDTHS,
+    LIGHT_LOGIT_BOUND,
+    LIGHT_WIDTHS,
+    PDMNet,
+    channels_last,
+    upsample,
+)
 from napari_pdmfuse.model.weights import CARD_PATH, WEIGHTS_PATH, load_model, save_weights, sha256
 from napari_pdmfuse.training import rendering as render
 from napari_pdmfuse.training.rendering import demo_stack
@@ -209,3 +216,33 @@ def test_weights_of_another_shape_are_refused(tmp_path):
     torch.save({"widths": [4, 4], "state": {}}, other)
     with pytest.raises(InputError, match="not a PDMNet weights file"):
         load_model(other)
+
+
+@pytest.mark.parametrize("design", ["shipped", "first", "coarse head"])
+def test_inference_computes_what_the_reference_formulation_does(design):
+    # Without gradients the network runs in fewer passes over memory (model.fastops: each
+    # level's inputs written once, fused ReLUs, one call for both heads); training
+    # differentiates the reference. They compute the same values, chunked or not.
+    torch.manual_seed(1)
+    if design == "shipped":
+        model = load_model()
+    else:
+        widths = DEFAULT_WIDTHS if design == "first" else LIGHT_WIDTHS
+        model = PDMNet(
+            widths,
+            focus_head="coarse" if design == "coarse head" else None,
+            light=design != "first",
+            logit_bound=LIGHT_LOGIT_BOUND,
+        )
+        channels_last(model.eval())
+    x = torch.rand(7, 1, 96, 112)
+    with torch.enable_grad():
+        reference = model.encode(x, 7, 3)
+        expected = model.half_logits(reference)
+    with torch.inference_mode():
+        for chunk in (0, 3):
+            feats = model.encode(x, 7, chunk)
+            for f, ref in zip(feats, reference, strict=True):
+                torch.testing.assert_close(f, ref.detach(), rtol=1e-5, atol=1e-5)
+            for logits, ref in zip(model.half_logits(feats), expected, strict=True):
+                torch.testing.assert_close(logits, ref.detach(), rtol=1e-5, atol=1e-5)

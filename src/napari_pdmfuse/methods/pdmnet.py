@@ -129,13 +129,13 @@ class StreamingSoftmax:
             self.total = torch.zeros_like(self.peak)
             self.fused = data.new_zeros(data.shape[1:])
         peak = torch.maximum(self.peak, logits.amax(0))
-        e = torch.exp(logits - peak)
+        e = torch.sub(logits, peak).exp_()
         rescale = torch.exp(self.peak - peak)
         self.peak = peak
         self.total = self.total.mul_(rescale).add_(e.sum(0))
-        self.fused = self.fused.mul_(rescale[..., None]).add_(
-            torch.einsum("kyx,kyxc->yxc", e, data)
-        )
+        self.fused = self.fused.mul_(rescale[..., None])
+        for weight, plane in zip(e, data, strict=True):  # an einsum here is a batched matmul
+            self.fused.addcmul_(weight[..., None], plane)  # of 1 × k by k × 1 per pixel
 
     def result(self) -> torch.Tensor:
         """Fused (y, x, C)."""

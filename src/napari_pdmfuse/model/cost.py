@@ -29,7 +29,9 @@ def multiply_adds_per_voxel(model: PDMNet, slices: int = 8, side: int = 128) -> 
     convolutions = (torch.nn.Conv2d, torch.nn.Conv3d)
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, convolutions)]
     try:
-        with torch.inference_mode():
+        # with gradients: the reference formulation, whose layers are module calls the hooks
+        # see (inference does the same multiply-adds in other calls: model.fastops)
+        with torch.enable_grad():
             model.half_logits(model.encode(x, slices))
     finally:
         for h in hooks:

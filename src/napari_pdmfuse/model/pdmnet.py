@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .dwt import DWT
+from .fastops import conv_relu, level_inputs
 
 DEFAULT_WIDTHS = (8, 16, 32, 48)
 #: The light design's widths and logit bound.
@@ -153,6 +154,8 @@ class PDMNet(nn.Module):
         (0: all at once) to bound the memory of large tiles; only the cross-slice statistics
         need the whole stack.
         """
+        if not torch.is_grad_enabled():
+            return self._encode_fused(x, n, chunk)
         total = x.shape[0]
         k = chunk or total
         finest = pooled = low = torch.empty(0)
@@ -176,24 +179,59 @@ class PDMNet(nn.Module):
             feats.append(cross(f, n, chunk))
         return feats
 
+    def _encode_fused(self, x: torch.Tensor, n: int, chunk: int) -> list[torch.Tensor]:
+        """:meth:`encode` without gradients, in fewer passes over memory (:mod:`.fastops`):
+        each level's inputs written once, pooled chunk by chunk from the finer features as
+        they are read, each convolution fused with its ReLU. The same values bit for bit."""
+        total = x.shape[0]
+        k = chunk or total
+        feats: list[torch.Tensor] = []
+        low = x  # the image each level's Haar level is taken of: the slices, then local means
+        for level, (encoder, cross) in enumerate(zip(self.encoders, self.cross, strict=True)):
+            first, second = encoder[0], encoder[2]
+            pooled = first.in_channels - 4
+            # the inputs come as 2 × 2 sums (four times the mean) and Haar sums (twice the
+            # sub-bands); the weights take the factors back, exactly: they are powers of two
+            weight = torch.cat([first.weight[:, :pooled] * 0.25, first.weight[:, pooled:] * 0.5], 1)
+            f = next_low = torch.empty(0)
+            for i in range(0, total, k):
+                inputs = level_inputs(low[i : i + k], feats[-1][i : i + k] if feats else None)
+                f = _place(f, conv_relu(second, conv_relu(first, inputs, weight)), i, total)
+                if level + 1 < len(self.encoders):
+                    # the LL sum halved twice: the Haar LL halved, the local mean
+                    next_low = _place(next_low, inputs[:, pooled : pooled + 1] * 0.25, i, total)
+            feats.append(cross(f, n, chunk) if level else f)
+            low = next_low
+        return feats
+
     def half_logits(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of some slices (any subset: decoding is per slice) → fusion and focus
         logits at half resolution (S, 1, H/2, W/2), which callers upsample bilinearly to full
         size. Without a focus head the focus map is read from the fusion logits."""
         f, quarter = self.decoded(feats)
+        head = self.focus_head
+        if head is not None and head.coarse is None and not torch.is_grad_enabled():
+            # Both heads are 1 × 1 convolutions: as one, they read the features once.
+            weight = torch.cat([self.head.weight, head.fine.weight])
+            both = self.bounded(F.conv2d(f, weight, torch.cat([self.head.bias, head.fine.bias])))
+            return both[:, :1], both[:, 1:]
         fusion = self.bounded(self.head(f))
-        if self.focus_head is None:
+        if head is None:
             return fusion, fusion
-        return fusion, self.bounded(self.focus_head(f, quarter))
+        return fusion, self.bounded(head(f, quarter))
 
     def bounded(self, logits: torch.Tensor) -> torch.Tensor:
         """B · tanh(logits / B) with B = :attr:`logit_bound` (none when 0), computed in float32:
         a softmax over slices needs only their differences, and a bound keeps the rounding of
-        large logits from moving the weights."""
+        large logits from moving the weights. Without gradients, in place in one planar
+        (contiguous) tensor, whose channels are then contiguous too."""
         if not self.logit_bound:
             return logits
         bound = self.logit_bound
-        return torch.tanh(logits.float() / bound) * bound
+        if torch.is_grad_enabled():
+            return torch.tanh(logits.float() / bound) * bound
+        out = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        return torch.div(logits.float(), bound, out=out).tanh_().mul_(bound)
 
     def decoded(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's features at half resolution, which the heads read, and at a quarter,
@@ -201,7 +239,7 @@ class PDMNet(nn.Module):
         f = feats[-1]
         for decoder, skip in zip(reversed(self.decoders), reversed(feats[1:-1]), strict=True):
             f = decoder(f, skip) if self.light else decoder(torch.cat([upsample(f), skip], 1))
-        return (upsample(self.project(f)) + feats[0]).relu_(), f
+        return upsample(self.project(f)).add_(feats[0]).relu_(), f
 
 
 class LightDecoder(nn.Module):
@@ -215,8 +253,8 @@ class LightDecoder(nn.Module):
         self.conv = conv(fine, fine)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        f = (upsample(self.project(coarse)) + skip).relu_()
-        return f + self.conv(f).relu_()
+        f = upsample(self.project(coarse)).add_(skip).relu_()
+        return f + conv_relu(self.conv, f)
 
 
 class FocusHead(nn.Module):

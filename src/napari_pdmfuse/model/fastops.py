@@ -90,12 +90,20 @@ def _autocast_on_cpu() -> bool:
 
 
 def _conv_pointwise():
-    """oneDNN's convolution with a fused element-wise operation, if this torch build has it."""
+    """oneDNN's convolution with a fused element-wise operation, if this torch build has it
+    and it computes what the reference does on a probe. It is a private operator: a torch
+    release may drop it or change its arguments, and inference then falls back instead of
+    failing."""
     if not torch.backends.mkldnn.is_available():
         return None
     try:
-        return torch.ops.mkldnn._convolution_pointwise
-    except (AttributeError, RuntimeError):
+        op = torch.ops.mkldnn._convolution_pointwise
+        with torch.no_grad():
+            x, weight, bias = torch.randn(1, 3, 6, 6), torch.randn(2, 3, 3, 3), torch.randn(2)
+            got = op(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+            expected = F.conv2d(x, weight, bias, padding=1).relu_()
+        return op if torch.allclose(got, expected, rtol=1e-4, atol=1e-5) else None
+    except (AttributeError, RuntimeError, TypeError):
         return None
 
 

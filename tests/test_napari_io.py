@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dask.array as da
 import npe2
 import numpy as np
@@ -248,6 +250,28 @@ def test_folder_of_planes_opens_as_one_stack(tmp_path):
     assert isinstance(data, da.Array)
     np.testing.assert_array_equal(data.compute(), np.stack(planes))
     assert kwargs["axis_labels"] == ("z", "y", "x")
+
+
+@pytest.mark.parametrize("kind", ["stack file", "folder of planes", "single plane"])
+def test_layer_names_from_undecodable_file_names_are_escaped(tmp_path, kind):
+    # Linux names may hold bytes that are not UTF-8 (Python keeps them as lone surrogates) and
+    # newlines; the layer shows them escaped, as messages and output metadata do.
+    raw = os.fsdecode(b"st\xffack\n\xfe")
+    if kind == "stack file":
+        path = tmp_path / f"{raw}.ome.tif"
+        tifffile.imwrite(path, uint16((3, 16, 16)), metadata={"axes": "ZYX"})
+    elif kind == "single plane":
+        path = tmp_path / f"{raw}.tif"
+        tifffile.imwrite(path, uint16((16, 16)))
+    else:
+        path = tmp_path / raw
+        path.mkdir()
+        for k in range(3):
+            tifffile.imwrite(path / f"z{k}.tif", uint16((16, 16), seed=k))
+    [(data, kwargs, _)] = read(path)
+    assert kwargs["name"] == "st\\xffack\\n\\xfe"
+    kwargs["name"].encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
+    assert data.shape[-2:] == (16, 16)
 
 
 def test_reader_passes_on_what_it_cannot_read(tmp_path):

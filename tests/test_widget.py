@@ -7,6 +7,7 @@ checked against :func:`napari_pdmfuse.fuse` on the same array.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,20 @@ def test_widget_fuses_layer_and_rerun_replaces(make_napari_viewer, qtbot, notifi
     assert names(viewer) == ["stack", "stack confidence", "stack focus map", "stack fused"]
     assert viewer.layers["stack fused"] is fused
     np.testing.assert_array_equal(fused.data, fuse(source.data, method="argmax").fused)
+
+
+def test_results_of_a_layer_named_with_undecodable_bytes_have_escaped_names(
+    make_napari_viewer, qtbot, notifications
+):
+    # napari's own reader names a layer after its file, undecodable bytes and all.
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    source = viewer.add_image(uint16_stack(), name=os.fsdecode(b"st\xffack"))
+    fuse_layer(qtbot, widget, source)
+    assert notifications == []
+    results = [layer.name for layer in viewer.layers if layer is not source]
+    assert results == ["st\\xffack confidence", "st\\xffack focus map", "st\\xffack fused"]
+    assert viewer.layers["st\\xffack fused"].metadata["source"] == "st\\xffack"
 
 
 def test_z_axis_from_labels_and_channel_axis(make_napari_viewer, qtbot, notifications):

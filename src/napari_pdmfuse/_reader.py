@@ -23,7 +23,7 @@ from typing import Any
 
 import dask.array as da
 
-from .errors import InputError, PdmFuseError
+from .errors import InputError, PdmFuseError, printable
 from .ngff import is_zarr_name, is_zarr_store, multiscales, transforms
 from .reading import Image, Scene, is_tiff, is_url, list_scenes, open_image
 from .reading.axes import ordered, viewable_axes
@@ -69,7 +69,18 @@ def read_layers(path: str | Path, stacks_only: bool = False) -> list[LayerData]:
     or more axes; folders give their planes as one stack; files give their whole stack, with
     time points and channels. A TIFF that holds no stack opens as the image it is, unless
     ``stacks_only`` (the widget's "Open stack…") asks for a stack and gets the reason instead.
+    Layer names are :func:`~napari_pdmfuse.errors.printable`, as messages are: a file name's
+    bytes that are not UTF-8 are kept by Python as lone surrogates, which no encoder accepts,
+    and would pass from the layer's name to the result layers' names and to saved files.
     """
+    layers = _read_layers(path, stacks_only)
+    return [
+        (data, {**kwargs, "name": printable(str(kwargs["name"]))}, kind)
+        for data, kwargs, kind in layers
+    ]
+
+
+def _read_layers(path: str | Path, stacks_only: bool) -> list[LayerData]:
     remote = is_url(str(path))
     local = Path(path)
     if remote or (local.is_dir() and (is_zarr_name(local) or is_zarr_store(local))):

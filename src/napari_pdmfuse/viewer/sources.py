@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, printable
 from ..reading import Image
 
 CHANNEL_LABELS = ("c", "ch", "channel", "channels")
@@ -215,13 +215,14 @@ def layer_image(
         for letter, axis in named.items()
         if axis is not None and letter != "Z"
     }
+    name = printable(layer.name)  # a name from a file name may hold undecodable bytes
     source = Source(
-        name=layer.name,
+        name=name,
         n_planes=int(data.shape[axes.index("Z")]),
         z_scale=float(layer.scale[z_axis]),
         z_translate=float(layer.translate[z_axis]),
         z_unit=unit_label(layer.units[z_axis]),
-        layers=(layer.name,),
+        layers=(name,),
         leading=leading,
         **_yx(layer),
     )
@@ -229,7 +230,7 @@ def layer_image(
     image = Image(
         data=data,
         axes=axes,
-        name=layer.name,
+        name=name,
         z_spacing=source.z_scale if source.physical_z else None,
         pixel_size=source.scale if source.units else None,
         unit=_image_unit(source),
@@ -257,9 +258,9 @@ def planes_image(layers: Sequence[Any]) -> tuple[Image, Source]:
                 "the same size and colour layout."
             )
     source = Source(
-        name=f"{first.name} … {layers[-1].name}",
+        name=printable(f"{first.name} … {layers[-1].name}"),
         n_planes=len(layers),
-        layers=tuple(layer.name for layer in layers),
+        layers=tuple(printable(layer.name) for layer in layers),
         **_yx(first),
     )
     data = da.stack([da.asarray(full_data(layer)) for layer in layers])

@@ -7,6 +7,7 @@ checked against :func:`napari_pdmfuse.fuse` on the same array.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -742,6 +743,31 @@ def test_streamed_rgb_and_time_lapse(make_napari_viewer, qtbot, notifications, s
     for t in range(2):
         alone = fuse(data[t], method="argmax")
         np.testing.assert_array_equal(np.asarray(focus.data[0][t]), alone.focus_map)
+
+
+def test_removed_streamed_results_let_go_of_their_source(
+    make_napari_viewer, qtbot, tmp_path, notifications, stream_everything
+):
+    # Many fusions in one session: once the user has removed a streamed run's layers and
+    # fused another stack, nothing holds the first stack or its file open any more.
+    import psutil
+
+    viewer = make_napari_viewer()
+    widget = dock(viewer)
+    paths = [tmp_path / "first.tif", tmp_path / "second.tif"]
+    folders = []
+    for k, path in enumerate(paths):
+        tifffile.imwrite(path, uint16_stack(seed=k), tile=(32, 32))  # read through an open file
+        widget.open_path(path)
+        widget.fuse_button.clicked()
+        wait(qtbot, widget)
+        folders.append(Path(viewer.layers[f"{path.stem} fused"].metadata["store"]).parent)
+        viewer.layers.select_all()
+        viewer.layers.remove_selected()
+    gc.collect()
+    assert notifications == []
+    assert str(paths[0]) not in {f.path for f in psutil.Process().open_files()}
+    assert all(folder.is_dir() for folder in folders)  # kept until fused again (docs)
 
 
 def test_failed_streamed_run_removes_its_layers_and_stores(

@@ -256,7 +256,9 @@ class PreviewedOutputs:
                 level[where] = sub[..., :height, :width]
 
 
-def without_stores(outcome: Outcome) -> None:
-    """Delete a streamed outcome's folder (its layers must be gone or replaced first)."""
-    if outcome.folder is not None:
-        shutil.rmtree(outcome.folder, ignore_errors=True)
+def without_stores(outcome: Outcome | Path) -> None:
+    """Delete a streamed outcome's folder, or the folder given (its layers must be gone or
+    replaced first)."""
+    folder = outcome.folder if isinstance(outcome, Outcome) else outcome
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)

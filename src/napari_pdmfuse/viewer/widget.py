@@ -195,7 +195,10 @@ class FuseWidget(Container):
         self.activity: progress | None = None
         self.streaming: Outcome | None = None  # a streamed run's layers, while it runs
         self.last: Outcome | None = None
-        self.stores: dict[str, Outcome] = {}  # streamed results shown, by source name
+        # The folder of each source's streamed result, by source name, to delete when the source
+        # is fused again: the folder only, for an Outcome holds its source's data (and open
+        # files) long after the user has removed its layers.
+        self.folders: dict[str, Path] = {}
         self.open_button.changed.connect(self.open_stack)
         self.mode.changed.connect(self._on_mode)
         self.image.changed.connect(self._on_layer)
@@ -426,11 +429,11 @@ class FuseWidget(Container):
         self.streaming = None
         source = outcome.source
         layers.show(self.viewer, outcome)
-        previous = self.stores.pop(source.name, None)
-        if previous is not None and previous.folder != outcome.folder:
+        previous = self.folders.pop(source.name, None)
+        if previous is not None and previous != outcome.folder:
             without_stores(previous)  # its layers now show this run
-        if outcome.streamed:
-            self.stores[source.name] = outcome
+        if outcome.folder is not None:
+            self.folders[source.name] = outcome.folder
         self.last = outcome
         self.height_button.enabled = True
         for tool in (self.model, self.retouch, self.review):

@@ -267,10 +267,15 @@ def test_core_error_in_worker_shows_error_and_adds_nothing(
 
 
 def test_cancel_leaves_viewer_unchanged(make_napari_viewer, qtbot, monkeypatch, activity):
+    closed = []
+
     def slow_fuse_run(run):
-        for done in range(200):
-            yield Progress(done, 200)
-            time.sleep(0.01)
+        try:
+            for done in range(200):
+                yield Progress(done, 200)
+                time.sleep(0.01)
+        finally:  # the run's clean-up: its files closed, its stack and results let go
+            closed.append(run.source.name)
         return jobs.Failure("not reached")
 
     monkeypatch.setattr(widget_module, "fuse_run", slow_fuse_run)
@@ -292,6 +297,7 @@ def test_cancel_leaves_viewer_unchanged(make_napari_viewer, qtbot, monkeypatch, 
     assert not widget.height_button.enabled
     assert activity[0] not in type(activity[0])._all_instances  # the activity entry is closed
     assert activity[0].n < 200
+    assert closed == ["stack"]  # not left suspended for napari's worker list to keep
 
 
 def test_height_view_adds_surface(make_napari_viewer, qtbot, notifications):

@@ -12,7 +12,7 @@ import Qt.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,13 @@ def usable_devices() -> tuple[str, ...]:
     mps = getattr(torch.backends, "mps", None)
     present = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available())}
     return tuple(d for d in DEVICES if present.get(d, True))
+
+
+def _delegated(steps: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """``steps``, run by a worker that does not own them, so the widget can close them once the
+    worker has finished: a cancelled worker leaves its generator suspended, holding the stack
+    and the results so far, and napari keeps every worker until it quits."""
+    return (yield from steps)
 
 
 def _axis_choice(layer: Image, axis: int) -> tuple[str, int]:
@@ -192,6 +199,7 @@ class FuseWidget(Container):
             ]
         )
         self.worker: GeneratorWorker | None = None
+        self.steps: Generator[Any, None, Any] | None = None  # the worker's run, to close
         self.activity: progress | None = None
         self.streaming: Outcome | None = None  # a streamed run's layers, while it runs
         self.last: Outcome | None = None
@@ -380,7 +388,8 @@ class FuseWidget(Container):
             show_error(str(err))
             return None
         # Bugs (not PdmFuseError) still reach napari's error notifications.
-        worker = create_worker(fuse_run, run, _ignore_errors=True)
+        self.steps = fuse_run(run)
+        worker = create_worker(_delegated, self.steps, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
@@ -464,6 +473,9 @@ class FuseWidget(Container):
         self._set_status(status)
 
     def _on_finished(self) -> None:
+        if self.steps is not None:  # a cancelled run lets go of its memory and files now
+            self.steps.close()
+            self.steps = None
         self.worker = None
         self.fuse_button.enabled = True
         self.cancel_button.enabled = False

@@ -59,7 +59,7 @@ VIAS = ("file-open", "button", "napari")
 # The stacks, written plane by plane or tile by tile, never whole in memory
 
 
-def _small_stack(slices: int) -> np.ndarray:
+def small_stack(slices: int) -> np.ndarray:
     """A rendered 512² uint16 focus stack, repeated (and mirrored) to fill the large planes."""
     rng = np.random.default_rng(29)
     sharp = render.fluorescence(rng, (TILE, TILE))
@@ -73,7 +73,7 @@ def _block(small: np.ndarray, z: int, y: int, x: int) -> np.ndarray:
 
 
 def write_tiled(path: Path, side: int = SIDE, slices: int = 20) -> None:
-    small = _small_stack(slices)
+    small = small_stack(slices)
     tiles = (
         _block(small, z, y, x)
         for z in range(slices)
@@ -85,7 +85,7 @@ def write_tiled(path: Path, side: int = SIDE, slices: int = 20) -> None:
 
 
 def write_hyperstack(path: Path, side: int = SIDE, slices: int = 12, channels: int = 2) -> None:
-    small = _small_stack(slices)
+    small = small_stack(slices)
     reps = side // TILE
 
     def planes():
@@ -148,7 +148,8 @@ class PeakRSS:
             time.sleep(0.02)
 
 
-def _settle(seconds: float) -> None:
+def settle(seconds: float) -> None:
+    """Run Qt's event loop for ``seconds``: the viewer draws, signals are delivered."""
     from qtpy.QtWidgets import QApplication
 
     end = time.monotonic() + seconds
@@ -157,7 +158,8 @@ def _settle(seconds: float) -> None:
         time.sleep(0.01)
 
 
-def _until(done, timeout: float = 1800.0) -> None:
+def until(done, timeout: float = 1800.0) -> None:
+    """Run Qt's event loop until ``done()`` is true, as a user waits in front of the viewer."""
     from qtpy.QtWidgets import QApplication
 
     end = time.monotonic() + timeout
@@ -183,7 +185,7 @@ def measure(path: Path, via: str, fuse: bool, method: str, scroll: bool, cache: 
     rss = PeakRSS()
     viewer = napari.Viewer()
     viewer.window._qt_window.resize(1600, 1000)
-    _settle(1.0)
+    settle(1.0)
     row: dict = {"stack": path.name, "via": via, "viewer_gb": _gb(rss.now())}
     settings = get_settings()
     settings._save_on_change = False  # this process's choices stay out of the user's settings
@@ -192,7 +194,7 @@ def measure(path: Path, via: str, fuse: bool, method: str, scroll: bool, cache: 
     widget = None
     if via == "button" or fuse:
         _, widget = viewer.window.add_plugin_dock_widget("napari-pdmfuse", "PDM Fuse")
-        _settle(0.5)
+        settle(0.5)
     rss.restart()
     start = time.perf_counter()
     if via == "button":
@@ -204,9 +206,9 @@ def measure(path: Path, via: str, fuse: bool, method: str, scroll: bool, cache: 
         plugin = "napari" if via == "napari" else None
         viewer.window._qt_viewer._qt_open([str(path)], stack=False, plugin=plugin)
     layer = viewer.layers[-1]
-    _until(lambda: layer.loaded)
+    until(lambda: layer.loaded)
     row["open_s"] = round(time.perf_counter() - start, 1)
-    _settle(1.0)
+    settle(1.0)
     row.update(
         open_peak_gb=_gb(rss.peak),
         opened_gb=_gb(rss.now()),
@@ -218,9 +220,9 @@ def measure(path: Path, via: str, fuse: bool, method: str, scroll: bool, cache: 
     axis = list(layer.axis_labels).index("z") if "z" in layer.axis_labels else 0
     start = time.perf_counter()
     viewer.dims.set_current_step(axis, layer.data.shape[axis] // 2)
-    _until(lambda: layer.loaded)
+    until(lambda: layer.loaded)
     row["step_z_s"] = round(time.perf_counter() - start, 2)
-    _settle(1.0)
+    settle(1.0)
     row["after_step_gb"] = _gb(rss.now())
     if fuse:
         jobs.STREAM_BYTES = 0  # every result streams to OME-Zarr stores, however small
@@ -230,7 +232,7 @@ def measure(path: Path, via: str, fuse: bool, method: str, scroll: bool, cache: 
         before = rss.now()
         start = time.perf_counter()
         widget.run()
-        _until(lambda: widget.worker is None, timeout=6 * 3600.0)  # a busy machine is slow
+        until(lambda: widget.worker is None, timeout=6 * 3600.0)  # a busy machine is slow
         row["fuse_s"] = round(time.perf_counter() - start, 1)
         row.update(fuse_peak_gb=_gb(rss.peak), fusion_adds_gb=_gb(rss.peak - before))
         results = [x for x in viewer.layers if x.name.startswith(f"{layer.name} ")]
@@ -244,9 +246,9 @@ def measure(path: Path, via: str, fuse: bool, method: str, scroll: bool, cache: 
         start = time.perf_counter()
         for z in range(layer.data.shape[axis]):
             viewer.dims.set_current_step(axis, z)
-            _until(lambda: layer.loaded)
+            until(lambda: layer.loaded)
         row["scroll_s"] = round(time.perf_counter() - start, 1)
-        _settle(1.0)
+        settle(1.0)
         row["after_scroll_gb"] = _gb(rss.now())
     row["process_peak_gb"] = _gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     viewer.close()

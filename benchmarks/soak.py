@@ -78,19 +78,29 @@ def phase(name: str, paths: list[str], folder: Path, method: str, sampler: Sampl
 
     rows = []
     tenth = max(1, len(paths) // 10)
-    for k, start in enumerate(range(0, len(paths), tenth)):
-        out = folder / f"out-{name}-{k}"
+    for start in range(0, len(paths), tenth):
+        out = folder / f"out-{name}-{start}"
         code = batch(paths[start : start + tenth], out, method)
-        left = [p.name for p in out.iterdir() if ".pdmfuse-tmp-" in p.name]
-        rows.append((start + tenth, *sampler.sample()[1:], code, len(left)))
+        rows.append((start + tenth, *sampler.sample()[1:], code, len(temporaries(out))))
         shutil.rmtree(out)
     print(f"\n{name}: {len(paths)} stacks, method {method}")
-    print("| stacks done | RSS MiB | open fds | threads | exit | temporary left |")
-    print("|---|---|---|---|---|---|")
-    for done, rss, fds, threads, code, left in rows:
-        print(f"| {done} | {rss:.0f} | {fds} | {threads} | {code} | {left} |")
-    warm = rows[1] if len(rows) > 1 else rows[0]  # after the first tenth: caches, model, pools
-    last = rows[-1]
+    report(rows, ["stacks done", "exit", "temporary left"])
+
+
+def temporaries(folder: Path) -> list[str]:
+    """Temporary files (``.pdmfuse-tmp-``) in ``folder`` and below, relative to it."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.pdmfuse-tmp-*"))
+
+
+def report(rows: list[tuple], names: list[str]) -> None:
+    """A table of samples, one row per tenth: (done, RSS MiB, fds, threads, *others), the
+    columns ``names[0]``, RSS, fds, threads, ``names[1:]``; then the growth after warm-up (from
+    the sample after the first tenth to the last)."""
+    header = [names[0], "RSS MiB", "open fds", "threads", *names[1:]]
+    print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
+    for done, rss, fds, threads, *others in rows:
+        print("| " + " | ".join(map(str, [done, f"{rss:.0f}", fds, threads, *others])) + " |")
+    warm, last = rows[0], rows[-1]  # the first tenth warms up: caches, model, pools
     growth = 100 * (last[1] - warm[1]) / warm[1]
     print(f"after warm-up: RSS {warm[1]:.0f} → {last[1]:.0f} MiB ({growth:+.1f} %), "
           f"fds {warm[2]} → {last[2]}, threads {warm[3]} → {last[3]}")  # fmt: skip

@@ -12,8 +12,9 @@ list's delete button does. Nine fusions in ten are of a small stack added as a l
 (12 × 1024² uint16 tiled TIFF, a new hard link each time, so each is a new file) and streams
 its results into OME-Zarr stores in a folder of their own (the widget's in-memory threshold set
 to 0 for it). After each tenth of the fusions the process is sampled (``soak.Sampler``), with
-the number of Python objects and Qt widgets. ``--keep`` keeps every layer instead, to show
-what keeping results costs. $TMPDIR is a new folder, to count what is left in it: temporary
+the bytes in napari's dask cache, the number of Python objects and Qt widgets. ``--keep``
+keeps every layer instead, to show what keeping results costs. $TMPDIR is a new folder, to
+count what is left in it: temporary
 files (``.pdmfuse-tmp-``) and the streamed runs' folders (``pdmfuse-…``, kept until the same
 source is fused again, see docs/napari.md).
 
@@ -114,6 +115,14 @@ def fuse_once(viewer, widget, k: int, small: np.ndarray, large: Path, keep: bool
             path.unlink()  # the store folder is the widget's to keep or delete
 
 
+def dask_cache_bytes() -> int:
+    """What napari's dask cache holds: chunks of every lazy layer shown, kept after the layer
+    is deleted until the cache's limit (a quarter of the memory by default) evicts them."""
+    from napari.utils._dask_utils import _DASK_CACHE
+
+    return _DASK_CACHE.cache.total_bytes
+
+
 def session(args: argparse.Namespace, tmp: Path, sampler: Sampler, rows: list) -> Iterator[Wait]:
     """The whole session, step by step: a viewer, the widget, the fusions and the samples."""
     import napari
@@ -133,7 +142,12 @@ def session(args: argparse.Namespace, tmp: Path, sampler: Sampler, rows: list) -
         if (k + 1) % tenth == 0:
             yield pause(0.5)
             rss, fds, threads = sampler.sample()[1:]
-            counts = (len(gc.get_objects()), len(QApplication.allWidgets()), len(viewer.layers))
+            counts = (
+                round(dask_cache_bytes() / 2**20),
+                len(gc.get_objects()),
+                len(QApplication.allWidgets()),
+                len(viewer.layers),
+            )
             left = (len(streamed_folders(tmp)), len(temporaries(tmp)), ok.count(False))
             rows.append((k + 1, rss, fds, threads, *counts, *left))
             print(f"{time.perf_counter() - sampler.began:.0f} s: {rows[-1]}", flush=True)
@@ -143,7 +157,7 @@ def session(args: argparse.Namespace, tmp: Path, sampler: Sampler, rows: list) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fusions", type=int, default=200)
-    parser.add_argument("--method", default="argmax")
+    parser.add_argument("--method", default="pdmnet")
     parser.add_argument("--keep", action="store_true", help="keep every layer")
     parser.add_argument("--no-dask-cache", action="store_true", help="turn napari's cache off")
     args = parser.parse_args()
@@ -164,7 +178,8 @@ def main() -> None:
         sampler.stop.set()
         kept = "kept" if args.keep else "removed after each"
         print(f"\n{args.fusions} fusions in napari, method {args.method}, layers {kept}")
-        names = ["fusions", "Python objects", "Qt widgets", "layers", "store folders"]
+        names = ["fusions", "dask cache MiB", "Python objects", "Qt widgets", "layers"]
+        names.append("store folders")
         report(rows, [*names, "temporary", "failed"])
         peak = max(s[1] for s in sampler.samples) if sampler.samples else float("nan")
         left = temporaries(tmp) or "none"

@@ -95,7 +95,7 @@ def temporaries(folder: Path) -> list[str]:
 def report(rows: list[tuple], names: list[str]) -> None:
     """A table of samples, one row per tenth: (done, RSS MiB, fds, threads, *others), the
     columns ``names[0]``, RSS, fds, threads, ``names[1:]``; then the growth after warm-up (from
-    the sample after the first tenth to the last)."""
+    the sample after the first tenth to the last) and the trend of RSS."""
     header = [names[0], "RSS MiB", "open fds", "threads", *names[1:]]
     print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
     for done, rss, fds, threads, *others in rows:
@@ -104,6 +104,12 @@ def report(rows: list[tuple], names: list[str]) -> None:
     growth = 100 * (last[1] - warm[1]) / warm[1]
     print(f"after warm-up: RSS {warm[1]:.0f} → {last[1]:.0f} MiB ({growth:+.1f} %), "
           f"fds {warm[2]} → {last[2]}, threads {warm[3]} → {last[3]}")  # fmt: skip
+    if len(rows) > 2:  # where RSS wanders from sample to sample, its trend tells growth
+        done, rss = np.array([r[0] for r in rows], float), np.array([r[1] for r in rows])
+        slope, start = np.polyfit(done, rss, 1)
+        rise = slope * (done[-1] - done[0])
+        print(f"trend (least squares): {rise:+.0f} MiB over the run "
+              f"({100 * rise / (start + slope * done[0]):+.1f} %)")  # fmt: skip
 
 
 def main() -> None:

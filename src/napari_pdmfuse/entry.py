@@ -11,6 +11,7 @@ import time
 from typing import NoReturn
 
 from .errors import EXIT_INTERRUPTED
+from .heap import keep_freed_memory
 
 #: When this interpreter started, on the ``time.perf_counter()`` clock: this module is the
 #: first of the command's code to run, and before it the interpreter spent only CPU time on
@@ -42,35 +43,6 @@ def launch() -> NoReturn:
             print("pdmfuse: interrupted; nothing was written.", file=sys.stderr)
         status = EXIT_INTERRUPTED
     sys.exit(status)
-
-
-#: glibc's mallopt parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep what is freed for the next allocation instead of giving it back
-    to the system.
-
-    Every tile allocates and frees the same large arrays (PyTorch keeps no cache of its own on
-    the CPU). By default glibc maps each one afresh and unmaps it when freed, so the kernel
-    zeroes every page of it again for the next tile: a twelfth of a PDMNet run's CPU time, as
-    system time. Kept in the heap, the pages are reused as they are; peak resident memory grows
-    by about 5 % (fragmentation). Only the command's own process does this, and only where the
-    C library is glibc (elsewhere, or if it refuses, nothing changes).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # another C library (musl has no mallopt)
-        return
-    # Arrays up to 256 MiB (a tile's largest) come from the heap, which is trimmed only when
-    # as much lies free at its top; 1 GiB saves no more time and costs more memory.
-    mallopt(M_MMAP_THRESHOLD, 2**28)
-    mallopt(M_TRIM_THRESHOLD, 2**28)
 
 
 def load_dask_array() -> None:

@@ -37,6 +37,7 @@ from napari.utils.notifications import show_error, show_info
 
 from .._reader import read_layers
 from ..errors import InputError, PdmFuseError
+from ..heap import give_back_freed_memory
 from ..methods import DEFAULT_METHOD
 from ..options import (
     ALIGN_MODELS,
@@ -482,6 +483,7 @@ class FuseWidget(Container):
         if self.activity is not None:
             self.activity.close()
             self.activity = None
+        give_back_freed_memory()  # the worker thread's heap keeps what the tiles freed
 
     # -- height view ----------------------------------------------------------------------------
 

@@ -392,9 +392,10 @@ def test_python_dash_m(tmp_path):
 
 
 def _slow_stack(folder: Path) -> Path:
-    """40 planes of 512², fused with pyramid in 16 tiles: long enough to be stopped mid-way."""
+    """120 planes of 512², fused with pyramid in 16 tiles: long enough to be stopped mid-way,
+    even where the test itself waits for the CPU a while before it sends the signal."""
     rng = np.random.default_rng(5)
-    data = rng.integers(0, 255, (40, 512, 512), dtype=np.uint8)
+    data = rng.integers(0, 255, (120, 512, 512), dtype=np.uint8)
     path = folder / "slow.tif"
     tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZYX"})
     return path

@@ -707,6 +707,7 @@ def test_large_result_streams_into_multiscale_layers(
     confidence = viewer.layers["big confidence"]
     for result_layer in (fused, focus, confidence):
         assert result_layer.multiscale
+        assert not result_layer.cache  # napari's cache keeps no copy, even once deleted
         assert [level.shape for level in result_layer.data] == [(700, 600), (350, 300)]
         np.testing.assert_allclose(result_layer.scale, (0.5, 0.5))
     np.testing.assert_array_equal(np.asarray(fused.data[0]), expected.fused)

@@ -139,7 +139,11 @@ def _find(layers: Any, name: str) -> Any:
 def _put(viewer: Any, name: str, data: list[Any], outcome: Outcome, **props: Any) -> Image:
     """Update layer ``name`` in place when it can take ``data``, else add (or replace) it.
 
-    Layers of an unfinished streamed run do not cache slices, so refreshing shows new tiles.
+    Streamed results are read from their stores whenever they are drawn, never from napari's
+    dask cache: refreshing a running fusion shows its new tiles, a retouched chunk shows as
+    rewritten, and the cache keeps no copy of a result after its layer is deleted (it kept
+    every result drawn until its limit, a quarter of the memory, evicted it: 12 MiB per
+    1024² result, ``benchmarks/napari_soak.py``). A store on local disk reads fast enough.
     """
     layers = viewer.layers
     multiscale = outcome.streamed
@@ -155,7 +159,7 @@ def _put(viewer: Any, name: str, data: list[Any], outcome: Outcome, **props: Any
         and old.ndim == ndim
     ):
         limits = props.pop("contrast_limits")
-        old.cache = outcome.done
+        old.cache = not multiscale
         old.data = value
         old.reset_contrast_limits_range()
         old.contrast_limits_range = (
@@ -172,7 +176,7 @@ def _put(viewer: Any, name: str, data: list[Any], outcome: Outcome, **props: Any
         rgb=rgb,
         multiscale=multiscale,
         visible=visible,
-        cache=outcome.done,
+        cache=not multiscale,
         **props,
     )
     if old is None:

@@ -117,7 +117,6 @@ class RetouchPanel(Container):
         self.session = session
         self._add_preview()
         self.layer = self._layer(name, session)
-        self._streamed_layers_uncached()
         session.set_match_brightness(bool(self.match.value))
         if labels is not None and session.sync(everywhere=True) is not None:
             self._redraw()
@@ -145,13 +144,6 @@ class RetouchPanel(Container):
         layer.events.data.connect(self._on_data)
         self.viewer.layers.selection.active = layer
         return layer
-
-    def _streamed_layers_uncached(self) -> None:
-        """Streamed results are read again from their stores when redrawn, not from a cache."""
-        for kind in ("fused", "focus_map"):
-            name = layers.layer_name(self.outcome, kind)
-            if self.outcome.streamed and name in self.viewer.layers:
-                self.viewer.layers[name].cache = False
 
     def stop(self) -> None:
         """End the retouch session (the painted layer and the result stay as they are)."""

@@ -691,11 +691,12 @@ the next run in that folder removes it once the process named in it is gone.
 
 Not errors: file names holding bytes that are not UTF-8, newlines or terminal escapes fuse like
 any other, and messages, napari layer names and output metadata show those characters escaped
-(`\\xff`, `\\n`, `\\x1b`). A stack whose slices are each constant (all alike or all different)
-fuses to a valid image with zero confidence everywhere; pixels with no texture in any plane within
-a method's reach get zero confidence too. Values near the float32 limits are fused (scaled
-internally by a power of two). A TIFF whose tags or pages had to be skipped is fused with the
-warning `pdmfuse: warning: FILE has damaged TIFF tags or pages that were skipped; check the fused result,
+(`\\xff`, `\\n`, `\\x1b`). A stack whose slices are each constant (all alike or all
+different) fuses to a valid image with zero confidence everywhere; pixels with no texture in any
+plane within a method's reach get zero confidence too. Values near the float32 limits are fused
+(scaled internally by a power of two). A TIFF whose tags or pages had to be skipped is fused with
+the warning
+`pdmfuse: warning: FILE has damaged TIFF tags or pages that were skipped; check the fused result,
 or export the stack again.`; if the GPU runs out of memory, tiles are halved (down to the method's
 minimum) and then the run moves to the CPU, each with a warning.
 

@@ -217,3 +217,17 @@ def test_host_memory_short_even_for_the_smallest_tile_is_one_sentence(stack, err
     assert str(refused.value).endswith(
         "; raise the memory limit, close other programs or fuse fewer planes."
     )
+
+
+def test_a_fusion_leaves_napari_s_dask_cache_alone():
+    # napari enters its dask cache (a global dask callback) while it draws a lazy layer; a
+    # fusion reading its stack in another thread meanwhile must not fill it with copies.
+    cache_module = pytest.importorskip("dask.cache")
+    pytest.importorskip("cachey")
+    data = demo_stack(4, 96, seed=11).stack
+    lazy = da.from_array(data, chunks=(1, 48, 48))
+    cache = cache_module.Cache(2**30)
+    with cache:
+        result = fuse(lazy, method="argmax", tile=64)
+    np.testing.assert_array_equal(result.fused, fuse(data, method="argmax", tile=64).fused)
+    assert cache.cache.total_bytes == 0

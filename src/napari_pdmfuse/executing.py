@@ -158,7 +158,7 @@ def read_window(
     from dask.local import get_sync  # a function: a name makes dask import distributed
 
     out = into[: int(np.prod(part.shape))].reshape(part.shape)
-    da.store(part, out, lock=False, scheduler=get_sync)
+    da.store(part, out, lock=False, scheduler=get_sync, callbacks=())  # as read_now says
     return out
 
 

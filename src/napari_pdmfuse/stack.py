@@ -238,12 +238,14 @@ def read_now(data: object) -> np.ndarray:
 
     dask's scheduler is passed as a function: given by name ("synchronous"), or left to its
     default, dask first looks for a distributed client, which imports distributed (a fifth of a
-    second at start-up) and would send a local read to a user's cluster.
+    second at start-up) and would send a local read to a user's cluster. No callbacks: dask's
+    are global to the process, and napari's dask cache, entered while it draws a layer, would
+    otherwise keep a copy of what the fusion reads meanwhile in another thread.
     """
     if is_lazy(data):
         from dask.local import get_sync
 
-        data = data.compute(scheduler=get_sync)  # type: ignore[attr-defined]
+        data = data.compute(scheduler=get_sync, callbacks=())  # type: ignore[attr-defined]
     return np.asarray(data)
 
 

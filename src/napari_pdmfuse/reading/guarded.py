@@ -136,7 +136,7 @@ class GuardedArray:
             with tifffile_messages():
                 block = self.array[key]
             if isinstance(block, da.Array):  # a vendor reader's own lazy array: read it here
-                block = block.compute(scheduler="synchronous")
+                block = block.compute(scheduler="synchronous", callbacks=())  # see read_now
             return np.asarray(block, dtype=self.dtype)
         except PdmFuseError:
             raise

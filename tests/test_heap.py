@@ -1,10 +1,9 @@
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from napari_pdmfuse.heap import give_back_freed_memory
+from napari_pdmfuse.heap import _glibc_function, give_back_freed_memory
 
 
 def resident_mib() -> float:
@@ -14,7 +13,7 @@ def resident_mib() -> float:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+@pytest.mark.skipif(_glibc_function("malloc_trim") is None, reason="glibc's heap")
 def test_memory_a_worker_thread_freed_goes_back_to_the_system():
     # As in a napari session: a fusion's worker thread allocates in its own heap and frees
     # all but what it still holds at the heap's top, which keeps the rest resident.

@@ -12,6 +12,7 @@ from test_focus_map import run_focus_reference
 
 from napari_pdmfuse import InputError, fuse
 from napari_pdmfuse.methods.pdmnet import PDMNetMethod
+from napari_pdmfuse.model import fastops
 from napari_pdmfuse.model.cost import multiply_adds_per_voxel
 from napari_pdmfuse.model.pdmnet import (
     DEFAULT_WIDTHS,
@@ -235,6 +236,8 @@ def test_inference_computes_what_the_reference_formulation_does(design):
             logit_bound=LIGHT_LOGIT_BOUND,
         )
         channels_last(model.eval())
+    if torch.backends.mkldnn.is_available():  # the speed of the CPU path relies on it
+        assert fastops.conv_pointwise() is not None
     x = torch.rand(7, 1, 96, 112)
     with torch.enable_grad():
         reference = model.encode(x, 7, 3)

@@ -75,9 +75,13 @@ def read_layers(path: str | Path, stacks_only: bool = False) -> list[LayerData]:
     """
     layers = _read_layers(path, stacks_only)
     return [
-        (data, {**kwargs, "name": printable(str(kwargs["name"]))}, kind)
+        (data, {**kwargs, "name": _printable_name(kwargs.get("name"))}, kind)
         for data, kwargs, kind in layers
     ]
+
+
+def _printable_name(name: Any) -> Any:
+    return name if name is None else printable(str(name))
 
 
 def _read_layers(path: str | Path, stacks_only: bool) -> list[LayerData]:

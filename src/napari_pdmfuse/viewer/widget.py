@@ -12,6 +12,7 @@ import Qt.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,15 @@ def _delegated(steps: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
     worker has finished: a cancelled worker leaves its generator suspended, holding the stack
     and the results so far, and napari keeps every worker until it quits."""
     return (yield from steps)
+
+
+def _closed(steps: Generator[Any, None, Any]) -> None:
+    """Close a finished or cancelled run, then give back what its tiles freed (the worker
+    thread's heap keeps it otherwise)."""
+    try:
+        steps.close()
+    finally:
+        give_back_freed_memory()
 
 
 def _axis_choice(layer: Image, axis: int) -> tuple[str, int]:
@@ -474,16 +484,18 @@ class FuseWidget(Container):
         self._set_status(status)
 
     def _on_finished(self) -> None:
-        if self.steps is not None:  # a cancelled run lets go of its memory and files now
-            self.steps.close()
-            self.steps = None
+        steps, self.steps = self.steps, None
         self.worker = None
         self.fuse_button.enabled = True
         self.cancel_button.enabled = False
         if self.activity is not None:
             self.activity.close()
             self.activity = None
-        give_back_freed_memory()  # the worker thread's heap keeps what the tiles freed
+        if steps is not None:
+            # A cancelled run lets go of its memory and files now, in a thread of its own:
+            # closing waits for the read of the next tile already under way (seconds on a
+            # large or remote stack), which must not freeze the window.
+            threading.Thread(target=_closed, args=(steps,), daemon=True).start()
 
     # -- height view ----------------------------------------------------------------------------
 

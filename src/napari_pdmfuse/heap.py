@@ -38,8 +38,8 @@ def keep_freed_memory() -> None:
     if mallopt is None:
         return
     # Arrays up to 256 MiB (a tile's largest) come from the heap, which is trimmed only when
-    # as much lies free at its top; 1 GiB saves no more time and costs more memory. glibc
-    # before 2.35 refuses more than 32 MiB (mallopt returns 0). The trim threshold is set only
+    # as much lies free at its top; 1 GiB saves no more time and costs more memory. Older
+    # glibc refuses more than 32 MiB (mallopt returns 0). The trim threshold is set only
     # once a threshold is taken: set alone, it would freeze the mapping threshold at 128 KiB,
     # below glibc's own adjusting one, and every array would be mapped afresh.
     for threshold in (2**28, 2**25):

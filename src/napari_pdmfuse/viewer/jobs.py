@@ -256,9 +256,8 @@ class PreviewedOutputs:
                 level[where] = sub[..., :height, :width]
 
 
-def without_stores(outcome: Outcome | Path) -> None:
-    """Delete a streamed outcome's folder, or the folder given (its layers must be gone or
-    replaced first)."""
-    folder = outcome.folder if isinstance(outcome, Outcome) else outcome
+def without_stores(folder: Path | None) -> None:
+    """Delete a streamed outcome's folder, if it has one (its layers must be gone or replaced
+    first)."""
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)

@@ -411,7 +411,7 @@ class RetouchSession:
         """Forget the other fusions (deleting the stores of streamed ones)."""
         for other in self.others.values():
             if other.outcome.streamed:
-                without_stores(other.outcome)
+                without_stores(other.outcome.folder)
         self.others.clear()
         self.target.close()
 

@@ -147,7 +147,7 @@ class ReviewPanel(Container):
         if second is not None and second.streamed:
             from .jobs import without_stores
 
-            without_stores(second)
+            without_stores(second.folder)
         self.regions = doubtful_regions(fused, confidence, other, factor=factor)
         self.index = -1
         self._outline()

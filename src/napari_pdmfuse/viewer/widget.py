@@ -479,7 +479,7 @@ class FuseWidget(Container):
         """A run ended without results: remove a streamed run's partial layers and stores."""
         if self.streaming is not None:
             layers.remove(self.viewer, self.streaming)
-            without_stores(self.streaming)
+            without_stores(self.streaming.folder)
             self.streaming = None
         self._set_status(status)
 
